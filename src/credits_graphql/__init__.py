@@ -1,0 +1,1 @@
+"""credits_graphql: prepaid communication credits behind a GraphQL API."""

@@ -1,0 +1,3 @@
+from credits_graphql.cli import main
+
+main()

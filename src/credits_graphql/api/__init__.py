@@ -1,0 +1,1 @@
+"""The GraphQL surface: Strawberry types and thin resolvers over `service`."""

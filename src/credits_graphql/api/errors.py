@@ -1,0 +1,71 @@
+"""Every GraphQL error carries `extensions.code`; unexpected ones are masked and logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError, ValuesOfCorrectTypeRule
+from strawberry.extensions import SchemaExtension
+
+log = logging.getLogger("credits_graphql.errors")
+
+BAD_USER_INPUT = "BAD_USER_INPUT"
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+INTERNAL = "INTERNAL_SERVER_ERROR"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+INTERNAL_MESSAGE = "Internal server error."
+
+
+class BadLiteralRule(ValuesOfCorrectTypeRule):
+    """A literal of the wrong shape ("1e2" as a Decimal, an unknown enum value) is bad input, not
+    a malformed document: the same value sent as a variable is BAD_USER_INPUT too."""
+
+    def report_error(self, error: GraphQLError) -> None:
+        error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
+        super().report_error(error)
+
+
+def _tag(errors: list[GraphQLError] | None, code: str) -> None:
+    for error in errors or ():
+        if not (error.extensions or {}).get("code"):
+            error.extensions = {**(error.extensions or {}), "code": code}
+
+
+def is_internal(error: GraphQLError) -> bool:
+    return error.path is not None and not (error.extensions or {}).get("code")
+
+
+def log_internal(errors: list[GraphQLError]) -> None:
+    for error in errors:
+        if is_internal(error):
+            log.error("unexpected error at %s", ".".join(map(str, error.path or ())),
+                      exc_info=error.original_error or error)
+
+
+class ErrorCodes(SchemaExtension):
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = tuple(
+            BadLiteralRule if rule is ValuesOfCorrectTypeRule else rule for rule in context.validation_rules)
+        yield
+        _tag(context.pre_execution_errors, VALIDATION_FAILED)
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        _tag(self.execution_context.pre_execution_errors, PARSE_FAILED)
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        for index, error in enumerate(result.errors):
+            if is_internal(error):
+                result.errors[index] = GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, path=error.path,
+                                                    extensions={"code": INTERNAL})
+            else:
+                # Errors before execution starts, such as a variable that does not coerce.
+                _tag([error], BAD_USER_INPUT)

@@ -1,0 +1,107 @@
+"""The GraphQL HTTP endpoint: API key authentication, JSON error bodies, 405 for GET mutations."""
+
+from __future__ import annotations
+
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from credits_graphql.api.context import Context
+from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, PARSE_FAILED, UNAUTHENTICATED
+from credits_graphql.api.schema import CreditsSchema
+from credits_graphql.domain.access import Principal
+from credits_graphql.service import access
+from credits_graphql.service.deps import Deps
+
+_STATUS_CODES = {400: "BAD_REQUEST", 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+                 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
+class HTTPError(HTTPException):
+    def __init__(self, status_code: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code, reason)
+        self.headers = headers or {}
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    code = _STATUS_CODES.get(status_code, "BAD_REQUEST")
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]},
+                        status_code=status_code, headers=headers)
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class GraphQLEndpoint(GraphQL[Context | None, None]):
+    def __init__(self, schema: CreditsSchema, deps: Deps, *, graphiql: bool) -> None:
+        super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=True)
+        self.deps = deps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await error_response(404, "Not Found")(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as error:
+            response = error_response(error.status_code, error.reason, getattr(error, "headers", None))
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request, response: Response) -> Context | None:  # type: ignore[override]
+        if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
+            return None  # the GraphiQL page itself needs no key; the operations it sends do
+        principal = await self.authenticate(request)
+        return Context(deps=self.deps, principal=principal)
+
+    async def authenticate(self, request: Request) -> Principal:
+        token = bearer_token(request)
+        principal = await access.authenticate(self.deps, token) if token else None
+        if principal is None:
+            reason = "Missing API key." if token is None else "Unknown or revoked API key."
+            raise HTTPError(401, f"{reason} Send Authorization: Bearer <api key>.",
+                            {"WWW-Authenticate": 'Bearer realm="credits"'})
+        return principal
+
+    async def execute_single(self, request: Request, request_adapter: AsyncHTTPRequestAdapter,
+                             sub_response: Response, context: Context | None, root_value: None,
+                             request_data: GraphQLRequestData) -> ExecutionResult:
+        try:
+            return await self.schema.execute(
+                request_data.query, root_value=root_value, variable_values=request_data.variables,
+                context_value=context, operation_name=request_data.operation_name,
+                allowed_operation_types=OperationType.from_http(request_adapter.method),
+                operation_extensions=request_data.extensions)
+        except InvalidOperationTypeError as error:
+            # GraphQL over HTTP: a mutation over GET is 405 Method Not Allowed, with the methods that work.
+            raise HTTPError(405, error.as_http_error_reason(request_adapter.method), {"Allow": "POST"}) from error
+        except Exception as error:  # missing query, unknown operation name, ...
+            reason = getattr(error, "as_http_error_reason", None)
+            if callable(reason):
+                raise HTTPError(400, str(reason())) from error
+            raise HTTPError(400, str(error) or "Bad request") from error
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if result.errors:
+            result.errors = [_with_code(error) for error in result.errors]
+        return await super().process_result(request, result)
+
+
+def _with_code(error: GraphQLError) -> GraphQLError:
+    """The last safety net: no error leaves without a code, and none leaks internals."""
+    if (error.extensions or {}).get("code"):
+        return error
+    if error.message.startswith("Syntax Error"):
+        error.extensions = {"code": PARSE_FAILED}
+        return error
+    return GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, path=error.path, extensions={"code": INTERNAL})
+
+

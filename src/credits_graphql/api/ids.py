@@ -1,0 +1,56 @@
+"""Relay global ids and keyset cursors. Both are opaque to clients; malformed ones are BAD_USER_INPUT."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from graphql import GraphQLError
+from strawberry.relay import GlobalID, GlobalIDValueError
+
+BAD_USER_INPUT = "BAD_USER_INPUT"
+_CURSOR_PREFIX = "k1:"
+MAX_ID = 2**63 - 1
+
+
+def bad_input(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": BAD_USER_INPUT})
+
+
+def global_id(type_name: str, row_id: int) -> GlobalID:
+    return GlobalID(type_name, str(row_id))
+
+
+def decode_id(value: str, expected_type: str | None = None) -> tuple[str, int] | None:
+    """(type, row id) of a well-formed global id; None for one of another type than expected.
+
+    A string that is not a global id at all raises BAD_USER_INPUT."""
+    try:
+        gid = GlobalID.from_id(value)
+        row_id = int(gid.node_id)
+    except (GlobalIDValueError, ValueError, TypeError):
+        raise bad_input(f"{value[:80]!r} is not a valid id") from None
+    if not 0 < row_id <= MAX_ID:
+        raise bad_input(f"{value[:80]!r} is not a valid id")
+    if expected_type is not None and gid.type_name != expected_type:
+        return None
+    return gid.type_name, row_id
+
+
+def encode_cursor(row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+        if not text.startswith(_CURSOR_PREFIX):
+            raise ValueError(text)
+        row_id = int(text[len(_CURSOR_PREFIX):])
+    except (ValueError, UnicodeError, binascii.Error):
+        raise bad_input(f"{cursor[:80]!r} is not a valid cursor") from None
+    if not 0 < row_id <= MAX_ID:
+        raise bad_input(f"{cursor[:80]!r} is not a valid cursor")
+    return row_id

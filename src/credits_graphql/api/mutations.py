@@ -1,0 +1,112 @@
+"""Mutation resolvers: translate input, call one use case, answer a payload or its userErrors."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from credits_graphql.api.context import Context
+from credits_graphql.api.ids import decode_id
+from credits_graphql.api.inputs import (
+    AddFundsInput,
+    CloseAccountInput,
+    CreateAccountInput,
+    RecordUsageInput,
+    UpdatePaymentMethodInput,
+    UpdateRechargeSettingsInput,
+)
+from credits_graphql.api.payloads import (
+    AddFundsPayload,
+    CloseAccountPayload,
+    CreateAccountPayload,
+    RecordUsagePayload,
+    UpdatePaymentMethodPayload,
+    UpdateRechargeSettingsPayload,
+)
+from credits_graphql.api.permissions import allowed
+from credits_graphql.api.types import AccountNode, RechargeAttemptNode, TransactionNode, UserError
+from credits_graphql.domain.access import Action
+from credits_graphql.domain.errors import RuleViolation, account_not_found
+from credits_graphql.domain.ledger import Account
+from credits_graphql.service import accounts, ledger
+
+
+def _account_pk(account_id: strawberry.ID) -> int:
+    decoded = decode_id(account_id, "Account")
+    if decoded is None:
+        raise account_not_found()
+    return decoded[1]
+
+
+def _account_node(info: Info[Context, None], account: Account) -> AccountNode:
+    info.context.prime_accounts([account])
+    return AccountNode.of(account)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)])
+    async def create_account(self, info: Info[Context, None], input: CreateAccountInput) -> CreateAccountPayload:
+        token = input.payment_method.token if input.payment_method else None
+        try:
+            account = await accounts.create_account(info.context.deps, info.context.org_id, accounts.CreateAccount(
+                name=input.name, currency_code=input.currency_code, payment_token=token))
+        except RuleViolation as violation:
+            return CreateAccountPayload(user_errors=[UserError.of(violation)])
+        return CreateAccountPayload(account=_account_node(info, account))
+
+    @strawberry.mutation(extensions=[allowed(Action.MOVE_FUNDS)])
+    async def add_funds(self, info: Info[Context, None], input: AddFundsInput) -> AddFundsPayload:
+        try:
+            done = await ledger.add_funds(info.context.deps, info.context.org_id, ledger.AddFunds(
+                account_id=_account_pk(input.account_id), amount=input.amount,
+                idempotency_key=input.idempotency_key))
+        except RuleViolation as violation:
+            return AddFundsPayload(user_errors=[UserError.of(violation)])
+        return AddFundsPayload(transaction=TransactionNode.of(done.entry), account=_account_node(info, done.account))
+
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)])
+    async def update_recharge_settings(self, info: Info[Context, None],
+                                       input: UpdateRechargeSettingsInput) -> UpdateRechargeSettingsPayload:
+        try:
+            account = await accounts.update_recharge_settings(
+                info.context.deps, info.context.org_id, accounts.UpdateRechargeSettings(
+                    account_id=_account_pk(input.account_id), enabled=input.enabled,
+                    recharge_amount=input.recharge_amount, trigger_balance=input.trigger_balance))
+        except RuleViolation as violation:
+            return UpdateRechargeSettingsPayload(user_errors=[UserError.of(violation)])
+        return UpdateRechargeSettingsPayload(account=_account_node(info, account))
+
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)])
+    async def update_payment_method(self, info: Info[Context, None],
+                                    input: UpdatePaymentMethodInput) -> UpdatePaymentMethodPayload:
+        try:
+            account = await accounts.update_payment_method(
+                info.context.deps, info.context.org_id, _account_pk(input.account_id), input.payment_method.token)
+        except RuleViolation as violation:
+            return UpdatePaymentMethodPayload(user_errors=[UserError.of(violation)])
+        return UpdatePaymentMethodPayload(account=_account_node(info, account))
+
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE)])
+    async def record_usage(self, info: Info[Context, None], input: RecordUsageInput) -> RecordUsagePayload:
+        try:
+            done = await ledger.record_usage(info.context.deps, info.context.org_id, ledger.RecordUsage(
+                account_id=_account_pk(input.account_id), service=input.service, amount=input.amount,
+                idempotency_key=input.idempotency_key, minutes=input.minutes, reference=input.reference,
+                occurred_at=input.occurred_at))
+        except RuleViolation as violation:
+            return RecordUsagePayload(user_errors=[UserError.of(violation)])
+        triggered = RechargeAttemptNode.of(done.triggered_recharge) if done.triggered_recharge else None
+        return RecordUsagePayload(transaction=TransactionNode.of(done.entry),
+                                  account=_account_node(info, done.account), triggered_recharge=triggered)
+
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)],
+                         description="Stops all money movement on the account (ACCOUNT_CLOSED afterwards); "
+                         "its history stays readable.")
+    async def close_account(self, info: Info[Context, None], input: CloseAccountInput) -> CloseAccountPayload:
+        try:
+            account = await accounts.close_account(info.context.deps, info.context.org_id,
+                                                   _account_pk(input.account_id))
+        except RuleViolation as violation:
+            return CloseAccountPayload(user_errors=[UserError.of(violation)])
+        return CloseAccountPayload(account=_account_node(info, account))

@@ -1,0 +1,75 @@
+"""Query resolvers: decode ids, read through `service.queries`, wrap in types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+import credits_graphql.api.enums  # noqa: F401  (names the enums)
+from credits_graphql.api import connections
+from credits_graphql.api.context import Context
+from credits_graphql.api.ids import decode_id
+from credits_graphql.api.types import (
+    AccountNode,
+    Balance,
+    RechargeAttemptNode,
+    TransactionNode,
+    transactions_of,
+)
+from credits_graphql.domain import ledger
+from credits_graphql.domain.ledger import Account
+from credits_graphql.service import queries
+
+
+async def _account(info: Info[Context, None], account_id: strawberry.ID) -> Account | None:
+    decoded = decode_id(account_id, "Account")
+    return await info.context.loaders.accounts.load(decoded[1]) if decoded else None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global id; null when unknown or another organization's.")
+    async def node(self, info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:
+        type_name, row_id = decode_id(id) or ("", 0)
+        loaders = info.context.loaders
+        if type_name == "Account":
+            account = await loaders.accounts.load(row_id)
+            return AccountNode.of(account) if account else None
+        if type_name == "Transaction":
+            entry = await loaders.entries.load(row_id)
+            return TransactionNode.of(entry) if entry else None
+        if type_name == "RechargeAttempt":
+            attempt = (await queries.attempts_by_id(info.context.deps, info.context.org_id, [row_id])).get(row_id)
+            return RechargeAttemptNode.of(attempt) if attempt else None
+        return None
+
+    @strawberry.field(description="Null when the id is unknown or belongs to another organization.")
+    async def account(self, info: Info[Context, None], id: strawberry.ID) -> AccountNode | None:
+        account = await _account(info, id)
+        return AccountNode.of(account) if account else None
+
+    @strawberry.field(description="The organization's accounts, newest first.")
+    async def accounts(self, info: Info[Context, None], first: int | None = None,
+                       after: str | None = None) -> connections.Connection[AccountNode]:
+        deps, org_id = info.context.deps, info.context.org_id
+        page = await queries.accounts_page(deps, org_id, connections.after_id(after), connections.page_size(first))
+        info.context.prime_accounts(page.items)
+        return connections.build(page.items, page.has_next, after, lambda a: a.id, AccountNode.of,
+                                 lambda: queries.count_accounts(deps, org_id))
+
+    @strawberry.field
+    async def balance(self, info: Info[Context, None], account_id: strawberry.ID) -> Balance | None:
+        account = await _account(info, account_id)
+        return Balance(model=account, as_of=datetime.now(UTC)) if account else None
+
+    @strawberry.field(description="Newest first; null when the account is unknown.")
+    async def transactions(self, info: Info[Context, None], account_id: strawberry.ID, first: int | None = None,
+                           after: str | None = None, kinds: list[ledger.EntryKind] | None = None,
+                           ) -> connections.Connection[TransactionNode] | None:
+        account = await _account(info, account_id)
+        if account is None:
+            return None
+        return await transactions_of(info, account.id, first, after, kinds)

@@ -1,0 +1,36 @@
+"""Schema assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import DisableIntrospection, ParserCache, SchemaExtension, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from credits_graphql.api.errors import ErrorCodes, log_internal
+from credits_graphql.api.mutations import Mutation
+from credits_graphql.api.queries import Query
+from credits_graphql.api.scalars import SCALARS
+from credits_graphql.api.types import AccountNode, RechargeAttemptNode, TransactionNode
+
+
+class CreditsSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        log_internal(errors)  # request errors are the client's: they are answered, not logged
+
+
+def build_schema(*, introspection: bool = True) -> CreditsSchema:
+    # ErrorCodes comes first: it swaps in its validation rule before ValidationCache validates.
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        ErrorCodes, lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return CreditsSchema(query=Query, mutation=Mutation, types=[AccountNode, TransactionNode, RechargeAttemptNode],
+                         extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
+
+
+schema = build_schema()

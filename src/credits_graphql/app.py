@@ -1,0 +1,66 @@
+"""The Starlette application: GraphQL endpoint, health probes, and the in-process recharge worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from credits_graphql.api.http import GraphQLEndpoint
+from credits_graphql.api.schema import build_schema
+from credits_graphql.bootstrap import Runtime
+from credits_graphql.service.worker import RechargeWorker
+from credits_graphql.settings import WorkerMode
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT_SECONDS = 2.0
+
+
+def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
+    """`run_worker` defaults to the CREDITS_WORKER setting; tests pass False and drive the worker."""
+    settings = runtime.settings
+    if run_worker is None:
+        run_worker = settings.worker is WorkerMode.INLINE
+    worker = RechargeWorker(runtime.deps) if run_worker else None
+    deps = replace(runtime.deps, recharge_created=worker.wake) if worker else runtime.deps
+    endpoint = GraphQLEndpoint(build_schema(introspection=settings.introspection), deps, graphiql=settings.graphiql)
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS), runtime.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:
+            log.warning("readiness check failed: %s", type(error).__name__)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "reachable"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(worker.run(), name="recharge-worker") if worker else None
+        try:
+            yield
+        finally:
+            if worker and task:
+                worker.stop()
+                await task
+            await runtime.close()
+
+    return Starlette(
+        routes=[
+            Route("/graphql", endpoint),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,164 @@
+"""The `credits-graphql` command: migrations, organizations and API keys, the server and the worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn, TypeVar
+
+from strawberry.printer import print_schema
+
+from credits_graphql.api.schema import schema
+from credits_graphql.bootstrap import Runtime, bootstrap
+from credits_graphql.domain.access import Role
+from credits_graphql.service import access
+from credits_graphql.service.worker import RechargeWorker
+from credits_graphql.settings import Settings, SettingsError
+from credits_graphql.store.migrate import upgrade
+
+T = TypeVar("T")
+PROG = "credits-graphql"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number up to 65535, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Prepaid communication credits over GraphQL.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", help="bring the database schema up to date (safe to repeat)")
+    org = commands.add_parser("create-org", help="create an organization; prints its id last")
+    org.add_argument("name")
+    key = commands.add_parser("create-api-key", help="create an API key; prints the key last (shown once)")
+    key.add_argument("--org", required=True, type=_positive_int, metavar="ORG_ID")
+    key.add_argument("--role", required=True, choices=[role.value for role in Role])
+    keys = commands.add_parser("list-api-keys", help="list an organization's API keys (never the keys)")
+    keys.add_argument("--org", required=True, type=_positive_int, metavar="ORG_ID")
+    revoke = commands.add_parser("revoke-api-key", help="revoke an API key at once")
+    revoke.add_argument("key_id", type=_positive_int, metavar="KEY_ID")
+    serve = commands.add_parser("serve", help="serve the API (and the recharge worker unless CREDITS_WORKER=external)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", default=8000, type=_port)
+    commands.add_parser("worker", help="run the recharge worker on its own")
+    commands.add_parser("export-schema", help="print the GraphQL SDL that is served")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "export-schema":
+        print(print_schema(schema))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        _fail(str(error))
+    if args.command == "serve":
+        _serve(settings, args.host, args.port)
+    elif args.command == "worker":
+        asyncio.run(_run_worker(settings))
+    else:
+        asyncio.run(_with_runtime(settings, lambda runtime: _admin_command(runtime, args)))
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+async def _with_runtime(settings: Settings, command: Callable[[Runtime], Awaitable[T]]) -> T:
+    runtime = bootstrap(settings)
+    try:
+        return await command(runtime)
+    finally:
+        await runtime.close()
+
+
+async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
+    deps = runtime.deps
+    if args.command == "migrate":
+        await upgrade(runtime.engine)
+        print("database is up to date")
+    elif args.command == "create-org":
+        org = await access.create_organization(deps, args.name)
+        print(f"created organization {org.name!r}")
+        print(org.id)
+    elif args.command == "create-api-key":
+        try:
+            key, secret = await access.create_api_key(deps, args.org, Role(args.role))
+        except access.UnknownOrganization as error:
+            _fail(str(error))
+        print(f"created {key.role} key {key.id} for organization {key.org_id}; it is shown only this once:")
+        print(secret)
+    elif args.command == "list-api-keys":
+        print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<25}  {'LAST USED':<25}  REVOKED")
+        for item in await access.list_api_keys(deps, args.org):
+            print(f"{item.id:>6}  {item.role:<12}  {item.prefix:<10}  {item.created_at.isoformat():<25}  "
+                  f"{_when(item.last_used_at):<25}  {_when(item.revoked_at)}")
+    elif args.command == "revoke-api-key":
+        if not await access.revoke_api_key(deps, args.key_id):
+            _fail(f"no live API key with id {args.key_id}")
+        print(f"revoked API key {args.key_id}")
+
+
+def _when(value: object) -> str:
+    return "-" if value is None else value.isoformat()  # type: ignore[attr-defined]
+
+
+async def _dev_welcome(runtime: Runtime, url: str) -> None:
+    """On an empty dev database: a demo organization and an ADMIN key, so GraphiQL works at once."""
+    if await access.count_organizations(runtime.deps) == 0:
+        org = await access.create_organization(runtime.deps, "Demo organization")
+        _, secret = await access.create_api_key(runtime.deps, org.id, Role.ADMIN)
+        print(f"\nDev mode: created organization {org.id} ({org.name!r}) and an ADMIN API key:\n\n"
+              f"    {secret}\n\nOpen {url} and add the header  Authorization: Bearer {secret}\n", flush=True)
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from credits_graphql.app import build_app
+
+    url = f"http://{host}:{port}/graphql"
+    if settings.is_dev:
+        asyncio.run(_with_runtime(settings, lambda runtime: _dev_welcome(runtime, url)))
+    print(f"credits-graphql serving {url} (env={settings.env}, worker={settings.worker})", flush=True)
+    config = uvicorn.Config(build_app(bootstrap(settings)), host=host, port=port, log_level="info",
+                            lifespan="on", timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run()
+
+
+async def _run_worker(settings: Settings) -> None:
+    runtime = bootstrap(settings)
+    worker = RechargeWorker(runtime.deps)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, worker.stop)
+    print("credits-graphql recharge worker running", flush=True)
+    try:
+        await worker.run()
+    finally:
+        await runtime.close()
+
+
+if __name__ == "__main__":
+    main()

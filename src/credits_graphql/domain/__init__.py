@@ -1,0 +1,1 @@
+"""Pure rules: money, ledger, auto-recharge, access. No I/O."""

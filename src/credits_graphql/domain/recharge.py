@@ -1,0 +1,133 @@
+"""Auto-recharge: the settings rules, when a recharge is due, and what a failed attempt leads to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from credits_graphql.domain.errors import ErrorCode, RuleViolation
+from credits_graphql.domain.money import Money
+from credits_graphql.domain.policy import Policy
+
+
+class RechargeStatus(StrEnum):
+    DISABLED = "DISABLED"
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+
+
+class AttemptStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(slots=True)
+class RechargeSettings:
+    status: RechargeStatus = RechargeStatus.DISABLED
+    amount_micros: int | None = None
+    trigger_micros: int | None = None
+    updated_at: datetime | None = None
+    consecutive_failures: int = 0
+
+    def is_due(self, balance_micros: int) -> bool:
+        """A recharge is due when auto-recharge is ACTIVE and the balance is strictly below the trigger."""
+        return (
+            self.status is RechargeStatus.ACTIVE
+            and self.trigger_micros is not None
+            and balance_micros < self.trigger_micros
+        )
+
+    def reactivate(self, at: datetime) -> bool:
+        """A new payment method lifts a suspension. Returns whether it did."""
+        if self.status is not RechargeStatus.SUSPENDED:
+            return False
+        self.status = RechargeStatus.ACTIVE
+        self.consecutive_failures = 0
+        self.updated_at = at
+        return True
+
+
+@dataclass(slots=True)
+class RechargeAttempt:
+    account_id: int
+    amount_micros: int
+    currency: str
+    created_at: datetime
+    not_before: datetime
+    status: AttemptStatus = AttemptStatus.PENDING
+    failure_reason: str | None = None
+    transaction_id: int | None = None
+    triggered_by_entry_id: int | None = None
+    lease_expires_at: datetime | None = None
+    settled_at: datetime | None = None
+    id: int | None = None
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_micros, self.currency)
+
+    def is_leased(self, now: datetime) -> bool:
+        return self.lease_expires_at is not None and self.lease_expires_at > now
+
+    def succeed(self, transaction_id: int, at: datetime) -> None:
+        self._settle(AttemptStatus.SUCCEEDED, at)
+        self.transaction_id = transaction_id
+
+    def fail(self, reason: str, at: datetime) -> None:
+        self._settle(AttemptStatus.FAILED, at)
+        self.failure_reason = reason
+
+    def _settle(self, status: AttemptStatus, at: datetime) -> None:
+        if self.status is not AttemptStatus.PENDING:
+            raise ValueError(f"recharge attempt {self.id} is already {self.status}")
+        self.status = status
+        self.settled_at = at
+        self.lease_expires_at = None
+
+
+def new_attempt(account_id: int, settings: RechargeSettings, currency: str, at: datetime,
+                not_before: datetime | None = None, triggered_by_entry_id: int | None = None) -> RechargeAttempt:
+    assert settings.amount_micros is not None
+    return RechargeAttempt(
+        account_id=account_id, amount_micros=settings.amount_micros, currency=currency, created_at=at,
+        not_before=not_before or at, triggered_by_entry_id=triggered_by_entry_id,
+    )
+
+
+def configure(current: RechargeSettings, *, enabled: bool, recharge_amount: Decimal | None,
+              trigger_balance: Decimal | None, currency: str, policy: Policy, has_payment_method: bool,
+              at: datetime) -> RechargeSettings:
+    """New settings from an admin's input. Saving always clears a suspension and the failure count."""
+    code = ErrorCode.INVALID_RECHARGE_SETTINGS
+    if enabled:
+        missing = [name for name, value in (("rechargeAmount", recharge_amount),
+                                            ("triggerBalance", trigger_balance)) if value is None]
+        if missing:
+            raise RuleViolation(code, f"{missing[0]} is required when auto-recharge is enabled.",
+                                ["input", missing[0]])
+    amount = (policy.charge_micros(recharge_amount, currency, code, ["input", "rechargeAmount"])
+              if recharge_amount is not None else current.amount_micros)
+    trigger = (_trigger_micros(trigger_balance, currency, policy)
+               if trigger_balance is not None else current.trigger_micros)
+    if amount is not None and trigger is not None and trigger >= amount:
+        raise RuleViolation(code, "triggerBalance must be less than rechargeAmount, so that one recharge "
+                            "lifts the balance above the trigger.", ["input", "triggerBalance"])
+    if enabled and not has_payment_method:
+        raise RuleViolation(ErrorCode.PAYMENT_METHOD_REQUIRED,
+                            "Add a payment method before enabling auto-recharge.", ["input", "enabled"])
+    return RechargeSettings(
+        status=RechargeStatus.ACTIVE if enabled else RechargeStatus.DISABLED,
+        amount_micros=amount, trigger_micros=trigger, updated_at=at, consecutive_failures=0,
+    )
+
+
+def _trigger_micros(trigger: Decimal, currency: str, policy: Policy) -> int:
+    field = ["input", "triggerBalance"]
+    if trigger < 0:
+        raise RuleViolation(ErrorCode.INVALID_RECHARGE_SETTINGS, "triggerBalance may not be negative.", field)
+    # The trigger must fit the minor unit like a charge; its upper bound is the recharge amount.
+    unbounded = Policy(min_purchase=Decimal(0), max_purchase=policy.max_purchase)
+    return unbounded.charge_micros(trigger, currency, ErrorCode.INVALID_RECHARGE_SETTINGS, field)

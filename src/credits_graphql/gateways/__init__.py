@@ -1,0 +1,1 @@
+"""Payment gateway adapters for the `service.payments.PaymentGateway` port."""

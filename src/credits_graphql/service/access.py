@@ -1,0 +1,76 @@
+"""Organizations and API keys: keys are random, shown once, stored only as a SHA-256 digest."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import timedelta
+
+from credits_graphql.domain.access import Principal, Role
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.unit_of_work import ApiKey, Organization
+
+KEY_PREFIX = "cgk_"
+# last_used_at is a hint for operators; writing it on every request would make each read a write.
+TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+class UnknownOrganization(LookupError):
+    pass
+
+
+def hash_key(secret: str) -> str:
+    # A 256-bit random key needs no slow hash: a digest is enough that a database leak reveals no key.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_organization(deps: Deps, name: str) -> Organization:
+    async with deps.uow(write=True) as uow:
+        org = await uow.organizations.add(name, deps.clock())
+        await uow.commit()
+    return org
+
+
+async def count_organizations(deps: Deps) -> int:
+    async with deps.uow() as uow:
+        return await uow.organizations.count()
+
+
+async def create_api_key(deps: Deps, org_id: int, role: Role) -> tuple[ApiKey, str]:
+    """Returns the stored key and its secret, which is not kept and cannot be shown again."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    async with deps.uow(write=True) as uow:
+        if await uow.organizations.get(org_id) is None:
+            raise UnknownOrganization(f"no organization with id {org_id}")
+        key = await uow.api_keys.add(org_id, role, hash_key(secret), secret[:10], deps.clock())
+        await uow.commit()
+    return key, secret
+
+
+async def list_api_keys(deps: Deps, org_id: int) -> Sequence[ApiKey]:
+    async with deps.uow() as uow:
+        return await uow.api_keys.list(org_id)
+
+
+async def revoke_api_key(deps: Deps, key_id: int) -> bool:
+    async with deps.uow(write=True) as uow:
+        revoked = await uow.api_keys.revoke(key_id, deps.clock())
+        await uow.commit()
+    return revoked
+
+
+async def authenticate(deps: Deps, secret: str) -> Principal | None:
+    """The principal of a live key, or None for a missing, unknown or revoked one."""
+    if not secret.startswith(KEY_PREFIX) or len(secret) > 100:
+        return None
+    now = deps.clock()
+    async with deps.uow() as uow:
+        key = await uow.api_keys.by_hash(hash_key(secret))
+    if key is None or key.revoked_at is not None:
+        return None
+    if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
+        async with deps.uow(write=True) as uow:
+            await uow.api_keys.touch(key.id, now)
+            await uow.commit()
+    return Principal(key_id=key.id, org_id=key.org_id, role=key.role)

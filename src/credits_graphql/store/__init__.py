@@ -1,0 +1,1 @@
+"""SQLAlchemy persistence: tables, repositories, unit of work and migrations."""

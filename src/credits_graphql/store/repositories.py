@@ -1,0 +1,286 @@
+"""Repositories: SQLAlchemy Core statements mapping rows to and from domain objects."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from credits_graphql.domain.access import Role
+from credits_graphql.domain.ledger import (
+    Account,
+    AccountStatus,
+    CreditService,
+    EntryKind,
+    LedgerEntry,
+    PaymentMethod,
+)
+from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
+from credits_graphql.service.unit_of_work import ApiKey, Organization
+from credits_graphql.store.tables import accounts, api_keys, ledger_entries, organizations, recharge_attempts
+
+
+class SqlAccountRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, account: Account) -> Account:
+        values = _account_values(account)
+        values.update(org_id=account.org_id, currency=account.currency, created_at=account.created_at)
+        account.id = (await self._session.execute(
+            insert(accounts).values(values).returning(accounts.c.id))).scalar_one()
+        return account
+
+    async def get(self, org_id: int, account_id: int, *, for_update: bool = False) -> Account | None:
+        query = select(accounts).where(accounts.c.id == account_id, accounts.c.org_id == org_id)
+        return await self._one(query.with_for_update() if for_update else query)
+
+    async def get_any(self, account_id: int, *, for_update: bool = False) -> Account | None:
+        query = select(accounts).where(accounts.c.id == account_id)
+        return await self._one(query.with_for_update() if for_update else query)
+
+    async def get_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
+        rows = await self._session.execute(
+            select(accounts).where(accounts.c.org_id == org_id, accounts.c.id.in_(list(account_ids))))
+        return [_account(row) for row in rows]
+
+    async def save(self, account: Account) -> None:
+        await self._session.execute(
+            update(accounts).where(accounts.c.id == account.id).values(_account_values(account)))
+
+    async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
+        query = select(accounts).where(accounts.c.org_id == org_id)
+        if before_id is not None:
+            query = query.where(accounts.c.id < before_id)
+        rows = await self._session.execute(query.order_by(accounts.c.id.desc()).limit(limit))
+        return [_account(row) for row in rows]
+
+    async def count(self, org_id: int) -> int:
+        return await _count(self._session, select(func.count()).where(accounts.c.org_id == org_id))
+
+    async def _one(self, query: Select[Any]) -> Account | None:
+        row = (await self._session.execute(query)).first()
+        return _account(row) if row is not None else None
+
+
+class SqlLedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def append(self, entry: LedgerEntry) -> LedgerEntry:
+        values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+        entry_id = (await self._session.execute(
+            insert(ledger_entries).values(values).returning(ledger_entries.c.id))).scalar_one()
+        return replace(entry, id=entry_id)
+
+    async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
+        row = (await self._session.execute(select(ledger_entries).where(
+            ledger_entries.c.account_id == account_id, ledger_entries.c.idempotency_key == key))).first()
+        return _entry(row) if row is not None else None
+
+    async def get_many(self, org_id: int, entry_ids: Collection[int]) -> list[LedgerEntry]:
+        rows = await self._session.execute(
+            select(ledger_entries).join(accounts, accounts.c.id == ledger_entries.c.account_id)
+            .where(accounts.c.org_id == org_id, ledger_entries.c.id.in_(list(entry_ids))))
+        return [_entry(row) for row in rows]
+
+    async def page(self, account_id: int, kinds: Collection[EntryKind] | None, before_id: int | None,
+                   limit: int) -> list[LedgerEntry]:
+        query = _entries_of(select(ledger_entries), account_id, kinds)
+        if before_id is not None:
+            query = query.where(ledger_entries.c.id < before_id)
+        rows = await self._session.execute(query.order_by(ledger_entries.c.id.desc()).limit(limit))
+        return [_entry(row) for row in rows]
+
+    async def count(self, account_id: int, kinds: Collection[EntryKind] | None) -> int:
+        return await _count(self._session, _entries_of(select(func.count()), account_id, kinds))
+
+    async def total(self, account_id: int) -> int:
+        query = select(func.coalesce(func.sum(ledger_entries.c.amount_micros), 0)).where(
+            ledger_entries.c.account_id == account_id)
+        return int((await self._session.execute(query)).scalar_one())
+
+
+class SqlRechargeAttemptRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, attempt: RechargeAttempt) -> RechargeAttempt:
+        values = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+        attempt.id = (await self._session.execute(
+            insert(recharge_attempts).values(values).returning(recharge_attempts.c.id))).scalar_one()
+        return attempt
+
+    async def save(self, attempt: RechargeAttempt) -> None:
+        values = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+        await self._session.execute(
+            update(recharge_attempts).where(recharge_attempts.c.id == attempt.id).values(values))
+
+    async def get(self, attempt_id: int, *, for_update: bool = False) -> RechargeAttempt | None:
+        query = select(recharge_attempts).where(recharge_attempts.c.id == attempt_id)
+        return await self._one(query.with_for_update() if for_update else query)
+
+    async def get_many(self, org_id: int, attempt_ids: Collection[int]) -> list[RechargeAttempt]:
+        rows = await self._session.execute(
+            select(recharge_attempts).join(accounts, accounts.c.id == recharge_attempts.c.account_id)
+            .where(accounts.c.org_id == org_id, recharge_attempts.c.id.in_(list(attempt_ids))))
+        return [_attempt(row) for row in rows]
+
+    async def pending(self, account_id: int) -> RechargeAttempt | None:
+        return await self._one(select(recharge_attempts).where(
+            recharge_attempts.c.account_id == account_id, recharge_attempts.c.status == AttemptStatus.PENDING))
+
+    async def pending_for_accounts(self, account_ids: Collection[int]) -> list[RechargeAttempt]:
+        rows = await self._session.execute(select(recharge_attempts).where(
+            recharge_attempts.c.account_id.in_(list(account_ids)),
+            recharge_attempts.c.status == AttemptStatus.PENDING))
+        return [_attempt(row) for row in rows]
+
+    async def triggered_by(self, entry_id: int) -> RechargeAttempt | None:
+        return await self._one(
+            select(recharge_attempts).where(recharge_attempts.c.triggered_by_entry_id == entry_id))
+
+    async def next_due(self, now: datetime) -> RechargeAttempt | None:
+        lease = recharge_attempts.c.lease_expires_at
+        query = (select(recharge_attempts)
+                 .where(recharge_attempts.c.status == AttemptStatus.PENDING,
+                        recharge_attempts.c.not_before <= now, (lease.is_(None)) | (lease < now))
+                 .order_by(recharge_attempts.c.not_before, recharge_attempts.c.id)
+                 .limit(1)
+                 .with_for_update(skip_locked=True))
+        return await self._one(query)
+
+    async def page(self, account_id: int, before_id: int | None, limit: int) -> list[RechargeAttempt]:
+        query = select(recharge_attempts).where(recharge_attempts.c.account_id == account_id)
+        if before_id is not None:
+            query = query.where(recharge_attempts.c.id < before_id)
+        rows = await self._session.execute(query.order_by(recharge_attempts.c.id.desc()).limit(limit))
+        return [_attempt(row) for row in rows]
+
+    async def count(self, account_id: int) -> int:
+        return await _count(self._session, select(func.count()).where(
+            recharge_attempts.c.account_id == account_id))
+
+    async def _one(self, query: Select[Any]) -> RechargeAttempt | None:
+        row = (await self._session.execute(query)).first()
+        return _attempt(row) if row is not None else None
+
+
+class SqlOrganizationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, name: str, at: datetime) -> Organization:
+        org_id = (await self._session.execute(insert(organizations).values(name=name, created_at=at)
+                                              .returning(organizations.c.id))).scalar_one()
+        return Organization(id=org_id, name=name, created_at=at)
+
+    async def get(self, org_id: int) -> Organization | None:
+        row = (await self._session.execute(select(organizations).where(organizations.c.id == org_id))).first()
+        return Organization(id=row.id, name=row.name, created_at=row.created_at) if row is not None else None
+
+    async def count(self) -> int:
+        return await _count(self._session, select(func.count()).select_from(organizations))
+
+
+class SqlApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime) -> ApiKey:
+        key_id = (await self._session.execute(insert(api_keys).values(
+            org_id=org_id, role=role, key_hash=key_hash, prefix=prefix, created_at=at,
+        ).returning(api_keys.c.id))).scalar_one()
+        return ApiKey(id=key_id, org_id=org_id, role=role, prefix=prefix, created_at=at, last_used_at=None,
+                      revoked_at=None)
+
+    async def by_hash(self, key_hash: str) -> ApiKey | None:
+        row = (await self._session.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        return _api_key(row) if row is not None else None
+
+    async def list(self, org_id: int) -> Sequence[ApiKey]:
+        rows = await self._session.execute(
+            select(api_keys).where(api_keys.c.org_id == org_id).order_by(api_keys.c.id))
+        return [_api_key(row) for row in rows]
+
+    async def revoke(self, key_id: int, at: datetime) -> bool:
+        result = await self._session.execute(update(api_keys).where(
+            api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=at))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def touch(self, key_id: int, at: datetime) -> None:
+        await self._session.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+
+
+async def _count(session: AsyncSession, query: Select[Any]) -> int:
+    return int((await session.execute(query)).scalar_one())
+
+
+def _entries_of(query: Select[Any], account_id: int, kinds: Collection[EntryKind] | None) -> Select[Any]:
+    query = query.where(ledger_entries.c.account_id == account_id)
+    if kinds:
+        query = query.where(ledger_entries.c.kind.in_([str(kind) for kind in kinds]))
+    return query
+
+
+def _account_values(account: Account) -> dict[str, Any]:
+    settings, method = account.recharge, account.payment_method
+    return {
+        "name": account.name,
+        "status": account.status,
+        "balance_micros": account.balance_micros,
+        "recharge_status": settings.status,
+        "recharge_amount_micros": settings.amount_micros,
+        "recharge_trigger_micros": settings.trigger_micros,
+        "recharge_updated_at": settings.updated_at,
+        "recharge_failures": settings.consecutive_failures,
+        "payment_token": method.token if method else None,
+        "payment_brand": method.brand if method else None,
+        "payment_last4": method.last4 if method else None,
+        "payment_updated_at": method.updated_at if method else None,
+    }
+
+
+def _account(row: Row[Any]) -> Account:
+    method = None
+    if row.payment_token is not None:
+        method = PaymentMethod(row.payment_token, row.payment_brand, row.payment_last4, row.payment_updated_at)
+    return Account(
+        id=row.id, org_id=row.org_id, name=row.name, currency=row.currency, status=AccountStatus(row.status),
+        balance_micros=row.balance_micros, created_at=row.created_at, payment_method=method,
+        recharge=RechargeSettings(
+            status=RechargeStatus(row.recharge_status), amount_micros=row.recharge_amount_micros,
+            trigger_micros=row.recharge_trigger_micros, updated_at=row.recharge_updated_at,
+            consecutive_failures=row.recharge_failures,
+        ),
+    )
+
+
+_ENTRY_FIELDS = ("account_id", "kind", "amount_micros", "balance_after_micros", "currency", "service", "minutes",
+                 "reference", "occurred_at", "created_at", "idempotency_key", "request_hash")
+
+
+def _entry(row: Row[Any]) -> LedgerEntry:
+    values = {name: getattr(row, name) for name in _ENTRY_FIELDS}
+    values["kind"] = EntryKind(row.kind)
+    values["service"] = CreditService(row.service) if row.service is not None else None
+    return LedgerEntry(id=row.id, **values)
+
+
+_ATTEMPT_FIELDS = ("account_id", "status", "amount_micros", "currency", "failure_reason", "created_at",
+                   "not_before", "lease_expires_at", "settled_at", "transaction_id", "triggered_by_entry_id")
+
+
+def _attempt(row: Row[Any]) -> RechargeAttempt:
+    values = {name: getattr(row, name) for name in _ATTEMPT_FIELDS}
+    values["status"] = AttemptStatus(row.status)
+    return RechargeAttempt(id=row.id, **values)
+
+
+def _api_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(id=row.id, org_id=row.org_id, role=Role(row.role), prefix=row.prefix,
+                  created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at)

@@ -1,0 +1,139 @@
+"""The schema. Money columns are BIGINT micro-units (6 decimals); timestamps are stored in UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    text,
+)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+# SQLite only auto-increments INTEGER PRIMARY KEY columns.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both PostgreSQL and SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+organizations = Table(
+    "organizations", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("role", String(20), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime()),
+    Column("revoked_at", UTCDateTime()),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("organizations.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("balance_micros", BigInteger(), nullable=False),
+    CheckConstraint("balance_micros >= 0", name="balance_not_negative"),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("recharge_status", String(10), nullable=False),
+    Column("recharge_amount_micros", BigInteger()),
+    Column("recharge_trigger_micros", BigInteger()),
+    Column("recharge_updated_at", UTCDateTime()),
+    Column("recharge_failures", Integer(), nullable=False),
+    Column("payment_token", String(255)),
+    Column("payment_brand", String(40)),
+    Column("payment_last4", String(4)),
+    Column("payment_updated_at", UTCDateTime()),
+    Index("ix_accounts_org_id_id", "org_id", "id"),
+)
+
+ledger_entries = Table(
+    "ledger_entries", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("amount_micros", BigInteger(), nullable=False),
+    Column("balance_after_micros", BigInteger(), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("service", String(40)),
+    Column("minutes", Integer()),
+    Column("reference", String(255)),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64)),
+    Index("ix_ledger_entries_account_id_id", "account_id", "id"),
+    Index("ix_ledger_entries_account_id_kind_id", "account_id", "kind", "id"),
+    Index("uq_ledger_entries_account_id_idempotency_key", "account_id", "idempotency_key", unique=True),
+)
+
+recharge_attempts = Table(
+    "recharge_attempts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("amount_micros", BigInteger(), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("failure_reason", String(255)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("not_before", UTCDateTime(), nullable=False),
+    Column("lease_expires_at", UTCDateTime()),
+    Column("settled_at", UTCDateTime()),
+    Column("transaction_id", Id, ForeignKey("ledger_entries.id")),
+    Column("triggered_by_entry_id", Id, ForeignKey("ledger_entries.id")),
+    Index("ix_recharge_attempts_account_id_id", "account_id", "id"),
+    Index("ix_recharge_attempts_triggered_by_entry_id", "triggered_by_entry_id"),
+    # The database itself refuses a second PENDING attempt for an account.
+    Index("uq_recharge_attempts_one_pending", "account_id", unique=True,
+          sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
+    Index("ix_recharge_attempts_due", "not_before",
+          sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
+)
