@@ -71,6 +71,12 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
                             {"WWW-Authenticate": 'Bearer realm="credits"'})
         return principal
 
+    def parse_json(self, data: str | bytes) -> object:
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):  # lists are batches, which the base view refuses with a 400
+            raise HTTPError(400, "The request body must be a JSON object with a `query`.")
+        return parsed
+
     async def execute_single(self, request: Request, request_adapter: AsyncHTTPRequestAdapter,
                              sub_response: Response, context: Context | None, root_value: None,
                              request_data: GraphQLRequestData) -> ExecutionResult:

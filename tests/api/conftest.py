@@ -1,0 +1,23 @@
+"""Fixtures of the API tests: an account made through the API, with or without funds."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.documents import add_funds, create_account
+from tests.conftest import GraphQLClient
+
+
+@pytest.fixture
+async def account_id(gql: GraphQLClient) -> str:
+    """A SEK account with a Visa card and no funds."""
+    account = await create_account(gql, "Ops", "SEK", "tok_visa")
+    return str(account["id"])
+
+
+@pytest.fixture
+async def funded_id(gql: GraphQLClient, account_id: str) -> str:
+    """The SEK account holding 100.00."""
+    result = await add_funds(gql, account_id, "100", "seed")
+    assert result["userErrors"] == [], result
+    return account_id

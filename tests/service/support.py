@@ -1,0 +1,114 @@
+"""Helpers for the use-case tests: opening accounts, expecting rule violations, checking the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from credits_graphql.domain.errors import ErrorCode, RuleViolation
+from credits_graphql.domain.ledger import Account, CreditService, EntryKind, LedgerEntry
+from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt
+from credits_graphql.service import accounts, ledger
+from credits_graphql.service.deps import Deps
+from credits_graphql.store.tables import accounts as accounts_table
+from credits_graphql.store.tables import recharge_attempts
+
+
+@contextmanager
+def violation(code: ErrorCode, field: Sequence[str] | None = None) -> Iterator[pytest.ExceptionInfo[RuleViolation]]:
+    """Expects a RuleViolation with this code (and, when given, this field path)."""
+    with pytest.raises(RuleViolation) as info:
+        yield info
+    assert info.value.code is code, info.value
+    if field is not None:
+        assert info.value.field == tuple(field), info.value
+
+
+async def open_account(deps: Deps, org_id: int, *, currency: str = "SEK", token: str | None = "tok_visa",
+                       name: str = "Main") -> Account:
+    return await accounts.create_account(deps, org_id, accounts.CreateAccount(name, currency, token))
+
+
+async def fund(deps: Deps, org_id: int, account_id: int, amount: str, key: str = "fund-1") -> ledger.Recorded:
+    return await ledger.add_funds(deps, org_id, ledger.AddFunds(account_id, Decimal(amount), key))
+
+
+async def use(deps: Deps, org_id: int, account_id: int, amount: str, key: str,
+              service: CreditService = CreditService.DOMESTIC_CALLING) -> ledger.Recorded:
+    return await ledger.record_usage(deps, org_id, ledger.RecordUsage(account_id, service, Decimal(amount), key))
+
+
+async def enable_recharge(deps: Deps, org_id: int, account_id: int, amount: str = "100",
+                          trigger: str = "20") -> Account:
+    return await accounts.update_recharge_settings(deps, org_id, accounts.UpdateRechargeSettings(
+        account_id, enabled=True, recharge_amount=Decimal(amount), trigger_balance=Decimal(trigger)))
+
+
+def micros(amount: str) -> int:
+    return int(Decimal(amount) * 1_000_000)
+
+
+async def reload(deps: Deps, account_id: int) -> Account:
+    async with deps.uow() as uow:
+        account = await uow.accounts.get_any(account_id)
+    assert account is not None
+    return account
+
+
+async def entries(deps: Deps, account_id: int, kinds: Sequence[EntryKind] | None = None) -> list[LedgerEntry]:
+    """Every entry of the account, newest first."""
+    async with deps.uow() as uow:
+        return list(await uow.ledger.page(account_id, kinds, None, 10_000))
+
+
+async def attempts(deps: Deps, account_id: int) -> list[RechargeAttempt]:
+    """Every recharge attempt of the account, newest first."""
+    async with deps.uow() as uow:
+        return list(await uow.attempts.page(account_id, None, 10_000))
+
+
+async def pending(deps: Deps, account_id: int) -> RechargeAttempt | None:
+    async with deps.uow() as uow:
+        return await uow.attempts.pending(account_id)
+
+
+async def count_pending_rows(deps: Deps, account_id: int) -> int:
+    """Counts PENDING rows straight in the table (not through `pending()`, which reads one row)."""
+    async with deps.uow() as uow:
+        query = select(func.count()).select_from(recharge_attempts).where(
+            recharge_attempts.c.account_id == account_id, recharge_attempts.c.status == AttemptStatus.PENDING)
+        return int((await uow.session.execute(query)).scalar_one())  # type: ignore[attr-defined]
+
+
+async def all_account_ids(deps: Deps) -> list[int]:
+    async with deps.uow() as uow:
+        rows = await uow.session.execute(select(accounts_table.c.id))  # type: ignore[attr-defined]
+        return [row.id for row in rows]
+
+
+async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
+    """The ledger rule: balance == sum of entries == newest balanceAfter, each entry chains on the one before,
+    the balance never negative, and at most one PENDING recharge attempt."""
+    async with deps.uow() as uow:
+        account = await uow.accounts.get_any(account_id)
+        total = await uow.ledger.total(account_id)
+        newest_first = list(await uow.ledger.page(account_id, None, None, 10_000))
+    assert account is not None
+    assert total == account.balance_micros, (account_id, total, account.balance_micros)
+    assert account.balance_micros >= 0
+    if newest_first:
+        assert newest_first[0].balance_after_micros == account.balance_micros
+    else:
+        assert account.balance_micros == 0
+    running = 0
+    for entry in reversed(newest_first):
+        running += entry.amount_micros
+        assert entry.balance_after_micros == running, entry
+        assert entry.balance_after_micros >= 0, entry
+        assert (entry.amount_micros < 0) == (entry.kind is EntryKind.USAGE), entry
+    assert await count_pending_rows(deps, account_id) <= 1
+    return account
