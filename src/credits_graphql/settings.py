@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
 
+from credits_graphql.domain.money import InvalidDecimal, parse_plain_decimal
 from credits_graphql.domain.policy import Policy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./credits.db"
 _E = TypeVar("_E", bound=StrEnum)
+_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 class SettingsError(ValueError):
@@ -37,7 +40,7 @@ class Settings:
     worker: WorkerMode = WorkerMode.INLINE
     policy: Policy = field(default_factory=Policy)
     graphiql: bool = False
-    introspection: bool = True
+    introspection: bool = False
 
     @property
     def is_dev(self) -> bool:
@@ -94,10 +97,10 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
     if raw == "":
         return default
     try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise SettingsError(f"{name} must be a decimal number, got {raw!r}") from None
-    if not value.is_finite() or value <= 0:
+        value = parse_plain_decimal(raw)
+    except InvalidDecimal:
+        raise SettingsError(f"{name} must be a plain decimal number such as 10 or 12.50, got {raw!r}") from None
+    if value <= 0:
         raise SettingsError(f"{name} must be a positive number, got {raw!r}")
     return value
 
@@ -107,11 +110,9 @@ def _retry_delays(env: Mapping[str, str]) -> tuple[timedelta, ...]:
     raw = env.get(name, "").strip()
     if raw == "":
         return Policy().retry_delays
-    try:
-        seconds = [float(part) for part in raw.split(",")]
-    except ValueError:
-        seconds = []
-    if len(seconds) != 2 or any(not 0 <= s < 86400 * 30 for s in seconds):
+    parts = [part.strip() for part in raw.split(",")]
+    seconds = [float(part) for part in parts if _SECONDS.fullmatch(part)]
+    if len(parts) != 2 or len(seconds) != 2 or any(s >= 86400 * 30 for s in seconds):
         raise SettingsError(f"{name} must be two numbers of seconds such as 60,600 (before the 2nd and "
                             f"3rd attempt), got {raw!r}")
     return tuple(timedelta(seconds=s) for s in seconds)

@@ -20,6 +20,11 @@ class Page(Generic[T]):
     items: Sequence[T]
     has_next: bool
 
+    @classmethod
+    def of(cls, rows: Sequence[T], limit: int) -> Page[T]:
+        """`rows` holds up to `limit + 1` rows: the extra one only tells that more follow."""
+        return cls(rows[:limit], len(rows) > limit)
+
 
 async def account(deps: Deps, org_id: int, account_id: int) -> Account | None:
     async with deps.uow() as uow:
@@ -34,7 +39,7 @@ async def accounts_by_id(deps: Deps, org_id: int, ids: Collection[int]) -> dict[
 async def accounts_page(deps: Deps, org_id: int, before_id: int | None, limit: int) -> Page[Account]:
     async with deps.uow() as uow:
         rows = await uow.accounts.page(org_id, before_id, limit + 1)
-    return Page(rows[:limit], len(rows) > limit)
+    return Page.of(rows, limit)
 
 
 async def count_accounts(deps: Deps, org_id: int) -> int:
@@ -52,7 +57,7 @@ async def entries_page(deps: Deps, account_id: int, kinds: Collection[EntryKind]
     """The caller has checked that the account belongs to its organization."""
     async with deps.uow() as uow:
         rows = await uow.ledger.page(account_id, kinds, before_id, limit + 1)
-    return Page(rows[:limit], len(rows) > limit)
+    return Page.of(rows, limit)
 
 
 async def count_entries(deps: Deps, account_id: int, kinds: Collection[EntryKind] | None) -> int:
@@ -74,7 +79,7 @@ async def attempts_page(deps: Deps, account_id: int, before_id: int | None,
                         limit: int) -> Page[RechargeAttempt]:
     async with deps.uow() as uow:
         rows = await uow.attempts.page(account_id, before_id, limit + 1)
-    return Page(rows[:limit], len(rows) > limit)
+    return Page.of(rows, limit)
 
 
 async def count_attempts(deps: Deps, account_id: int) -> int:
