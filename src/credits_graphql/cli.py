@@ -110,10 +110,10 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         print(f"created {key.role} key {key.id} for organization {key.org_id}; it is shown only this once:")
         print(secret)
     elif args.command == "list-api-keys":
-        print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<25}  {'LAST USED':<25}  REVOKED")
+        print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<32}  {'LAST USED':<32}  REVOKED")
         for item in await access.list_api_keys(deps, args.org):
-            print(f"{item.id:>6}  {item.role:<12}  {item.prefix:<10}  {item.created_at.isoformat():<25}  "
-                  f"{_when(item.last_used_at):<25}  {_when(item.revoked_at)}")
+            print(f"{item.id:>6}  {item.role:<12}  {item.prefix:<10}  {item.created_at.isoformat():<32}  "
+                  f"{_when(item.last_used_at):<32}  {_when(item.revoked_at)}")
     elif args.command == "revoke-api-key":
         if not await access.revoke_api_key(deps, args.key_id):
             _fail(f"no live API key with id {args.key_id}")
@@ -144,7 +144,14 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     print(f"credits-graphql serving {url} (env={settings.env}, worker={settings.worker})", flush=True)
     config = uvicorn.Config(build_app(bootstrap(settings)), host=host, port=port, log_level="info",
                             lifespan="on", timeout_graceful_shutdown=30)
+    # uvicorn drains requests on SIGTERM, then re-raises the signal under the handler that was there
+    # before it: make that an orderly exit with status 0, as a process manager expects.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    sys.exit(0)
 
 
 async def _run_worker(settings: Settings) -> None:

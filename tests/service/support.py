@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -11,9 +12,12 @@ from sqlalchemy import func, select
 
 from credits_graphql.domain.errors import ErrorCode, RuleViolation
 from credits_graphql.domain.ledger import Account, CreditService, EntryKind, LedgerEntry
+from credits_graphql.domain.money import Money
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt
+from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import accounts, ledger
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.payments import CardDetails, ChargeResult
 from credits_graphql.store.tables import accounts as accounts_table
 from credits_graphql.store.tables import recharge_attempts
 
@@ -112,3 +116,27 @@ async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
         assert (entry.amount_micros < 0) == (entry.kind is EntryKind.USAGE), entry
     assert await count_pending_rows(deps, account_id) <= 1
     return account
+
+
+class RecordingGateway:
+    """Wraps the sandbox and notes every charge call with its idempotency key (repeated calls included)."""
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, Money, str]] = []
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        self.calls.append((token, amount, idempotency_key))
+        return await self.inner.charge(token, amount, idempotency_key)
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for _, _, key in self.calls]
+
+
+def recording(deps: Deps, gateway: SandboxGateway) -> tuple[Deps, RecordingGateway]:
+    spy = RecordingGateway(gateway)
+    return replace(deps, gateway=spy), spy

@@ -79,7 +79,7 @@ async def update_payment_method(deps: Deps, org_id: int, account_id: int, token:
         account.payment_method = PaymentMethod(payment_method.token, payment_method.brand,
                                                payment_method.last4, now)
         account.recharge.reactivate(now)
-        pending = await uow.attempts.pending(account.id)
+        pending = await uow.attempts.pending(account.id, for_update=True)
         if pending is not None and not pending.is_leased(now) and pending.not_before > now:
             pending.not_before = now
             await uow.attempts.save(pending)
@@ -126,8 +126,10 @@ async def start_recharge_if_due(uow: UnitOfWork, account: Account, now: datetime
 
 
 async def _cancel_idle_pending(uow: UnitOfWork, account: Account, reason: str, now: datetime) -> None:
-    """A pending attempt that no worker holds is cancelled; one being charged finishes and is credited."""
-    pending = await uow.attempts.pending(account.id)
+    """A pending attempt that no worker holds is cancelled; one being charged finishes and is credited.
+
+    The row lock makes this wait for a worker that is claiming the attempt right now, and see its lease."""
+    pending = await uow.attempts.pending(account.id, for_update=True)
     if pending is not None and not pending.is_leased(now):
         pending.fail(f"cancelled: {reason}", now)
         await uow.attempts.save(pending)

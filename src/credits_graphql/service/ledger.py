@@ -71,8 +71,9 @@ async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
                                 ["input", "accountId"])
         method = account.payment_method
 
-    # A new card gets a new gateway key, so a retry after a decline is not answered with that decline.
-    gateway_key = f"funds:{account.id}:{method.updated_at.timestamp()}:{cmd.idempotency_key}"
+    # Another card gets another gateway key, so a retry after a decline is not answered with that decline.
+    card = request_fingerprint(token=method.token, updated_at=method.updated_at.isoformat())[:16]
+    gateway_key = f"funds:{account.id}:{card}:{cmd.idempotency_key}"
     charge = await deps.gateway.charge(method.token, Money(micros, account.currency), gateway_key)
     if not charge.succeeded:
         raise RuleViolation(ErrorCode.PAYMENT_DECLINED,

@@ -130,9 +130,10 @@ class SqlRechargeAttemptRepository:
             .where(accounts.c.org_id == org_id, recharge_attempts.c.id.in_(list(attempt_ids))))
         return [_attempt(row) for row in rows]
 
-    async def pending(self, account_id: int) -> RechargeAttempt | None:
-        return await self._one(select(recharge_attempts).where(
-            recharge_attempts.c.account_id == account_id, recharge_attempts.c.status == AttemptStatus.PENDING))
+    async def pending(self, account_id: int, *, for_update: bool = False) -> RechargeAttempt | None:
+        query = select(recharge_attempts).where(
+            recharge_attempts.c.account_id == account_id, recharge_attempts.c.status == AttemptStatus.PENDING)
+        return await self._one(query.with_for_update() if for_update else query)
 
     async def pending_for_accounts(self, account_ids: Collection[int]) -> list[RechargeAttempt]:
         rows = await self._session.execute(select(recharge_attempts).where(

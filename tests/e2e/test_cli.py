@@ -1,0 +1,148 @@
+"""The installed `credits-graphql` command, run from a directory that is not the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Launcher, cli_env, create_org_and_key, free_port, migrated, run_cli, start_server
+
+pytestmark = pytest.mark.slow
+
+ACCOUNTS = "{ accounts { totalCount } }"
+
+
+def _key_rows(stdout: str) -> dict[int, list[str]]:
+    """list-api-keys rows by key id: [id, role, prefix, created, last used, revoked]."""
+    rows = {}
+    for line in stdout.strip().splitlines()[1:]:
+        columns = line.split()
+        rows[int(columns[0])] = columns
+    return rows
+
+
+def test_migrate_is_idempotent_from_any_directory(tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(sqlite_url)
+    first = run_cli("migrate", env=env, cwd=tmp_path)
+    second = run_cli("migrate", env=env, cwd=tmp_path)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert (tmp_path / "c.db").exists()
+    org = run_cli("create-org", "After two migrations", env=env, cwd=tmp_path)
+    assert org.returncode == 0, org.stderr
+
+
+def test_create_org_prints_the_new_id_as_its_last_line(tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    first = run_cli("create-org", "Acme", env=env, cwd=tmp_path)
+    second = run_cli("create-org", "Globex", env=env, cwd=tmp_path)
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert first.last_line.isdigit()
+    assert second.last_line.isdigit()
+    assert first.last_line != second.last_line
+
+
+def test_a_created_key_is_listed_without_its_secret_works_and_stops_working_once_revoked(
+        tmp_path: Path, sqlite_url: str, launch: Launcher) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    org = run_cli("create-org", "Acme", env=env, cwd=tmp_path).last_line
+    created = run_cli("create-api-key", "--org", org, "--role", "ADMIN", env=env, cwd=tmp_path)
+    reader = run_cli("create-api-key", "--org", org, "--role", "READER", env=env, cwd=tmp_path)
+    assert (created.returncode, reader.returncode) == (0, 0), created.stderr + reader.stderr
+    key = created.last_line
+    assert " " not in key
+    assert len(key) >= 20
+
+    listed = run_cli("list-api-keys", "--org", org, env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert key not in listed.stdout
+    assert reader.last_line not in listed.stdout
+    rows = _key_rows(listed.stdout)
+    assert sorted(row[1] for row in rows.values()) == ["ADMIN", "READER"]
+    admin_id = next(key_id for key_id, row in rows.items() if row[1] == "ADMIN")
+    assert rows[admin_id][4:] == ["-", "-"]  # never used, not revoked
+
+    server = start_server(launch, cli_env(sqlite_url))
+    auth = {"Authorization": f"Bearer {key}"}
+    works = httpx.post(server.graphql_url, json={"query": ACCOUNTS}, headers=auth)
+    assert works.status_code == 200
+    assert works.json() == {"data": {"accounts": {"totalCount": 0}}}
+    used = _key_rows(run_cli("list-api-keys", "--org", org, env=env, cwd=tmp_path).stdout)[admin_id]
+    assert used[4] != "-", "the last-used time is shown once the key has been used"
+
+    revoked = run_cli("revoke-api-key", str(admin_id), env=env, cwd=tmp_path)
+    assert revoked.returncode == 0, revoked.stderr
+    refused = httpx.post(server.graphql_url, json={"query": ACCOUNTS}, headers=auth)
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    still = httpx.post(server.graphql_url, json={"query": ACCOUNTS},
+                       headers={"Authorization": f"Bearer {reader.last_line}"})
+    assert still.status_code == 200, "revoking one key leaves the organization's other keys working"
+    assert _key_rows(run_cli("list-api-keys", "--org", org, env=env, cwd=tmp_path).stdout)[admin_id][5] != "-"
+
+
+def test_a_key_for_an_unknown_organization_is_refused_with_a_one_line_error(tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    result = run_cli("create-api-key", "--org", "999", "--role", "ADMIN", env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stdout.strip() == ""
+    assert len(result.error_lines) == 1, result.stderr
+    assert "999" in result.error_lines[0]
+
+
+def test_revoking_an_unknown_key_fails(tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    result = run_cli("revoke-api-key", "4242", env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert len(result.error_lines) == 1, result.stderr
+    assert "4242" in result.error_lines[0]
+
+
+@pytest.mark.parametrize(("args", "mentions"), [
+    (["create-api-key", "--org", "1"], "--role"),
+    (["create-api-key", "--org", "1", "--role", "KING"], "KING"),
+    ([], "COMMAND"),
+    (["revoke-api-key", "abc"], "abc"),
+], ids=["missing-role", "unknown-role", "no-command", "non-numeric-key-id"])
+def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
+        tmp_path: Path, sqlite_url: str, args: list[str], mentions: str) -> None:
+    result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.error_lines
+    assert lines[0].startswith("usage: credits-graphql"), result.stderr
+    errors = [line for line in lines if "error:" in line]
+    assert errors == [lines[-1]], result.stderr
+    assert mentions in errors[0]
+    assert not (tmp_path / "c.db").exists(), "bad arguments touch no database"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CREDITS_MIN_PURCHASE", "abc"),
+    ("CREDITS_ENV", "staging"),
+    ("CREDITS_RECHARGE_RETRY_SECONDS", "5"),
+])
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_a_bad_setting_stops_start_up_with_a_one_line_message_naming_the_variable(
+        tmp_path: Path, sqlite_url: str, variable: str, value: str, command: str) -> None:
+    args = [command, "--port", str(free_port())] if command == "serve" else [command]
+    result = run_cli(*args, env=cli_env(sqlite_url, **{variable: value}), cwd=tmp_path)
+    assert result.returncode != 0
+    assert len(result.error_lines) == 1, result.stderr
+    assert variable in result.error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert "serving" not in result.stdout
+
+
+def test_migrate_and_create_org_work_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    env = cli_env(postgres_url)
+    first = run_cli("migrate", env=env, cwd=tmp_path)
+    second = run_cli("migrate", env=env, cwd=tmp_path)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    org_id, key = create_org_and_key(postgres_url, tmp_path)
+    assert org_id > 0
+    assert key
+    listed = run_cli("list-api-keys", "--org", str(org_id), env=env, cwd=tmp_path)
+    assert listed.returncode == 0
+    assert key not in listed.stdout
+    assert [row[1] for row in _key_rows(listed.stdout).values()] == ["ADMIN"]

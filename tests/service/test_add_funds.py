@@ -1,0 +1,162 @@
+"""Adding funds by hand: the card is charged once per idempotency key and the credit is exact."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from credits_graphql.domain.errors import ErrorCode
+from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.gateways.sandbox import SandboxGateway
+from credits_graphql.service import accounts
+from credits_graphql.service.deps import Deps
+from tests.conftest import Clock, Org, make_org
+from tests.service.support import entries, fund, micros, open_account, reload, violation
+
+
+async def test_adding_funds_charges_the_card_and_credits_the_account_once(deps: Deps, org: Org,
+                                                                          gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    recorded = await fund(deps, org.id, account.id, "125.50")
+    assert recorded.entry.kind is EntryKind.FUNDS_ADDED
+    assert recorded.entry.amount_micros == micros("125.50")
+    assert recorded.entry.balance_after_micros == micros("125.50")
+    assert recorded.account.balance_micros == micros("125.50")
+    assert (await reload(deps, account.id)).balance_micros == micros("125.50")
+    assert [e.kind for e in await entries(deps, account.id)] == [EntryKind.FUNDS_ADDED]
+    assert len(gateway.charges) == 1
+    token, money, result = gateway.charges[0]
+    assert (token, money.micros, money.currency, result.succeeded) == ("tok_visa", micros("125.50"), "SEK", True)
+
+
+async def test_the_same_key_and_amount_written_differently_replays_the_first_credit(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    first = await fund(deps, org.id, account.id, "100", key="k")
+    again = await fund(deps, org.id, account.id, "100.00", key="k")
+    assert again.entry.id == first.entry.id
+    assert again.entry.amount_micros == micros("100")
+    assert (await reload(deps, account.id)).balance_micros == micros("100")
+    assert len(await entries(deps, account.id)) == 1
+    assert len(gateway.charges) == 1
+
+
+async def test_the_same_key_with_another_amount_is_refused_as_key_reuse(deps: Deps, org: Org,
+                                                                        gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100", key="k")
+    with violation(ErrorCode.IDEMPOTENCY_KEY_REUSED, ["input", "idempotencyKey"]):
+        await fund(deps, org.id, account.id, "200", key="k")
+    assert (await reload(deps, account.id)).balance_micros == micros("100")
+    assert len(gateway.charges) == 1
+
+
+async def test_different_keys_add_funds_twice(deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10", key="a")
+    await fund(deps, org.id, account.id, "10", key="b")
+    assert (await reload(deps, account.id)).balance_micros == micros("20")
+    assert len(gateway.charges) == 2
+
+
+async def test_a_declined_card_records_nothing_and_the_key_may_be_retried_with_a_new_card(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account = await open_account(deps, org.id, token="tok_chargeDeclined")
+    with violation(ErrorCode.PAYMENT_DECLINED):
+        await fund(deps, org.id, account.id, "50", key="k")
+    assert (await reload(deps, account.id)).balance_micros == 0
+    assert await entries(deps, account.id) == []
+
+    clock.advance(seconds=5)
+    await accounts.update_payment_method(deps, org.id, account.id, "tok_visa")
+    recorded = await fund(deps, org.id, account.id, "50", key="k")
+    assert recorded.entry.amount_micros == micros("50")
+    assert (await reload(deps, account.id)).balance_micros == micros("50")
+    assert [result.succeeded for _, _, result in gateway.charges] == [False, True]
+
+
+async def test_a_declined_key_may_be_retried_with_a_card_replaced_at_the_same_instant(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id, token="tok_chargeDeclined")
+    with violation(ErrorCode.PAYMENT_DECLINED):
+        await fund(deps, org.id, account.id, "50", key="k")
+    await accounts.update_payment_method(deps, org.id, account.id, "tok_visa")
+    recorded = await fund(deps, org.id, account.id, "50", key="k")
+    assert recorded.entry.amount_micros == micros("50")
+    assert [token for token, _, _ in gateway.charges] == ["tok_chargeDeclined", "tok_visa"]
+
+
+async def test_a_declined_card_stays_declined_on_a_retry_with_the_same_card(deps: Deps, org: Org) -> None:
+    account = await open_account(deps, org.id, token="tok_chargeDeclined")
+    for _ in range(2):
+        with violation(ErrorCode.PAYMENT_DECLINED):
+            await fund(deps, org.id, account.id, "50", key="k")
+    assert await entries(deps, account.id) == []
+
+
+async def test_adding_funds_without_a_payment_method_is_refused(deps: Deps, org: Org,
+                                                                gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id, token=None)
+    with violation(ErrorCode.PAYMENT_METHOD_REQUIRED):
+        await fund(deps, org.id, account.id, "50")
+    assert gateway.charges == []
+    assert (await reload(deps, account.id)).balance_micros == 0
+
+
+@pytest.mark.parametrize(("currency", "amount"), [
+    ("SEK", "9.99"), ("SEK", "100000.01"), ("SEK", "10.001"), ("SEK", "0"), ("SEK", "-50"),
+    ("JPY", "10.5"), ("JPY", "9"),
+])
+async def test_amounts_outside_the_bounds_or_finer_than_the_minor_unit_are_invalid(
+        deps: Deps, org: Org, gateway: SandboxGateway, currency: str, amount: str) -> None:
+    account = await open_account(deps, org.id, currency=currency)
+    with violation(ErrorCode.INVALID_AMOUNT, ["input", "amount"]):
+        await fund(deps, org.id, account.id, amount)
+    assert gateway.charges == []
+    assert (await reload(deps, account.id)).balance_micros == 0
+
+
+@pytest.mark.parametrize(("currency", "amount"), [("SEK", "10"), ("SEK", "100000.00"), ("JPY", "1500"),
+                                                  ("EUR", "10.10")])
+async def test_amounts_on_the_bounds_and_in_whole_minor_units_are_credited_exactly(
+        deps: Deps, org: Org, currency: str, amount: str) -> None:
+    account = await open_account(deps, org.id, currency=currency)
+    recorded = await fund(deps, org.id, account.id, amount)
+    assert recorded.entry.amount.amount == Decimal(amount)
+    assert (await reload(deps, account.id)).balance_micros == micros(amount)
+
+
+async def test_a_closed_account_refuses_funds(deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    await accounts.close_account(deps, org.id, account.id)
+    with violation(ErrorCode.ACCOUNT_CLOSED):
+        await fund(deps, org.id, account.id, "50")
+    assert gateway.charges == []
+
+
+async def test_another_organizations_account_is_not_found_and_not_charged(deps: Deps, org: Org,
+                                                                          gateway: SandboxGateway) -> None:
+    theirs = await open_account(deps, (await make_org(deps, "Other")).id)
+    with violation(ErrorCode.ACCOUNT_NOT_FOUND, ["input", "accountId"]):
+        await fund(deps, org.id, theirs.id, "50")
+    assert gateway.charges == []
+    assert (await reload(deps, theirs.id)).balance_micros == 0
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+async def test_an_empty_or_overlong_idempotency_key_is_invalid_input(deps: Deps, org: Org, key: str) -> None:
+    account = await open_account(deps, org.id)
+    with violation(ErrorCode.INVALID_INPUT, ["input", "idempotencyKey"]):
+        await fund(deps, org.id, account.id, "50", key=key)
+
+
+async def test_funds_replayed_after_the_account_closed_return_the_first_credit(deps: Deps, org: Org,
+                                                                               gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    first = await fund(deps, org.id, account.id, "50", key="k")
+    await accounts.close_account(deps, org.id, account.id)
+    again = await fund(deps, org.id, account.id, "50", key="k")
+    assert again.entry.id == first.entry.id
+    assert (await reload(deps, account.id)).balance_micros == micros("50")
+    assert len(gateway.charges) == 1

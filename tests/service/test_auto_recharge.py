@@ -1,0 +1,324 @@
+"""Auto-recharge: settings, the trigger, the worker's charge and settle steps, back-off and suspension."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from credits_graphql.domain.errors import ErrorCode
+from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.domain.recharge import AttemptStatus, RechargeStatus
+from credits_graphql.gateways.sandbox import SandboxGateway
+from credits_graphql.service import accounts, recharges
+from credits_graphql.service.deps import Deps
+from tests.conftest import Clock, Org, make_org
+from tests.service.support import (
+    attempts,
+    count_pending_rows,
+    enable_recharge,
+    entries,
+    fund,
+    micros,
+    open_account,
+    pending,
+    recording,
+    reload,
+    use,
+    violation,
+)
+
+
+def _settings(account_id: int, enabled: bool = True, amount: str | None = "100",
+              trigger: str | None = "20") -> accounts.UpdateRechargeSettings:
+    return accounts.UpdateRechargeSettings(account_id, enabled, Decimal(amount) if amount is not None else None,
+                                           Decimal(trigger) if trigger is not None else None)
+
+
+async def _funded(deps: Deps, org: Org, amount: str = "50", token: str = "tok_visa") -> int:
+    account = await open_account(deps, org.id, token=token)
+    await fund(deps, org.id, account.id, amount)
+    return account.id
+
+
+# settings
+
+
+async def test_enabling_auto_recharge_stores_the_amounts_as_active(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org)
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    settings = (await reload(deps, account_id)).recharge
+    assert settings.status is RechargeStatus.ACTIVE
+    assert (settings.amount_micros, settings.trigger_micros) == (micros("100"), micros("20"))
+    assert await attempts(deps, account_id) == []  # 50 is not below 20
+
+
+@pytest.mark.parametrize(("amount", "trigger", "field"), [
+    (None, "20", "rechargeAmount"),
+    ("100", None, "triggerBalance"),
+    ("9.99", "5", "rechargeAmount"),
+    ("100000.01", "5", "rechargeAmount"),
+    ("100.001", "20", "rechargeAmount"),
+    ("100", "-1", "triggerBalance"),
+    ("100", "20.001", "triggerBalance"),
+    ("100", "100", "triggerBalance"),
+    ("100", "150", "triggerBalance"),
+])
+async def test_invalid_recharge_settings_are_refused_on_their_field_and_change_nothing(
+        deps: Deps, org: Org, amount: str | None, trigger: str | None, field: str) -> None:
+    account_id = await _funded(deps, org)
+    with violation(ErrorCode.INVALID_RECHARGE_SETTINGS, ["input", field]):
+        await accounts.update_recharge_settings(deps, org.id, _settings(account_id, True, amount, trigger))
+    assert (await reload(deps, account_id)).recharge.status is RechargeStatus.DISABLED
+
+
+async def test_enabling_without_a_payment_method_is_refused(deps: Deps, org: Org) -> None:
+    account = await open_account(deps, org.id, token=None)
+    with violation(ErrorCode.PAYMENT_METHOD_REQUIRED):
+        await enable_recharge(deps, org.id, account.id)
+    assert (await reload(deps, account.id)).recharge.status is RechargeStatus.DISABLED
+
+
+async def test_settings_on_a_closed_or_foreign_account_are_refused(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org)
+    await accounts.close_account(deps, org.id, account_id)
+    with violation(ErrorCode.ACCOUNT_CLOSED):
+        await enable_recharge(deps, org.id, account_id)
+    theirs = await open_account(deps, (await make_org(deps, "Other")).id)
+    with violation(ErrorCode.ACCOUNT_NOT_FOUND):
+        await enable_recharge(deps, org.id, theirs.id)
+    assert (await reload(deps, theirs.id)).recharge.status is RechargeStatus.DISABLED
+
+
+async def test_disabling_keeps_the_last_amounts_for_display(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org)
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+    settings = (await reload(deps, account_id)).recharge
+    assert settings.status is RechargeStatus.DISABLED
+    assert (settings.amount_micros, settings.trigger_micros) == (micros("100"), micros("20"))
+
+
+async def test_saving_settings_below_the_trigger_creates_a_pending_attempt_at_once(deps: Deps, org: Org,
+                                                                                  clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    attempt = await pending(deps, account_id)
+    assert attempt is not None
+    assert attempt.amount_micros == micros("100")
+    assert attempt.not_before.replace(tzinfo=clock.now.tzinfo) <= clock.now
+    assert await count_pending_rows(deps, account_id) == 1
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")  # saving again: still one
+    assert await count_pending_rows(deps, account_id) == 1
+
+
+# the trigger and the worker
+
+
+async def test_usage_crossing_the_trigger_creates_exactly_one_pending_attempt(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    above = await use(deps, org.id, account_id, "30", "u1")  # 20 left: not strictly below the trigger
+    assert above.triggered_recharge is None
+    crossing = await use(deps, org.id, account_id, "5", "u2")
+    assert crossing.triggered_recharge is not None
+    assert crossing.triggered_recharge.status is AttemptStatus.PENDING
+    assert crossing.triggered_recharge.triggered_by_entry_id == crossing.entry.id
+    assert crossing.triggered_recharge.amount_micros == micros("100")
+    later = await use(deps, org.id, account_id, "5", "u3")
+    assert later.triggered_recharge is None
+    assert [a.id for a in await attempts(deps, account_id)] == [crossing.triggered_recharge.id]
+
+
+async def test_the_worker_charges_a_due_attempt_and_credits_one_auto_recharge(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    attempt = (await use(deps, org.id, account_id, "35", "u1")).triggered_recharge
+    assert attempt is not None
+    worker_deps, spy = recording(deps, gateway)
+    assert await recharges.run_due(worker_deps) == 1
+    assert spy.keys == [f"recharge:{attempt.id}"]
+    token, money, _ = spy.calls[0]
+    assert (token, money.micros, money.currency) == ("tok_visa", micros("100"), "SEK")
+    assert len(gateway.charges) == 2  # the funds added by hand, and this recharge
+    settled = (await attempts(deps, account_id))[0]
+    assert settled.id == attempt.id
+    assert settled.status is AttemptStatus.SUCCEEDED
+    credits = await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])
+    assert len(credits) == 1
+    assert settled.transaction_id == credits[0].id
+    assert credits[0].amount_micros == micros("100")
+    assert (await reload(deps, account_id)).balance_micros == micros("115")
+    assert await pending(deps, account_id) is None
+    assert await recharges.run_due(worker_deps) == 0
+    assert len(spy.calls) == 1
+
+
+async def test_a_declined_recharge_fails_and_schedules_a_retry_after_the_back_off(
+        deps: Deps, org: Org, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await use(deps, org.id, account_id, "35", "u1")
+    assert await recharges.run_due(deps) == 1
+    retry, failed = await attempts(deps, account_id)
+    assert failed.status is AttemptStatus.FAILED
+    assert failed.failure_reason is not None
+    assert "declined" in failed.failure_reason
+    assert retry.status is AttemptStatus.PENDING
+    assert retry.not_before.replace(tzinfo=clock.now.tzinfo) == clock.now + timedelta(seconds=60)
+    assert (await reload(deps, account_id)).recharge.consecutive_failures == 1
+    assert await entries(deps, account_id, [EntryKind.AUTO_RECHARGE]) == []
+    # The waiting retry keeps usage from creating another attempt.
+    assert (await use(deps, org.id, account_id, "1", "u2")).triggered_recharge is None
+    assert await count_pending_rows(deps, account_id) == 1
+
+
+async def test_three_declined_recharges_back_off_then_suspend_and_a_new_card_resumes(
+        deps: Deps, org: Org, clock: Clock, gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await use(deps, org.id, account_id, "35", "u1")
+
+    assert await recharges.run_due(deps) == 1  # 1st failure
+    assert await recharges.run_due(deps) == 0  # the back-off has not passed
+    clock.advance(seconds=59)
+    assert await recharges.run_due(deps) == 0
+    clock.advance(seconds=2)
+    assert await recharges.run_due(deps) == 1  # 2nd failure
+    second_retry = await pending(deps, account_id)
+    assert second_retry is not None
+    assert second_retry.not_before.replace(tzinfo=clock.now.tzinfo) == clock.now + timedelta(seconds=600)
+    clock.advance(seconds=599)
+    assert await recharges.run_due(deps) == 0
+    clock.advance(seconds=2)
+    assert await recharges.run_due(deps) == 1  # 3rd failure: no next attempt
+
+    account = await reload(deps, account_id)
+    assert account.recharge.status is RechargeStatus.SUSPENDED
+    assert await pending(deps, account_id) is None
+    assert [a.status for a in await attempts(deps, account_id)] == [AttemptStatus.FAILED] * 3
+    assert (await use(deps, org.id, account_id, "1", "u2")).triggered_recharge is None  # suspended: no new one
+    assert await pending(deps, account_id) is None
+
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_visa")
+    account = await reload(deps, account_id)
+    assert account.recharge.status is RechargeStatus.ACTIVE
+    assert account.recharge.consecutive_failures == 0
+    assert await pending(deps, account_id) is not None  # the balance (14) is below the trigger
+    assert await recharges.run_due(deps) == 1
+    assert (await attempts(deps, account_id))[0].status is AttemptStatus.SUCCEEDED
+    assert (await reload(deps, account_id)).balance_micros == micros("114")
+    assert [result.succeeded for _, _, result in gateway.charges] == [True, False, False, False, True]
+
+
+async def test_saving_settings_lifts_a_suspension(deps: Deps, org: Org, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id)
+    for _ in range(3):
+        await recharges.run_due(deps)
+        clock.advance(seconds=601)
+    assert (await reload(deps, account_id)).recharge.status is RechargeStatus.SUSPENDED
+    await enable_recharge(deps, org.id, account_id)
+    assert (await reload(deps, account_id)).recharge.status is RechargeStatus.ACTIVE
+    assert await pending(deps, account_id) is not None
+
+
+async def test_a_new_card_makes_a_waiting_retry_due_at_once(deps: Deps, org: Org, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id)
+    assert await recharges.run_due(deps) == 1
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_visa")
+    assert await recharges.run_due(deps) == 1
+    assert (await reload(deps, account_id)).balance_micros == micros("110")
+    assert len(await attempts(deps, account_id)) == 2
+
+
+async def test_disabling_auto_recharge_cancels_an_idle_pending_attempt(deps: Deps, org: Org,
+                                                                       gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    charges_before = len(gateway.charges)
+    await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+    [cancelled] = await attempts(deps, account_id)
+    assert cancelled.status is AttemptStatus.FAILED
+    assert cancelled.failure_reason is not None
+    assert cancelled.failure_reason.startswith("cancelled")
+    assert await recharges.run_due(deps) == 0
+    assert len(gateway.charges) == charges_before
+    assert (await reload(deps, account_id)).balance_micros == micros("10")
+
+
+async def test_closing_the_account_cancels_an_idle_pending_attempt(deps: Deps, org: Org,
+                                                                   gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    charges_before = len(gateway.charges)
+    await accounts.close_account(deps, org.id, account_id)
+    [cancelled] = await attempts(deps, account_id)
+    assert cancelled.status is AttemptStatus.FAILED
+    assert cancelled.failure_reason is not None
+    assert cancelled.failure_reason.startswith("cancelled")
+    assert await recharges.run_due(deps) == 0
+    assert len(gateway.charges) == charges_before
+
+
+async def test_an_attempt_whose_lease_expired_is_taken_over_and_charged_once(
+        deps: Deps, org: Org, clock: Clock, gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    charges_before = len(gateway.charges)
+    deps, spy = recording(deps, gateway)
+
+    first = await recharges.claim_next(deps)
+    assert first is not None
+    assert await recharges.claim_next(deps) is None  # leased to the first worker
+    clock.advance(seconds=61)
+    second = await recharges.claim_next(deps)
+    assert second is not None
+    assert second.attempt.id == first.attempt.id
+
+    second_result = await recharges.charge(deps, second)
+    first_result = await recharges.charge(deps, first)
+    assert first_result == second_result
+    outcomes = [await recharges.settle(deps, second, second_result), await recharges.settle(deps, first, first_result)]
+    assert outcomes[0] is not None
+    assert outcomes[0].status is AttemptStatus.SUCCEEDED
+    assert outcomes[1] is None  # already settled by the other worker
+
+    assert spy.keys == [f"recharge:{first.attempt.id}"] * 2  # both workers called with the same key
+    assert len(await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])) == 1
+    assert len(gateway.charges) == charges_before + 1  # the card was charged once
+    assert (await reload(deps, account_id)).balance_micros == micros("110")
+
+
+async def test_a_claimed_attempt_is_credited_even_if_auto_recharge_is_disabled_meanwhile(
+        deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    claim = await recharges.claim_next(deps)
+    assert claim is not None
+    await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+    assert await count_pending_rows(deps, account_id) == 1  # leased: not cancelled
+    await recharges.settle(deps, claim, await recharges.charge(deps, claim))
+    assert [a.status for a in await attempts(deps, account_id)] == [AttemptStatus.SUCCEEDED]
+    assert (await reload(deps, account_id)).balance_micros == micros("110")
+
+
+async def test_the_worker_cancels_an_attempt_it_may_no_longer_charge(deps: Deps, org: Org,
+                                                                     gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id)
+    await recharges.run_due(deps)  # fails; a retry waits 60 s
+    await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+    clock.advance(seconds=61)
+    charges_before = len(gateway.charges)
+    assert await recharges.run_due(deps) == 0
+    assert len(gateway.charges) == charges_before
+    assert await pending(deps, account_id) is None

@@ -1,0 +1,161 @@
+"""Interleavings forced step by step: a worker leasing an attempt while an admin closes the account or
+disables auto-recharge. A worker that charged the card must get the credit written.
+
+On SQLite write transactions are serialized (BEGIN IMMEDIATE), so these interleavings cannot happen there;
+on PostgreSQL a worker's claim does not wait for the account row lock that the admin's transaction holds."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+
+import pytest
+
+from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.domain.recharge import RechargeAttempt
+from credits_graphql.gateways.sandbox import SandboxGateway
+from credits_graphql.service import accounts, recharges
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from tests.conftest import Org
+from tests.service.support import enable_recharge, entries, fund, open_account, recording
+
+
+class _PendingHook:
+    """Runs `hook` once, inside a transaction of these deps that holds the account lock: just before it
+    reads the account's PENDING attempt (`before=True`) or just after."""
+
+    def __init__(self, attempts: Any, hook: Callable[[], Awaitable[None]], fired: list[bool], before: bool) -> None:
+        self._attempts = attempts
+        self._hook = hook
+        self._fired = fired
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._attempts, name)
+
+    async def pending(self, account_id: int, *, for_update: bool = False) -> RechargeAttempt | None:
+        if self._before and not self._fired:
+            self._fired.append(True)
+            await self._hook()
+        attempt: RechargeAttempt | None = await self._attempts.pending(account_id, for_update=for_update)
+        if not self._fired:
+            self._fired.append(True)
+            await self._hook()
+        return attempt
+
+
+class _HookedUow:
+    def __init__(self, inner: UnitOfWork, hook: Callable[[], Awaitable[None]], fired: list[bool], before: bool) -> None:
+        self._inner = inner
+        self._hook = hook
+        self._fired = fired
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        self.attempts = _PendingHook(self._inner.attempts, self._hook, self._fired, self._before)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    async def commit(self) -> None:
+        await self._inner.commit()
+
+
+def _hooked(deps: Deps, hook: Callable[[], Awaitable[None]], *, before: bool = True) -> Deps:
+    factory: UnitOfWorkFactory = deps.uow
+    fired: list[bool] = []
+
+    def make(*, write: bool = False) -> UnitOfWork:
+        return _HookedUow(factory(write=write), hook, fired, before)  # type: ignore[return-value]
+
+    return replace(deps, uow=make)
+
+
+@pytest.fixture
+def postgresql_only(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite serializes write transactions; this interleaving cannot happen there")
+
+
+@pytest.mark.usefixtures("postgresql_only")
+async def test_a_worker_leasing_while_the_account_closes_gets_its_charge_credited(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10")
+    await enable_recharge(deps, org.id, account.id, amount="100", trigger="20")
+    worker_deps, spy = recording(deps, gateway)
+    claims: list[recharges.Claim] = []
+
+    async def worker_claims() -> None:
+        claim = await recharges.claim_next(worker_deps)
+        assert claim is not None
+        claims.append(claim)
+
+    await accounts.close_account(_hooked(deps, worker_claims), org.id, account.id)
+    [claim] = claims
+    await recharges.settle(worker_deps, claim, await recharges.charge(worker_deps, claim))
+
+    charged = [key for key in spy.keys if key.startswith("recharge:")]
+    credited = await entries(deps, account.id, [EntryKind.AUTO_RECHARGE])
+    assert len(charged) == len(credited) == 1
+
+
+@pytest.mark.usefixtures("postgresql_only")
+async def test_a_worker_leasing_while_auto_recharge_is_disabled_gets_its_charge_credited(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10")
+    await enable_recharge(deps, org.id, account.id, amount="100", trigger="20")
+    worker_deps, spy = recording(deps, gateway)
+    claims: list[recharges.Claim] = []
+
+    async def worker_claims() -> None:
+        claim = await recharges.claim_next(worker_deps)
+        assert claim is not None
+        claims.append(claim)
+
+    await accounts.update_recharge_settings(_hooked(deps, worker_claims), org.id, accounts.UpdateRechargeSettings(
+        account.id, enabled=False, recharge_amount=Decimal(100), trigger_balance=Decimal(20)))
+    [claim] = claims
+    await recharges.settle(worker_deps, claim, await recharges.charge(worker_deps, claim))
+
+    charged = [key for key in spy.keys if key.startswith("recharge:")]
+    credited = await entries(deps, account.id, [EntryKind.AUTO_RECHARGE])
+    assert len(charged) == len(credited) == 1
+
+
+@pytest.mark.usefixtures("postgresql_only")
+@pytest.mark.parametrize("change", ["close", "disable"])
+async def test_a_worker_arriving_after_the_admin_locked_the_attempt_charges_nothing_and_it_is_cancelled(
+        deps: Deps, org: Org, gateway: SandboxGateway, change: str) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10")
+    await enable_recharge(deps, org.id, account.id, amount="100", trigger="20")
+    worker_deps, spy = recording(deps, gateway)
+    claims: list[recharges.Claim | None] = []
+
+    async def worker_claims() -> None:
+        claims.append(await recharges.claim_next(worker_deps))
+
+    admin_deps = _hooked(deps, worker_claims, before=False)
+    if change == "close":
+        await accounts.close_account(admin_deps, org.id, account.id)
+    else:
+        await accounts.update_recharge_settings(admin_deps, org.id, accounts.UpdateRechargeSettings(
+            account.id, enabled=False))
+
+    assert claims == [None], "the attempt is locked by the admin's transaction: the worker skips it"
+    assert [key for key in spy.keys if key.startswith("recharge:")] == []
+    assert await entries(deps, account.id, [EntryKind.AUTO_RECHARGE]) == []
+    async with deps.uow() as uow:
+        assert await uow.attempts.pending(account.id) is None
