@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from credits_graphql.service.deps import Deps
 from tests.api.documents import add_funds, create_account
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, Org, make_org
 
 
 @pytest.fixture
@@ -21,3 +22,9 @@ async def funded_id(gql: GraphQLClient, account_id: str) -> str:
     result = await add_funds(gql, account_id, "100", "seed")
     assert result["userErrors"] == [], result
     return account_id
+
+
+@pytest.fixture
+async def other_org(deps: Deps, org: Org) -> Org:
+    """A second organization with its own keys (created after `org`)."""
+    return await make_org(deps, "Globex")

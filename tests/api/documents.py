@@ -15,7 +15,9 @@ ACCOUNT_FIELDS = """id name currencyCode status createdAt
   paymentMethod { brand last4 updatedAt }"""
 TRANSACTION_FIELDS = """id kind amount { amount currencyCode } balanceAfter { amount currencyCode } service minutes
   reference occurredAt createdAt"""
-ATTEMPT_FIELDS = "id status amount { amount currencyCode } failureReason createdAt transaction { id kind amount { amount } }"
+ATTEMPT_FIELDS = """id status amount { amount currencyCode } failureReason createdAt
+  transaction { id kind amount { amount } }"""
+BALANCE_OF_ACCOUNT = "account { id balance { available { amount } } }"
 
 CREATE_ACCOUNT = f"""
 mutation($input: CreateAccountInput!) {{
@@ -24,8 +26,7 @@ mutation($input: CreateAccountInput!) {{
 
 ADD_FUNDS = f"""
 mutation($input: AddFundsInput!) {{
-  addFunds(input: $input) {{ transaction {{ {TRANSACTION_FIELDS} }} account {{ id balance {{ available {{ amount }} }} }}
-                           {USER_ERRORS} }}
+  addFunds(input: $input) {{ transaction {{ {TRANSACTION_FIELDS} }} {BALANCE_OF_ACCOUNT} {USER_ERRORS} }}
 }}"""
 
 UPDATE_SETTINGS = f"""
@@ -40,7 +41,7 @@ mutation($input: UpdatePaymentMethodInput!) {{
 
 RECORD_USAGE = f"""
 mutation($input: RecordUsageInput!) {{
-  recordUsage(input: $input) {{ transaction {{ {TRANSACTION_FIELDS} }} account {{ id balance {{ available {{ amount }} }} }}
+  recordUsage(input: $input) {{ transaction {{ {TRANSACTION_FIELDS} }} {BALANCE_OF_ACCOUNT}
                               triggeredRecharge {{ {ATTEMPT_FIELDS} }} {USER_ERRORS} }}
 }}"""
 

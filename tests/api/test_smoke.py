@@ -18,11 +18,12 @@ async def test_account_lifecycle_through_the_api(gql: GraphQLClient) -> None:
                       {"id": account["id"]})
     assert funds["addFunds"]["transaction"] == {"amount": {"amount": "100.00"}, "balanceAfter": {"amount": "100.00"},
                                                 "kind": "FUNDS_ADDED"}
-    usage = await gql("""mutation($id: ID!) { recordUsage(input: {accountId: $id, service: TOLL_FREE, amount: "0.0125",
+    usage = await gql("""mutation($id: ID!) { recordUsage(input: {accountId: $id, service: TOLL_FREE,
+        amount: "0.0125",
         idempotencyKey: "u1", minutes: 3}) { transaction { amount { amount } balanceAfter { amount } service minutes }
         userErrors { code } } }""", {"id": account["id"]})
-    assert usage["recordUsage"]["transaction"] == {"amount": {"amount": "-0.0125"}, "balanceAfter": {"amount": "99.9875"},
-                                                   "service": "TOLL_FREE", "minutes": 3}
+    assert usage["recordUsage"]["transaction"] == {
+        "amount": {"amount": "-0.0125"}, "balanceAfter": {"amount": "99.9875"}, "service": "TOLL_FREE", "minutes": 3}
     page = await gql("""query($id: ID!) { account(id: $id) { transactions { totalCount edges { node { kind } } } } }""",
                      {"id": account["id"]})
     assert page["account"]["transactions"]["totalCount"] == 2

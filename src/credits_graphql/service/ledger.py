@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from credits_graphql.domain.errors import ErrorCode, RuleViolation
@@ -103,7 +103,7 @@ async def record_usage(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
     if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
         raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
     now = deps.clock()
-    occurred_at = cmd.occurred_at or now
+    occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
     fingerprint = request_fingerprint(
         op="recordUsage", service=cmd.service, amount=cmd.amount.normalize(), minutes=cmd.minutes,
         reference=cmd.reference, occurred_at=cmd.occurred_at.isoformat() if cmd.occurred_at else None)

@@ -1,0 +1,177 @@
+"""API keys, roles and tenant isolation through the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from credits_graphql.service import access
+from credits_graphql.service.deps import Deps
+from tests.api.documents import (
+    ACCOUNT,
+    ACCOUNT_TRANSACTIONS,
+    ACCOUNTS,
+    ADD_FUNDS,
+    BALANCE,
+    CLOSE_ACCOUNT,
+    CREATE_ACCOUNT,
+    NODE,
+    RECHARGE_ATTEMPTS,
+    RECORD_USAGE,
+    TRANSACTIONS,
+    UPDATE_PAYMENT_METHOD,
+    UPDATE_SETTINGS,
+    codes_of,
+    get_account,
+    history,
+    user_error,
+)
+from tests.conftest import GraphQLClient, Org
+
+
+def _assert_unauthenticated(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert response.headers["www-authenticate"].lower().startswith("bearer")
+
+
+def _mutations(account_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    return {
+        "createAccount": (CREATE_ACCOUNT, {"input": {"name": "X", "currencyCode": "SEK"}}),
+        "addFunds": (ADD_FUNDS, {"input": {"accountId": account_id, "amount": "100", "idempotencyKey": "r"}}),
+        "updateRechargeSettings": (UPDATE_SETTINGS, {"input": {"accountId": account_id, "enabled": True,
+                                                               "rechargeAmount": "200", "triggerBalance": "50"}}),
+        "updatePaymentMethod": (UPDATE_PAYMENT_METHOD, {"input": {"accountId": account_id,
+                                                                  "paymentMethod": {"token": "tok_mastercard"}}}),
+        "recordUsage": (RECORD_USAGE, {"input": {"accountId": account_id, "amount": "1", "idempotencyKey": "r",
+                                                 "service": "TOLL_FREE"}}),
+        "closeAccount": (CLOSE_ACCOUNT, {"input": {"accountId": account_id}}),
+    }
+
+
+async def _snapshot(gql: GraphQLClient, account_id: str) -> tuple[Any, ...]:
+    account = await get_account(gql, account_id)
+    count = (await gql(ACCOUNTS))["accounts"]["totalCount"]
+    return (account["status"], account["balance"]["available"], account["rechargeSettings"],
+            account["paymentMethod"], await history(gql, account_id), count)
+
+
+# authentication
+
+async def test_a_request_without_a_key_is_unauthenticated(gql: GraphQLClient) -> None:
+    response = await gql.http.post("/graphql", json={"query": "{ accounts { totalCount } }"})
+    _assert_unauthenticated(response)
+
+
+async def test_an_unknown_key_or_scheme_is_unauthenticated(gql: GraphQLClient, org: Org) -> None:
+    for header in ["Bearer cgk_unknown", "Bearer nonsense", "Bearer ", "Basic dXNlcjpwYXNz", org.admin,
+                   f"Bearer {org.admin}x", f"Bearer {org.admin[:-1]}"]:
+        response = await gql.http.post("/graphql", json={"query": "{ accounts { totalCount } }"},
+                                       headers={"Authorization": header})
+        _assert_unauthenticated(response)
+
+
+async def test_a_revoked_key_is_unauthenticated(gql: GraphQLClient, deps: Deps, org: Org) -> None:
+    key, secret = await access.create_api_key(deps, org.id, access.Role.READER)
+    assert (await gql("{ accounts { totalCount } }", key=secret))["accounts"]["totalCount"] == 0
+    assert await access.revoke_api_key(deps, key.id)
+    _assert_unauthenticated(await gql.post("{ accounts { totalCount } }", key=secret))
+
+
+async def test_a_mutation_without_a_key_changes_nothing(gql: GraphQLClient, http: httpx.AsyncClient) -> None:
+    response = await http.post("/graphql", json={"query": CREATE_ACCOUNT,
+                                                 "variables": {"input": {"name": "X", "currencyCode": "SEK"}}})
+    _assert_unauthenticated(response)
+    assert (await gql(ACCOUNTS))["accounts"]["totalCount"] == 0
+
+
+# roles
+
+async def test_a_reader_may_run_every_query(gql: GraphQLClient, funded_id: str, org: Org) -> None:
+    reader = gql.as_key(org.reader)
+    assert (await reader(ACCOUNT, {"id": funded_id}))["account"]["id"] == funded_id
+    assert (await reader(ACCOUNTS))["accounts"]["totalCount"] == 1
+    assert (await reader(BALANCE, {"id": funded_id}))["balance"]["available"]["amount"] == "100.00"
+    assert (await reader(TRANSACTIONS, {"id": funded_id}))["transactions"]["totalCount"] == 1
+    assert (await reader(ACCOUNT_TRANSACTIONS, {"id": funded_id}))["account"]["transactions"]["totalCount"] == 1
+    assert (await reader(RECHARGE_ATTEMPTS, {"id": funded_id}))["account"]["rechargeAttempts"]["totalCount"] == 0
+    assert (await reader(NODE, {"id": funded_id}))["node"]["id"] == funded_id
+
+
+async def test_a_reader_may_run_no_mutation_and_changes_nothing(gql: GraphQLClient, funded_id: str,
+                                                                org: Org) -> None:
+    before = await _snapshot(gql, funded_id)
+    for mutation, (document, variables) in _mutations(funded_id).items():
+        response = await gql.post(document, variables, key=org.reader)
+        assert response.status_code == 200
+        assert codes_of(response) == ["FORBIDDEN"], mutation
+        assert response.json()["errors"][0]["path"] == [mutation]
+    assert await _snapshot(gql, funded_id) == before
+
+
+async def test_a_usage_writer_may_run_no_admin_mutation(gql: GraphQLClient, funded_id: str, org: Org) -> None:
+    before = await _snapshot(gql, funded_id)
+    for mutation, (document, variables) in _mutations(funded_id).items():
+        if mutation == "recordUsage":
+            continue
+        response = await gql.post(document, variables, key=org.usage_writer)
+        assert codes_of(response) == ["FORBIDDEN"], mutation
+    assert await _snapshot(gql, funded_id) == before
+
+
+async def test_a_usage_writer_may_record_usage_and_read(gql: GraphQLClient, funded_id: str, org: Org) -> None:
+    writer = gql.as_key(org.usage_writer)
+    document, variables = _mutations(funded_id)["recordUsage"]
+    result = (await writer(document, variables))["recordUsage"]
+    assert result["userErrors"] == []
+    assert result["transaction"]["balanceAfter"]["amount"] == "99.00"
+    assert (await writer(BALANCE, {"id": funded_id}))["balance"]["available"]["amount"] == "99.00"
+
+
+# tenant isolation
+
+async def test_another_organizations_account_is_invisible_to_every_query(gql: GraphQLClient, funded_id: str,
+                                                                        other_org: Org) -> None:
+    other = gql.as_key(other_org.admin)
+    assert (await other(ACCOUNT, {"id": funded_id}))["account"] is None
+    assert (await other(BALANCE, {"id": funded_id}))["balance"] is None
+    assert (await other(TRANSACTIONS, {"id": funded_id}))["transactions"] is None
+    assert (await other(NODE, {"id": funded_id}))["node"] is None
+    assert (await other(ACCOUNTS))["accounts"] == {
+        "totalCount": 0, "edges": [],
+        "pageInfo": {"hasNextPage": False, "hasPreviousPage": False, "startCursor": None, "endCursor": None}}
+
+
+async def test_another_organizations_account_is_not_found_by_every_mutation(gql: GraphQLClient, funded_id: str,
+                                                                           other_org: Org) -> None:
+    before = await _snapshot(gql, funded_id)
+    for mutation, (document, variables) in _mutations(funded_id).items():
+        if mutation == "createAccount":
+            continue
+        payload = (await gql(document, variables, key=other_org.admin))[mutation]
+        assert user_error(payload) == ("ACCOUNT_NOT_FOUND", ["input", "accountId"]), mutation
+    assert await _snapshot(gql, funded_id) == before
+
+
+async def test_another_organizations_usage_writer_cannot_debit_the_account(gql: GraphQLClient, funded_id: str,
+                                                                           other_org: Org) -> None:
+    document, variables = _mutations(funded_id)["recordUsage"]
+    payload = (await gql(document, variables, key=other_org.usage_writer))["recordUsage"]
+    assert user_error(payload) == ("ACCOUNT_NOT_FOUND", ["input", "accountId"])
+    assert await history(gql, funded_id) == [("FUNDS_ADDED", "100.00")]
+
+
+async def test_an_unknown_and_a_foreign_account_answer_the_same(gql: GraphQLClient, funded_id: str,
+                                                                other_org: Org) -> None:
+    other = gql.as_key(other_org.admin)
+    own = (await other(CREATE_ACCOUNT, {"input": {"name": "Mine", "currencyCode": "SEK"}}))["createAccount"]
+    unknown_id = "QWNjb3VudDo5OTk5OTk="
+    variables = {"input": {"accountId": funded_id, "amount": "1", "idempotencyKey": "r", "service": "TOLL_FREE"}}
+    foreign = (await other(RECORD_USAGE, variables))["recordUsage"]
+    variables["input"]["accountId"] = unknown_id
+    missing = (await other(RECORD_USAGE, variables))["recordUsage"]
+    assert foreign == missing
+    assert own["account"]["id"] != funded_id
+    assert [e["node"]["name"] for e in (await other(ACCOUNTS))["accounts"]["edges"]] == ["Mine"]

@@ -1,0 +1,75 @@
+"""Unexpected failures are masked: INTERNAL_SERVER_ERROR, a generic message, no details; nothing half-done."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from credits_graphql.app import build_app
+from credits_graphql.bootstrap import Runtime
+from credits_graphql.domain.money import Money
+from credits_graphql.service.payments import CardDetails, ChargeResult
+from tests.api.documents import ACCOUNTS, CREATE_ACCOUNT, add_funds, codes_of, create_account, history
+from tests.conftest import GraphQLClient, Org
+
+SECRET = "secret SQL details: SELECT * FROM api_keys"
+
+
+class BrokenGateway:
+    """A gateway whose every call fails in an unexpected way."""
+
+    async def describe(self, token: str) -> CardDetails:
+        raise RuntimeError(SECRET)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        raise RuntimeError(SECRET)
+
+
+@pytest.fixture
+async def broken(runtime: Runtime, org: Org) -> AsyncIterator[GraphQLClient]:
+    """A client of an app whose payment gateway is broken, over the same database."""
+    app = build_app(replace(runtime, deps=replace(runtime.deps, gateway=BrokenGateway())), run_worker=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield GraphQLClient(client, org.admin)
+
+
+def _assert_masked(response: httpx.Response) -> None:
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["INTERNAL_SERVER_ERROR"]
+    error = response.json()["errors"][0]
+    assert error["message"] == "Internal server error."
+    assert "secret" not in response.text.lower()
+    assert "select" not in response.text.lower()
+    assert "Traceback" not in response.text
+    assert "RuntimeError" not in response.text
+
+
+async def test_a_failing_gateway_on_create_account_is_a_masked_internal_error(
+        broken: GraphQLClient, gql: GraphQLClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        response = await broken.post(CREATE_ACCOUNT, {"input": {"name": "Ops", "currencyCode": "SEK",
+                                                                "paymentMethod": {"token": "tok_visa"}}})
+    _assert_masked(response)
+    assert (await gql(ACCOUNTS))["accounts"]["totalCount"] == 0
+    assert SECRET in caplog.text  # the details go to the log instead
+
+
+async def test_a_failing_gateway_on_add_funds_is_masked_and_moves_no_money(broken: GraphQLClient,
+                                                                           gql: GraphQLClient) -> None:
+    account = await create_account(gql, "Ops", "SEK", "tok_visa")
+    response = await broken.post("""mutation($id: ID!) { addFunds(input: {accountId: $id, amount: "100",
+        idempotencyKey: "k"}) { transaction { id } userErrors { code } } }""", {"id": account["id"]})
+    _assert_masked(response)
+    assert await history(gql, account["id"]) == []
+    retried = await add_funds(gql, account["id"], "100", "k")  # the key is not used up
+    assert retried["userErrors"] == []
+    assert await history(gql, account["id"]) == [("FUNDS_ADDED", "100.00")]
+
+
+async def test_queries_keep_working_beside_a_broken_gateway(broken: GraphQLClient, gql: GraphQLClient) -> None:
+    await create_account(gql, "Ops", "SEK", token=None)
+    assert (await broken(ACCOUNTS))["accounts"]["totalCount"] == 1
