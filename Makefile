@@ -20,9 +20,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.installed
 
+# The GraphQL-over-HTTP audit suite (npm graphql-http), pinned by its lock file.
+tests/conformance/node_modules/.package-lock.json: tests/conformance/package-lock.json
+	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
+
 install: $(VENV)/.installed
 
-dev: $(VENV)/.installed-test
+dev: $(VENV)/.installed-test tests/conformance/node_modules/.package-lock.json
 
 run: install
 	CREDITS_ENV=$(CREDITS_ENV) $(BIN)/credits-graphql migrate
@@ -38,6 +42,13 @@ pytest: dev
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+bench/node_modules/.package-lock.json: bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --loglevel=error
+
+# Not part of `make test`: several minutes of load on both cores.
+bench: dev bench/node_modules/.package-lock.json
+	$(BIN)/python bench/run.py
 
 schema: install
 	$(BIN)/credits-graphql export-schema > schema.graphql

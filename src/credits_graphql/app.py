@@ -10,13 +10,18 @@ from dataclasses import replace
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from credits_graphql.api import rate_limit
 from credits_graphql.api.http import GraphQLEndpoint
+from credits_graphql.api.limits import QueryLimits
+from credits_graphql.api.request_guard import RequestGuard
 from credits_graphql.api.schema import build_schema
 from credits_graphql.bootstrap import Runtime
+from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import WorkerMode
 
@@ -29,9 +34,13 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
     settings = runtime.settings
     if run_worker is None:
         run_worker = settings.worker is WorkerMode.INLINE
-    worker = RechargeWorker(runtime.deps) if run_worker else None
+    worker = RechargeWorker(runtime.deps, lease=settings.recharge_lease) if run_worker else None
     deps = replace(runtime.deps, recharge_created=worker.wake) if worker else runtime.deps
-    endpoint = GraphQLEndpoint(build_schema(introspection=settings.introspection), deps, graphiql=settings.graphiql)
+    limits = QueryLimits(max_depth=settings.max_query_depth, max_aliases=settings.max_query_aliases,
+                         max_tokens=settings.max_query_tokens, max_cost=settings.max_query_cost)
+    schema = build_schema(introspection=settings.introspection, field_suggestions=settings.field_suggestions,
+                          limits=limits)
+    endpoint = GraphQLEndpoint(schema, deps, graphiql=settings.graphiql)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -56,11 +65,23 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
                 await task
             await runtime.close()
 
-    return Starlette(
+    app = Starlette(
+        exception_handlers={StoreUnavailable: _database_trouble, TransientConflict: _database_trouble},
         routes=[
             Route("/graphql", endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)],
     )
+    rate_limit.install(app.state, runtime.rate_limiter)
+    return app
+
+
+async def _database_trouble(_: Request, error: Exception) -> JSONResponse:
+    """The database is down or kept conflicting: a 503 the client may retry (with its idempotency key)."""
+    log.warning("request failed on the database: %s", error)
+    return JSONResponse({"errors": [{"message": "The service is temporarily unavailable; retry shortly.",
+                                     "extensions": {"code": "SERVICE_UNAVAILABLE"}}]},
+                        status_code=503, headers={"Retry-After": "1"})

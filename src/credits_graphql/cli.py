@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TypeVar
 
 from strawberry.printer import print_schema
@@ -16,6 +18,7 @@ from credits_graphql.api.schema import schema
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
 from credits_graphql.service import access
+from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
 from credits_graphql.store.migrate import upgrade
@@ -41,6 +44,25 @@ def _port(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> timedelta:
+    match = re.fullmatch(r"([0-9]{1,6})([smhd])", text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number with s, m, h or d, such as 30d; got {text!r}")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2027-01-31T00:00:00Z, got {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time's UTC offset, such as 2027-01-31T00:00:00Z; got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Prepaid communication credits over GraphQL.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     key = commands.add_parser("create-api-key", help="create an API key; prints the key last (shown once)")
     key.add_argument("--org", required=True, type=_positive_int, metavar="ORG_ID")
     key.add_argument("--role", required=True, choices=[role.value for role in Role])
+    expiry = key.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", type=_duration, metavar="DURATION",
+                        help="the key stops working after this long: 90m, 12h, 30d")
+    expiry.add_argument("--expires-at", type=_instant, metavar="ISO_TIME",
+                        help="the key stops working at this time, with its UTC offset: 2027-01-31T00:00:00Z")
     keys = commands.add_parser("list-api-keys", help="list an organization's API keys (never the keys)")
     keys.add_argument("--org", required=True, type=_positive_int, metavar="ORG_ID")
     revoke = commands.add_parser("revoke-api-key", help="revoke an API key at once")
@@ -103,25 +130,37 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         print(f"created organization {org.name!r}")
         print(org.id)
     elif args.command == "create-api-key":
+        expires_at = args.expires_at or (deps.clock() + args.expires_in if args.expires_in else None)
         try:
-            key, secret = await access.create_api_key(deps, args.org, Role(args.role))
-        except access.UnknownOrganization as error:
+            key, secret = await access.create_api_key(deps, args.org, Role(args.role), expires_at)
+        except (access.UnknownOrganization, access.InvalidExpiry) as error:
             _fail(str(error))
-        print(f"created {key.role} key {key.id} for organization {key.org_id}; it is shown only this once:")
+        until = f", valid until {_when(key.expires_at)}" if key.expires_at else ""
+        print(f"created {key.role} key {key.id} for organization {key.org_id}{until}; it is shown only this once:")
         print(secret)
     elif args.command == "list-api-keys":
-        print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<32}  {'LAST USED':<32}  REVOKED")
+        now = deps.clock()
+        # New columns go last: scripts that read the first six keep working.
+        print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<25}  {'LAST USED':<25}  {'REVOKED':<25}  "
+              f"{'EXPIRES':<25}  STATUS")
         for item in await access.list_api_keys(deps, args.org):
-            print(f"{item.id:>6}  {item.role:<12}  {item.prefix:<10}  {item.created_at.isoformat():<32}  "
-                  f"{_when(item.last_used_at):<32}  {_when(item.revoked_at)}")
+            print(f"{item.id:>6}  {item.role:<12}  {item.prefix:<10}  {_when(item.created_at):<25}  "
+                  f"{_when(item.last_used_at):<25}  {_when(item.revoked_at):<25}  {_when(item.expires_at):<25}  "
+                  f"{_status(item, now)}")
     elif args.command == "revoke-api-key":
         if not await access.revoke_api_key(deps, args.key_id):
             _fail(f"no live API key with id {args.key_id}")
         print(f"revoked API key {args.key_id}")
 
 
-def _when(value: object) -> str:
-    return "-" if value is None else value.isoformat()  # type: ignore[attr-defined]
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _status(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    return "live" if key.is_live(now) else "expired"
 
 
 async def _dev_welcome(runtime: Runtime, url: str) -> None:
@@ -156,7 +195,7 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
 
 async def _run_worker(settings: Settings) -> None:
     runtime = bootstrap(settings)
-    worker = RechargeWorker(runtime.deps)
+    worker = RechargeWorker(runtime.deps, lease=settings.recharge_lease)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)

@@ -13,8 +13,11 @@ from typing import TypeVar
 
 from credits_graphql.domain.money import InvalidDecimal, parse_plain_decimal
 from credits_graphql.domain.policy import Policy
+from credits_graphql.service.rate_limit import RateLimit
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./credits.db"
+# Per API key: 50 requests a second sustained, bursts of up to 200 (a partner flushing a usage queue).
+DEFAULT_RATE_LIMIT = RateLimit(per_second=50, burst=200)
 _E = TypeVar("_E", bound=StrEnum)
 _SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
 
@@ -41,6 +44,18 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     graphiql: bool = False
     introspection: bool = False
+    field_suggestions: bool = False
+    max_body_bytes: int = 1024 * 1024
+    max_query_depth: int = 16
+    max_query_aliases: int = 30
+    max_query_tokens: int = 5000
+    max_query_cost: int = 5000
+    recharge_lease: timedelta = timedelta(seconds=60)
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    rate_limit: RateLimit = field(default_factory=lambda: DEFAULT_RATE_LIMIT)
+    redis_url: str | None = None
+    redis_prefix: str = "credits"
 
     @property
     def is_dev(self) -> bool:
@@ -67,6 +82,20 @@ class Settings:
                           retry_delays=_retry_delays(env)),
             graphiql=_flag(env, "CREDITS_GRAPHIQL", dev),
             introspection=_flag(env, "CREDITS_INTROSPECTION", dev),
+            field_suggestions=_flag(env, "CREDITS_FIELD_SUGGESTIONS", dev),
+            max_body_bytes=_limit(env, "CREDITS_MAX_BODY_BYTES", 1024 * 1024),
+            max_query_depth=_limit(env, "CREDITS_MAX_QUERY_DEPTH", 16),
+            max_query_aliases=_limit(env, "CREDITS_MAX_QUERY_ALIASES", 30),
+            max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),
+            max_query_cost=_limit(env, "CREDITS_MAX_QUERY_COST", 5000),
+            recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
+            db_pool_size=_count(env, "CREDITS_DB_POOL_SIZE", 5, minimum=1),
+            db_max_overflow=_count(env, "CREDITS_DB_MAX_OVERFLOW", 10, minimum=0),
+            rate_limit=RateLimit(
+                per_second=_count(env, "CREDITS_RATE_LIMIT_PER_SECOND", DEFAULT_RATE_LIMIT.per_second, minimum=0),
+                burst=_count(env, "CREDITS_RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT.burst, minimum=1)),
+            redis_url=_redis_url(env),
+            redis_prefix=_redis_prefix(env),
         )
 
 
@@ -81,6 +110,15 @@ def _choice(env: Mapping[str, str], name: str, kind: type[_E], default: _E) -> _
         raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
 
 
+def _limit(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,12}", raw) or int(raw) <= 0:
+        raise SettingsError(f"{name} must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw == "":
@@ -90,6 +128,33 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < minimum or int(raw) > 100_000:
+        raise SettingsError(f"{name} must be a whole number from {minimum} to 100000, got {raw!r}")
+    return int(raw)
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CREDITS_REDIS_URL", "").strip()
+    if raw == "":
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"CREDITS_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {raw!r}")
+    return raw
+
+
+def _redis_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("CREDITS_REDIS_PREFIX", "").strip()
+    if raw == "":
+        return "credits"
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", raw):
+        raise SettingsError(f"CREDITS_REDIS_PREFIX must be 1 to 100 letters, digits or _.:- , got {raw!r}")
+    return raw
 
 
 def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:

@@ -15,7 +15,7 @@ ACCOUNTS = "{ accounts { totalCount } }"
 
 
 def _key_rows(stdout: str) -> dict[int, list[str]]:
-    """list-api-keys rows by key id: [id, role, prefix, created, last used, revoked]."""
+    """list-api-keys rows by key id: [id, role, prefix, created, last used, revoked, expires, status]."""
     rows = {}
     for line in stdout.strip().splitlines()[1:]:
         columns = line.split()
@@ -61,7 +61,7 @@ def test_a_created_key_is_listed_without_its_secret_works_and_stops_working_once
     rows = _key_rows(listed.stdout)
     assert sorted(row[1] for row in rows.values()) == ["ADMIN", "READER"]
     admin_id = next(key_id for key_id, row in rows.items() if row[1] == "ADMIN")
-    assert rows[admin_id][4:] == ["-", "-"]  # never used, not revoked
+    assert rows[admin_id][4:] == ["-", "-", "-", "live"]  # never used, not revoked, no expiry
 
     server = start_server(launch, cli_env(sqlite_url))
     auth = {"Authorization": f"Bearer {key}"}

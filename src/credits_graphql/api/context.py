@@ -45,6 +45,7 @@ class Loaders:
 class Context:
     deps: Deps
     principal: Principal
+    request_id: str = ""
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from graphql import GraphQLError, ValuesOfCorrectTypeRule
 from strawberry.extensions import SchemaExtension
 
+from credits_graphql.service.transient import StoreUnavailable, TransientConflict
+
 log = logging.getLogger("credits_graphql.errors")
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -17,6 +19,7 @@ INTERNAL = "INTERNAL_SERVER_ERROR"
 UNAUTHENTICATED = "UNAUTHENTICATED"
 FORBIDDEN = "FORBIDDEN"
 INTERNAL_MESSAGE = "Internal server error."
+UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class BadLiteralRule(ValuesOfCorrectTypeRule):
@@ -28,6 +31,15 @@ class BadLiteralRule(ValuesOfCorrectTypeRule):
         super().report_error(error)
 
 
+def code_for_message(message: str) -> str | None:
+    """The parser reports by message only: a token limit is a complexity limit, the rest a syntax error."""
+    if message.startswith("Syntax Error: Document contains more than"):
+        return "QUERY_TOO_COMPLEX"
+    if message.startswith("Syntax Error"):
+        return PARSE_FAILED
+    return None
+
+
 def _tag(errors: list[GraphQLError] | None, code: str) -> None:
     for error in errors or ():
         if not (error.extensions or {}).get("code"):
@@ -35,14 +47,19 @@ def _tag(errors: list[GraphQLError] | None, code: str) -> None:
 
 
 def is_internal(error: GraphQLError) -> bool:
-    return error.path is not None and not (error.extensions or {}).get("code")
+    return (error.path is not None and not (error.extensions or {}).get("code")
+            and not isinstance(error.original_error, StoreUnavailable | TransientConflict))
 
 
-def log_internal(errors: list[GraphQLError]) -> None:
+def log_internal(errors: list[GraphQLError], request_id: str) -> None:
     for error in errors:
         if is_internal(error):
-            log.error("unexpected error at %s", ".".join(map(str, error.path or ())),
+            log.error("unexpected error at %s (request %s)", ".".join(map(str, error.path or ())), request_id,
                       exc_info=error.original_error or error)
+
+
+def request_id_of(context: object) -> str:
+    return str(getattr(context, "request_id", "") or "")
 
 
 class ErrorCodes(SchemaExtension):
@@ -55,7 +72,8 @@ class ErrorCodes(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         yield
-        _tag(self.execution_context.pre_execution_errors, PARSE_FAILED)
+        for error in self.execution_context.pre_execution_errors or ():
+            _tag([error], code_for_message(error.message) or PARSE_FAILED)
 
     def on_execute(self) -> Iterator[None]:
         yield
@@ -63,9 +81,14 @@ class ErrorCodes(SchemaExtension):
         if result is None or not result.errors:
             return
         for index, error in enumerate(result.errors):
-            if is_internal(error):
-                result.errors[index] = GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, path=error.path,
-                                                    extensions={"code": INTERNAL})
+            if isinstance(error.original_error, StoreUnavailable | TransientConflict):
+                result.errors[index] = GraphQLError(
+                    "The database is unavailable; retry shortly (with the same idempotency key).",
+                    nodes=error.nodes, path=error.path, extensions={"code": UNAVAILABLE})
+            elif is_internal(error):
+                result.errors[index] = GraphQLError(
+                    INTERNAL_MESSAGE, nodes=error.nodes, path=error.path,
+                    extensions={"code": INTERNAL, "requestId": request_id_of(self.execution_context.context)})
             else:
                 # Errors before execution starts, such as a variable that does not coerce.
                 _tag([error], BAD_USER_INPUT)

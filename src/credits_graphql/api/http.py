@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
@@ -9,19 +11,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from credits_graphql.api import rate_limit
 from credits_graphql.api.context import Context
-from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, PARSE_FAILED, UNAUTHENTICATED
+from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAUTHENTICATED, code_for_message
+from credits_graphql.api.media import GRAPHQL_RESPONSE_JSON, JSON, is_request_error, prefers_graphql_response_json
+from credits_graphql.api.request_guard import BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
 
 _STATUS_CODES = {400: "BAD_REQUEST", 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-                 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+                 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: rate_limit.RATE_LIMITED}
 
 
 class HTTPError(HTTPException):
@@ -54,28 +60,58 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
             response = await self.run(Request(scope, receive))
         except HTTPException as error:
             response = error_response(error.status_code, error.reason, getattr(error, "headers", None))
+        except BodyTooLarge as error:
+            response = error_response(413, str(error))
         await response(scope, receive, send)
 
     async def get_context(self, request: Request, response: Response) -> Context | None:  # type: ignore[override]
         if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
             return None  # the GraphiQL page itself needs no key; the operations it sends do
         principal = await self.authenticate(request)
-        return Context(deps=self.deps, principal=principal)
+        return Context(deps=self.deps, principal=principal, request_id=request.state.request_id)
 
     async def authenticate(self, request: Request) -> Principal:
         token = bearer_token(request)
         principal = await access.authenticate(self.deps, token) if token else None
         if principal is None:
-            reason = "Missing API key." if token is None else "Unknown or revoked API key."
+            reason = "Missing API key." if token is None else "Unknown, revoked or expired API key."
             raise HTTPError(401, f"{reason} Send Authorization: Bearer <api key>.",
                             {"WWW-Authenticate": 'Bearer realm="credits"'})
+        await rate_limit.enforce(request, principal)
         return principal
 
     def parse_json(self, data: str | bytes) -> object:
-        parsed = super().parse_json(data)
+        try:
+            parsed = super().parse_json(data)
+        except UnicodeDecodeError:
+            raise HTTPError(400, "The request body must be UTF-8 encoded JSON.") from None
         if not isinstance(parsed, dict | list):  # lists are batches, which the base view refuses with a 400
             raise HTTPError(400, "The request body must be a JSON object with a `query`.")
         return parsed
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # Only JSON: the content types a browser may send cross-site without a preflight (text/plain,
+        # forms, multipart) never reach a resolver.
+        content_type, _ = parse_content_type(request.content_type or "")
+        if request.method == "POST" and content_type != JSON:
+            raise HTTPError(415, "Send the operation as application/json.", {"Accept-Post": JSON})
+        return await super().parse_http_body(request)
+
+    async def get_sub_response(self, request: Request) -> Response:  # type: ignore[override]
+        sub_response = await super().get_sub_response(request)
+        if prefers_graphql_response_json(request.headers.get("accept")):
+            sub_response.media_type = GRAPHQL_RESPONSE_JSON
+        return sub_response
+
+    def create_response(self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+                        sub_response: Response) -> Response:
+        data: Any = response_data
+        if sub_response.media_type == GRAPHQL_RESPONSE_JSON and isinstance(data, dict) and is_request_error(data):
+            data = {key: value for key, value in data.items() if key != "data"}
+            sub_response.status_code = 400
+        response = super().create_response(data, sub_response)
+        response.headers["content-type"] = f"{sub_response.media_type or JSON}; charset=utf-8"
+        return response
 
     async def execute_single(self, request: Request, request_adapter: AsyncHTTPRequestAdapter,
                              sub_response: Response, context: Context | None, root_value: None,
@@ -105,8 +141,8 @@ def _with_code(error: GraphQLError) -> GraphQLError:
     """The last safety net: no error leaves without a code, and none leaks internals."""
     if (error.extensions or {}).get("code"):
         return error
-    if error.message.startswith("Syntax Error"):
-        error.extensions = {"code": PARSE_FAILED}
+    if code := code_for_message(error.message):
+        error.extensions = {"code": code}
         return error
     return GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, path=error.path, extensions={"code": INTERNAL})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
+from credits_graphql.api.audit import audited
 from credits_graphql.api.context import Context
 from credits_graphql.api.ids import decode_id
 from credits_graphql.api.inputs import (
@@ -45,7 +46,7 @@ def _account_node(info: Info[Context, None], account: Account) -> AccountNode:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)])
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("createAccount")])
     async def create_account(self, info: Info[Context, None], input: CreateAccountInput) -> CreateAccountPayload:
         token = input.payment_method.token if input.payment_method else None
         try:
@@ -55,7 +56,7 @@ class Mutation:
             return CreateAccountPayload(user_errors=[UserError.of(violation)])
         return CreateAccountPayload(account=_account_node(info, account))
 
-    @strawberry.mutation(extensions=[allowed(Action.MOVE_FUNDS)])
+    @strawberry.mutation(extensions=[allowed(Action.MOVE_FUNDS), audited("addFunds")])
     async def add_funds(self, info: Info[Context, None], input: AddFundsInput) -> AddFundsPayload:
         try:
             done = await ledger.add_funds(info.context.deps, info.context.org_id, ledger.AddFunds(
@@ -65,7 +66,7 @@ class Mutation:
             return AddFundsPayload(user_errors=[UserError.of(violation)])
         return AddFundsPayload(transaction=TransactionNode.of(done.entry), account=_account_node(info, done.account))
 
-    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)])
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("updateRechargeSettings")])
     async def update_recharge_settings(self, info: Info[Context, None],
                                        input: UpdateRechargeSettingsInput) -> UpdateRechargeSettingsPayload:
         try:
@@ -77,7 +78,7 @@ class Mutation:
             return UpdateRechargeSettingsPayload(user_errors=[UserError.of(violation)])
         return UpdateRechargeSettingsPayload(account=_account_node(info, account))
 
-    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)])
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("updatePaymentMethod")])
     async def update_payment_method(self, info: Info[Context, None],
                                     input: UpdatePaymentMethodInput) -> UpdatePaymentMethodPayload:
         try:
@@ -87,7 +88,7 @@ class Mutation:
             return UpdatePaymentMethodPayload(user_errors=[UserError.of(violation)])
         return UpdatePaymentMethodPayload(account=_account_node(info, account))
 
-    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE)])
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsage")])
     async def record_usage(self, info: Info[Context, None], input: RecordUsageInput) -> RecordUsagePayload:
         try:
             done = await ledger.record_usage(info.context.deps, info.context.org_id, ledger.RecordUsage(
@@ -100,7 +101,7 @@ class Mutation:
         return RecordUsagePayload(transaction=TransactionNode.of(done.entry),
                                   account=_account_node(info, done.account), triggered_recharge=triggered)
 
-    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS)],
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("closeAccount")],
                          description="Stops all money movement on the account (ACCOUNT_CLOSED afterwards); "
                          "its history stays readable.")
     async def close_account(self, info: Info[Context, None], input: CloseAccountInput) -> CloseAccountPayload:

@@ -10,6 +10,7 @@ from strawberry.types import Info
 
 import credits_graphql.api.enums  # noqa: F401  (names the enums)
 from credits_graphql.api import connections
+from credits_graphql.api.audit import AuditEventNode, admin_only
 from credits_graphql.api.context import Context
 from credits_graphql.api.ids import decode_id
 from credits_graphql.api.types import (
@@ -20,8 +21,9 @@ from credits_graphql.api.types import (
     transactions_of,
 )
 from credits_graphql.domain import ledger
+from credits_graphql.domain.access import Role
 from credits_graphql.domain.ledger import Account
-from credits_graphql.service import queries
+from credits_graphql.service import audit, queries
 
 
 async def _account(info: Info[Context, None], account_id: strawberry.ID) -> Account | None:
@@ -44,6 +46,9 @@ class Query:
         if type_name == "RechargeAttempt":
             attempt = (await queries.attempts_by_id(info.context.deps, info.context.org_id, [row_id])).get(row_id)
             return RechargeAttemptNode.of(attempt) if attempt else None
+        if type_name == "AuditEvent" and info.context.principal.role is Role.ADMIN:
+            event = await audit.audit_event(info.context.deps, info.context.org_id, row_id)
+            return AuditEventNode.of(event) if event else None
         return None
 
     @strawberry.field(description="Null when the id is unknown or belongs to another organization.")
@@ -73,3 +78,12 @@ class Query:
         if account is None:
             return None
         return await transactions_of(info, account.id, first, after, kinds)
+
+    @strawberry.field(extensions=[admin_only()],
+                      description="The organization's audit trail of mutations, newest first. ADMIN only.")
+    async def audit_events(self, info: Info[Context, None], first: int | None = None,
+                           after: str | None = None) -> connections.Connection[AuditEventNode]:
+        deps, org_id = info.context.deps, info.context.org_id
+        page = await audit.audit_page(deps, org_id, connections.after_id(after), connections.page_size(first))
+        return connections.build(page.items, page.has_next, after, lambda e: e.id or 0, AuditEventNode.of,
+                                 lambda: audit.count_audit_events(deps, org_id))

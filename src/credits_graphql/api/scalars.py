@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal as PyDecimal
 
 import strawberry
@@ -30,7 +30,10 @@ def _parse_datetime(value: object) -> datetime:
         raise ValueError(f"DateTime {value!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         raise ValueError(f"DateTime {value!r} has no offset; add one, e.g. +00:00")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"DateTime {value!r} is out of range") from None
 
 
 def _serialize_datetime(value: datetime) -> str:

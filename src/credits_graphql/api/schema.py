@@ -10,7 +10,8 @@ from strawberry.extensions import DisableIntrospection, ParserCache, SchemaExten
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from credits_graphql.api.errors import ErrorCodes, log_internal
+from credits_graphql.api.errors import ErrorCodes, log_internal, request_id_of
+from credits_graphql.api.limits import EnforceLimits, QueryLimits
 from credits_graphql.api.mutations import Mutation
 from credits_graphql.api.queries import Query
 from credits_graphql.api.scalars import SCALARS
@@ -20,17 +21,22 @@ from credits_graphql.api.types import AccountNode, RechargeAttemptNode, Transact
 class CreditsSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
-        log_internal(errors)  # request errors are the client's: they are answered, not logged
+        # Request errors are the client's: they are answered, not logged.
+        log_internal(errors, request_id_of(execution_context.context if execution_context else None))
 
 
-def build_schema(*, introspection: bool = True) -> CreditsSchema:
-    # ErrorCodes comes first: it swaps in its validation rule before ValidationCache validates.
+def build_schema(*, introspection: bool = True, field_suggestions: bool = True,
+                 limits: QueryLimits | None = None) -> CreditsSchema:
+    # Order matters: ErrorCodes swaps in its validation rule before ValidationCache validates, and
+    # EnforceLimits runs on a document that validated.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        ErrorCodes, lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024)]
+        ErrorCodes, lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024),
+        lambda: EnforceLimits(limits or QueryLimits())]
     if not introspection:
         extensions.append(DisableIntrospection)
     return CreditsSchema(query=Query, mutation=Mutation, types=[AccountNode, TransactionNode, RechargeAttemptNode],
-                         extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
+                         extensions=extensions, config=StrawberryConfig(
+                             scalar_map=SCALARS, disable_field_suggestions=not field_suggestions))
 
 
 schema = build_schema()

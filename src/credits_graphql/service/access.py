@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from credits_graphql.domain.access import Principal, Role
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import ApiKey, Organization
 
 KEY_PREFIX = "cgk_"
@@ -17,6 +19,10 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 class UnknownOrganization(LookupError):
+    pass
+
+
+class InvalidExpiry(ValueError):
     pass
 
 
@@ -37,13 +43,19 @@ async def count_organizations(deps: Deps) -> int:
         return await uow.organizations.count()
 
 
-async def create_api_key(deps: Deps, org_id: int, role: Role) -> tuple[ApiKey, str]:
-    """Returns the stored key and its secret, which is not kept and cannot be shown again."""
+async def create_api_key(deps: Deps, org_id: int, role: Role,
+                         expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+    """Returns the stored key and its secret, which is not kept and cannot be shown again.
+
+    A key with `expires_at` stops working at that instant, on every process."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    now = deps.clock()
+    if expires_at is not None and expires_at <= now:
+        raise InvalidExpiry(f"the expiry {expires_at.isoformat()} is not in the future")
     async with deps.uow(write=True) as uow:
         if await uow.organizations.get(org_id) is None:
             raise UnknownOrganization(f"no organization with id {org_id}")
-        key = await uow.api_keys.add(org_id, role, hash_key(secret), secret[:10], deps.clock())
+        key = await uow.api_keys.add(org_id, role, hash_key(secret), secret[:10], now, expires_at)
         await uow.commit()
     return key, secret
 
@@ -60,14 +72,20 @@ async def revoke_api_key(deps: Deps, key_id: int) -> bool:
     return revoked
 
 
+@retry_on_conflict
 async def authenticate(deps: Deps, secret: str) -> Principal | None:
-    """The principal of a live key, or None for a missing, unknown or revoked one."""
+    """The principal of a live key, or None for a missing, unknown, revoked or expired one.
+
+    Read from the database on every request (no cache), so a revocation or an expiry holds at once on
+    every process."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 100:
         return None
     now = deps.clock()
+    digest = hash_key(secret)
     async with deps.uow() as uow:
-        key = await uow.api_keys.by_hash(hash_key(secret))
-    if key is None or key.revoked_at is not None:
+        key = await uow.api_keys.by_hash(digest)
+    # The lookup is by digest; the comparison of the secret's digest itself is constant-time.
+    if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_live(now):
         return None
     if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
         async with deps.uow(write=True) as uow:

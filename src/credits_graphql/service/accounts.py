@@ -12,6 +12,7 @@ from credits_graphql.domain.ledger import Account, AccountStatus, PaymentMethod
 from credits_graphql.domain.money import is_known_currency
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import UnknownPaymentToken
+from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import UnitOfWork
 
 MAX_NAME_LENGTH = 200
@@ -33,6 +34,7 @@ class UpdateRechargeSettings:
     trigger_balance: Decimal | None = None
 
 
+@retry_on_conflict
 async def create_account(deps: Deps, org_id: int, cmd: CreateAccount) -> Account:
     name = cmd.name.strip()
     if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name:
@@ -55,6 +57,7 @@ async def create_account(deps: Deps, org_id: int, cmd: CreateAccount) -> Account
     return account
 
 
+@retry_on_conflict
 async def close_account(deps: Deps, org_id: int, account_id: int) -> Account:
     """Stops all money movement. Closing a closed account changes nothing and is not an error."""
     async with deps.uow(write=True) as uow:
@@ -68,6 +71,7 @@ async def close_account(deps: Deps, org_id: int, account_id: int) -> Account:
     return account
 
 
+@retry_on_conflict
 async def update_payment_method(deps: Deps, org_id: int, account_id: int, token: str) -> Account:
     """Replaces the card. A suspended auto-recharge resumes, and a waiting retry is due at once."""
     payment_method = await _payment_method(deps, token)
@@ -91,6 +95,7 @@ async def update_payment_method(deps: Deps, org_id: int, account_id: int, token:
     return account
 
 
+@retry_on_conflict
 async def update_recharge_settings(deps: Deps, org_id: int, cmd: UpdateRechargeSettings) -> Account:
     now = deps.clock()
     async with deps.uow(write=True) as uow:

@@ -20,6 +20,7 @@ from credits_graphql.domain.policy import usage_micros
 from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import UnitOfWork
 
 MAX_KEY_LENGTH = 255
@@ -52,6 +53,7 @@ class Recorded:
     triggered_recharge: RechargeAttempt | None = None
 
 
+@retry_on_conflict
 async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
     """Charges the account's payment method and credits the amount, once per idempotency key.
 
@@ -93,6 +95,7 @@ async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
     return Recorded(entry, account)
 
 
+@retry_on_conflict
 async def record_usage(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
     """Debits usage; refuses to go below zero. Starts a recharge in the same transaction when due."""
     _check_key(cmd.idempotency_key)

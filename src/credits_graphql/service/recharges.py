@@ -11,10 +11,13 @@ from credits_graphql.domain.ledger import EntryKind
 from credits_graphql.domain.recharge import RechargeAttempt, RechargeStatus
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
+from credits_graphql.service.transient import retry_on_conflict
 
 log = logging.getLogger(__name__)
 
-# A claimed attempt is another worker's to take over when its worker has not settled it by then.
+# A claimed attempt is another worker's to take over when its worker has not settled it by then
+# (CREDITS_RECHARGE_LEASE_SECONDS). The taker charges with the same idempotency key, so a charge made
+# before a crash is credited once; a lease shorter than a charge takes only costs a repeated gateway call.
 LEASE = timedelta(seconds=60)
 
 
@@ -24,7 +27,8 @@ class Claim:
     token: str
 
 
-async def claim_next(deps: Deps) -> Claim | None:
+@retry_on_conflict
+async def claim_next(deps: Deps, lease: timedelta = LEASE) -> Claim | None:
     """Leases the oldest due attempt. Attempts that may no longer be charged are failed on the way."""
     now = deps.clock()
     async with deps.uow(write=True) as uow:
@@ -38,13 +42,30 @@ async def claim_next(deps: Deps) -> Claim | None:
             elif account.payment_method is None:
                 attempt.fail("cancelled: no payment method", now)
             else:
-                attempt.lease_expires_at = now + LEASE
+                attempt.lease_expires_at = now + lease
                 await uow.attempts.save(attempt)
                 await uow.commit()
                 return Claim(attempt, account.payment_method.token)
             await uow.attempts.save(attempt)
         await uow.commit()
     return None
+
+
+@retry_on_conflict
+async def release(deps: Deps, claim: Claim) -> bool:
+    """Gives an uncharged claim back (a stopping worker), so that another worker takes it at once.
+
+    Returns False when the claim was no longer this worker's: settled, or its lease ran out and was taken."""
+    assert claim.attempt.id is not None
+    async with deps.uow(write=True) as uow:
+        attempt = await uow.attempts.get(claim.attempt.id, for_update=True)
+        if (attempt is None or attempt.status is not recharge.AttemptStatus.PENDING
+                or attempt.lease_expires_at != claim.attempt.lease_expires_at):
+            return False
+        attempt.lease_expires_at = None
+        await uow.attempts.save(attempt)
+        await uow.commit()
+    return True
 
 
 async def charge(deps: Deps, claim: Claim) -> ChargeResult:
@@ -57,6 +78,7 @@ async def charge(deps: Deps, claim: Claim) -> ChargeResult:
         return ChargeResult(succeeded=False, failure_reason=f"gateway error: {type(error).__name__}")
 
 
+@retry_on_conflict
 async def settle(deps: Deps, claim: Claim, result: ChargeResult) -> RechargeAttempt | None:
     """Credits a successful charge or records the failure and schedules the next try, in one transaction.
 
@@ -92,11 +114,11 @@ async def settle(deps: Deps, claim: Claim, result: ChargeResult) -> RechargeAtte
     return attempt
 
 
-async def run_due(deps: Deps, limit: int = 100) -> int:
+async def run_due(deps: Deps, limit: int = 100, lease: timedelta = LEASE) -> int:
     """Processes due attempts until none is left (or `limit`); returns how many were settled."""
     settled = 0
     while settled < limit:
-        claim = await claim_next(deps)
+        claim = await claim_next(deps, lease)
         if claim is None:
             break
         await settle(deps, claim, await charge(deps, claim))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -29,6 +30,34 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    key_hash: str = field(default="", repr=False)
+
+    def is_live(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class AuditOutcome(StrEnum):
+    OK = "OK"
+    USER_ERROR = "USER_ERROR"
+    """The mutation answered userErrors and changed nothing."""
+    ERROR = "ERROR"
+    """The mutation answered a GraphQL error (FORBIDDEN, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """Who did what, when, and how it ended. Never updated or deleted once recorded."""
+
+    org_id: int
+    api_key_id: int
+    operation: str
+    account_id: int | None
+    input_summary: Mapping[str, str | None]
+    outcome: AuditOutcome
+    error_codes: tuple[str, ...]
+    occurred_at: datetime
+    id: int | None = None
 
 
 class AccountRepository(Protocol):
@@ -75,11 +104,21 @@ class OrganizationRepository(Protocol):
 
 
 class ApiKeyRepository(Protocol):
-    async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime) -> ApiKey: ...
+    async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime,
+                  expires_at: datetime | None = None) -> ApiKey: ...
     async def by_hash(self, key_hash: str) -> ApiKey | None: ...
     async def list(self, org_id: int) -> Sequence[ApiKey]: ...
     async def revoke(self, key_id: int, at: datetime) -> bool: ...
     async def touch(self, key_id: int, at: datetime) -> None: ...
+
+
+class AuditEventRepository(Protocol):
+    """Append and read only: there is deliberately no way to change or remove an event."""
+
+    async def append(self, event: AuditEvent) -> AuditEvent: ...
+    async def get(self, org_id: int, event_id: int) -> AuditEvent | None: ...
+    async def page(self, org_id: int, before_id: int | None, limit: int) -> list[AuditEvent]: ...
+    async def count(self, org_id: int) -> int: ...
 
 
 class UnitOfWork(Protocol):
@@ -90,6 +129,7 @@ class UnitOfWork(Protocol):
     attempts: RechargeAttemptRepository
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
+    audit_events: AuditEventRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

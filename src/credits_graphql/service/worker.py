@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from credits_graphql.service import recharges
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.transient import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 class RechargeWorker:
-    def __init__(self, deps: Deps, poll_seconds: float = 1.0) -> None:
+    def __init__(self, deps: Deps, poll_seconds: float = 1.0, lease: timedelta = recharges.LEASE) -> None:
         self._deps = deps
         self._poll_seconds = poll_seconds
+        self._lease = lease
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -24,18 +27,33 @@ class RechargeWorker:
         self._wake.set()
 
     def stop(self) -> None:
+        """Ends `run()` after the attempt being charged, if any, is settled; claims nobody
+        charges yet are released."""
         self._stopping.set()
         self._wake.set()
 
     async def run(self) -> None:
-        """Runs until `stop()`. An attempt being charged is settled before the loop ends."""
+        """Runs until `stop()`."""
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                await recharges.run_due(self._deps)
+                await self._settle_due()
+            except StoreUnavailable as error:
+                log.warning("recharge worker: %s; retrying after the poll interval", error)
             except Exception:
                 log.exception("recharge worker pass failed; retrying after the poll interval")
             if self._stopping.is_set():
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+
+    async def _settle_due(self) -> None:
+        while not self._stopping.is_set():
+            claim = await recharges.claim_next(self._deps, self._lease)
+            if claim is None:
+                return
+            if self._stopping.is_set():  # stopped while claiming: hand the attempt over uncharged
+                await recharges.release(self._deps, claim)
+                return
+            # From here the attempt is finished even when stop() comes: the charge may have happened.
+            await recharges.settle(self._deps, claim, await recharges.charge(self._deps, claim))

@@ -15,12 +15,18 @@ WRITE_OPTION = "credits_write"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int | None = None, max_overflow: int | None = None,
+                  **kwargs: Any) -> AsyncEngine:
+    """`pool_size`/`max_overflow` size the PostgreSQL pool (per process; SQLite keeps its default)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **kwargs)
         _configure_sqlite(engine)
         return engine
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
+    if max_overflow is not None:
+        kwargs["max_overflow"] = max_overflow
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 

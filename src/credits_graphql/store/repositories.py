@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -20,8 +21,15 @@ from credits_graphql.domain.ledger import (
     PaymentMethod,
 )
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
-from credits_graphql.service.unit_of_work import ApiKey, Organization
-from credits_graphql.store.tables import accounts, api_keys, ledger_entries, organizations, recharge_attempts
+from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, Organization
+from credits_graphql.store.tables import (
+    accounts,
+    api_keys,
+    audit_events,
+    ledger_entries,
+    organizations,
+    recharge_attempts,
+)
 
 
 class SqlAccountRepository:
@@ -192,12 +200,13 @@ class SqlApiKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime) -> ApiKey:
+    async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime,
+                  expires_at: datetime | None = None) -> ApiKey:
         key_id = (await self._session.execute(insert(api_keys).values(
-            org_id=org_id, role=role, key_hash=key_hash, prefix=prefix, created_at=at,
+            org_id=org_id, role=role, key_hash=key_hash, prefix=prefix, created_at=at, expires_at=expires_at,
         ).returning(api_keys.c.id))).scalar_one()
         return ApiKey(id=key_id, org_id=org_id, role=role, prefix=prefix, created_at=at, last_used_at=None,
-                      revoked_at=None)
+                      revoked_at=None, expires_at=expires_at, key_hash=key_hash)
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
         row = (await self._session.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
@@ -215,6 +224,34 @@ class SqlApiKeyRepository:
 
     async def touch(self, key_id: int, at: datetime) -> None:
         await self._session.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+
+
+class SqlAuditEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def append(self, event: AuditEvent) -> AuditEvent:
+        event_id = (await self._session.execute(insert(audit_events).values(
+            org_id=event.org_id, api_key_id=event.api_key_id, operation=event.operation,
+            account_id=event.account_id, input_summary=json.dumps(dict(event.input_summary)),
+            outcome=event.outcome, error_codes=",".join(event.error_codes), occurred_at=event.occurred_at,
+        ).returning(audit_events.c.id))).scalar_one()
+        return replace(event, id=event_id)
+
+    async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
+        row = (await self._session.execute(select(audit_events).where(
+            audit_events.c.org_id == org_id, audit_events.c.id == event_id))).first()
+        return _audit_event(row) if row is not None else None
+
+    async def page(self, org_id: int, before_id: int | None, limit: int) -> list[AuditEvent]:
+        query = select(audit_events).where(audit_events.c.org_id == org_id)
+        if before_id is not None:
+            query = query.where(audit_events.c.id < before_id)
+        rows = await self._session.execute(query.order_by(audit_events.c.id.desc()).limit(limit))
+        return [_audit_event(row) for row in rows]
+
+    async def count(self, org_id: int) -> int:
+        return await _count(self._session, select(func.count()).where(audit_events.c.org_id == org_id))
 
 
 async def _count(session: AsyncSession, query: Select[Any]) -> int:
@@ -284,4 +321,13 @@ def _attempt(row: Row[Any]) -> RechargeAttempt:
 
 def _api_key(row: Row[Any]) -> ApiKey:
     return ApiKey(id=row.id, org_id=row.org_id, role=Role(row.role), prefix=row.prefix,
-                  created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at)
+                  created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at,
+                  expires_at=row.expires_at, key_hash=row.key_hash)
+
+
+def _audit_event(row: Row[Any]) -> AuditEvent:
+    return AuditEvent(id=row.id, org_id=row.org_id, api_key_id=row.api_key_id, operation=row.operation,
+                      account_id=row.account_id, input_summary=json.loads(row.input_summary),
+                      outcome=AuditOutcome(row.outcome),
+                      error_codes=tuple(row.error_codes.split(",")) if row.error_codes else (),
+                      occurred_at=row.occurred_at)

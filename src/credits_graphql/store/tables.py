@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     text,
 )
@@ -71,6 +72,22 @@ api_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_used_at", UTCDateTime()),
     Column("revoked_at", UTCDateTime()),
+    Column("expires_at", UTCDateTime()),
+)
+
+# Append-only: migration 0002 adds triggers that refuse UPDATE and DELETE on both databases.
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("organizations.id"), nullable=False),
+    Column("api_key_id", Id, ForeignKey("api_keys.id"), nullable=False),
+    Column("operation", String(40), nullable=False),
+    Column("account_id", Id),  # as the caller named it: it may be unknown, so no foreign key
+    Column("input_summary", Text(), nullable=False),
+    Column("outcome", String(12), nullable=False),
+    Column("error_codes", String(255), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Index("ix_audit_events_org_id_id", "org_id", "id"),
 )
 
 accounts = Table(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.unit_of_work import (
     AccountRepository,
     ApiKeyRepository,
+    AuditEventRepository,
     LedgerRepository,
     OrganizationRepository,
     RechargeAttemptRepository,
@@ -18,6 +22,7 @@ from credits_graphql.store.engine import WRITE_OPTION
 from credits_graphql.store.repositories import (
     SqlAccountRepository,
     SqlApiKeyRepository,
+    SqlAuditEventRepository,
     SqlLedgerRepository,
     SqlOrganizationRepository,
     SqlRechargeAttemptRepository,
@@ -31,6 +36,7 @@ class SqlUnitOfWork:
     attempts: RechargeAttemptRepository
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
+    audit_events: AuditEventRepository
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, write: bool) -> None:
         self._sessions = sessions
@@ -39,21 +45,52 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
         if self._write:
-            await self.session.connection(execution_options={WRITE_OPTION: True})
+            try:
+                await self.session.connection(execution_options={WRITE_OPTION: True})
+            except Exception as error:
+                await self._close()
+                if (translated := _translated(error)) is None:
+                    raise
+                raise translated from error
         self.accounts = SqlAccountRepository(self.session)
         self.ledger = SqlLedgerRepository(self.session)
         self.attempts = SqlRechargeAttemptRepository(self.session)
         self.organizations = SqlOrganizationRepository(self.session)
         self.api_keys = SqlApiKeyRepository(self.session)
+        self.audit_events = SqlAuditEventRepository(self.session)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self.session.rollback()  # after commit() this is a no-op
-        await self.session.close()
+        await self._close()
+        if exc is not None and (translated := _translated(exc)) is not None:
+            raise translated from exc
+
+    async def _close(self) -> None:
+        # On a dead connection the rollback fails too; the database has rolled back already.
+        with contextlib.suppress(Exception):
+            await self.session.rollback()  # after commit() this is a no-op
+        with contextlib.suppress(Exception):
+            await self.session.close()
 
     async def commit(self) -> None:
         await self.session.commit()
+
+
+_CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def _translated(error: BaseException) -> Exception | None:
+    """The service-level error for a driver error that is not the use case's fault, else None."""
+    if isinstance(error, DBAPIError):
+        state = getattr(error.orig, "sqlstate", None) or ""
+        if state in _CONFLICT_STATES:
+            return TransientConflict(f"database conflict (SQLSTATE {state})")
+        if error.connection_invalidated or state.startswith(("08", "57P")):
+            return StoreUnavailable(f"database connection lost (SQLSTATE {state or 'none'})")
+    if isinstance(error, OSError | TimeoutError):  # refused, unreachable, or timed out while connecting
+        return StoreUnavailable(f"database unreachable ({type(error).__name__})")
+    return None
 
 
 class SqlUnitOfWorkFactory:

@@ -1,0 +1,25 @@
+// autocannon with a fresh id per request: node load.mjs '{"url": ..., "key": ..., "body": "...__ID__...",
+// "connections": 32, "duration": 10}' prints autocannon's JSON result. (autocannon's own -I flag sends a
+// content-length computed before the id is put in, which a strict HTTP server rightly stalls on.)
+import autocannon from 'autocannon';
+
+const config = JSON.parse(process.argv[2]);
+let counter = 0;
+const run = process.hrtime.bigint().toString(36);
+const headers = { 'content-type': 'application/json' };
+if (config.key) headers.authorization = `Bearer ${config.key}`;
+const result = await autocannon({
+  url: config.url,
+  connections: config.connections,
+  duration: config.duration,
+  method: 'POST',
+  headers,
+  requests: [{
+    setupRequest(request) {
+      counter += 1;
+      request.body = config.body.replaceAll('__ID__', `${run}-${counter}`);
+      return request;
+    },
+  }],
+});
+console.log(JSON.stringify(result));

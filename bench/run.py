@@ -1,0 +1,195 @@
+"""`make bench`: the real service against bare Strawberry, back to back on this machine.
+
+For each scenario it runs autocannon (npm, bench/node_modules) `--runs` times against a fresh process and
+keeps the median run; prints a table and, last, one line of ratios to the baseline; writes the figures to
+bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / ".venv" / "bin" / "credits-graphql"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+LOAD = ROOT / "bench" / "load.mjs"
+RESULTS = ROOT / "bench" / "results"
+
+BALANCE = "query($id: ID!) { balance(accountId: $id) { available { amount currencyCode } } }"
+USAGE = ("mutation($in: RecordUsageInput!) { recordUsage(input: $in) { transaction { id } "
+         "userErrors { code } } }")
+
+
+@dataclass
+class Figures:
+    scenario: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
+    popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.post(f"{url}/graphql", json={"query": "{ __typename }"}, timeout=1).status_code < 500:
+                    break
+            except httpx.TransportError:
+                pass
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{args} did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        popen.terminate()
+        try:
+            popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+        os.unlink(log.name)
+
+
+def autocannon(url: str, body: dict[str, Any], key: str | None, *, connections: int, duration: int) -> dict[str, Any]:
+    """autocannon (bench/load.mjs); `__ID__` in the body becomes a fresh id in every request."""
+    config = {"url": f"{url}/graphql", "key": key, "body": json.dumps(body), "connections": connections,
+              "duration": duration}
+    run = subprocess.run(["node", str(LOAD), json.dumps(config)], capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: argparse.Namespace) -> Figures:
+    runs = []
+    for _ in range(args.runs):
+        raw = autocannon(url, body, key, connections=args.connections, duration=args.duration)
+        runs.append(Figures(name, raw["requests"]["average"], raw["latency"]["p50"], raw["latency"]["p99"],
+                            raw["non2xx"], raw["errors"]))
+    median = statistics.median(r.requests_per_second for r in runs)
+    chosen = min(runs, key=lambda r: abs(r.requests_per_second - median))
+    print(f"  {name:<34} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
+          f"p99 {chosen.p99_ms:>6.1f} ms  non-2xx {chosen.non_2xx}", flush=True)
+    return chosen
+
+
+def cli(*args: str, env: dict[str, str]) -> str:
+    run = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    return run.stdout.strip().splitlines()[-1]
+
+
+def service_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITS_")}
+    env.update(CREDITS_DATABASE_URL=database_url, CREDITS_ENV="prod", CREDITS_RATE_LIMIT_PER_SECOND="0")
+    return env
+
+
+def seed(url: str, key: str) -> str:
+    """An account with funds for every usage request of the run; returns its id."""
+    def call(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables},
+                              headers={"authorization": f"Bearer {key}"}, timeout=30)
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    account = call("mutation { createAccount(input: {name: \"bench\", currencyCode: \"SEK\", "
+                   "paymentMethod: {token: \"tok_visa\"}}) { account { id } } }", {})["createAccount"]["account"]
+    for n in range(20):
+        call("mutation($id: ID!, $k: String!) { addFunds(input: {accountId: $id, amount: \"100000\", "
+             "idempotencyKey: $k}) { userErrors { code } } }", {"id": account["id"], "k": f"seed-{n}"})
+    account_id: str = account["id"]
+    return account_id
+
+
+def service(name: str, database_url: str, args: argparse.Namespace) -> list[Figures]:
+    env = service_env(database_url)
+    cli("migrate", env=env)
+    org = cli("create-org", "bench", env=env)
+    key = cli("create-api-key", "--org", org, "--role", "ADMIN", env=env)
+    port = free_port()
+    with process([str(CLI), "serve", "--port", str(port)], env, port) as url:
+        account = seed(url, key)
+        read = measure(f"{name}: balance read", url, {"query": BALANCE, "variables": {"id": account}}, key, args)
+        usage = {"query": USAGE, "variables": {"in": {"accountId": account, "service": "DOMESTIC_CALLING",
+                                                       "amount": "0.01", "idempotencyKey": "__ID__"}}}
+        write = measure(f"{name}: recordUsage", url, usage, key, args)
+    return [read, write]
+
+
+async def _admin(dsn: str, sql: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is kept")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
+                        help="an admin DSN; a database of the run's own is created and dropped ('' skips)")
+    args = parser.parse_args()
+    print(f"bench: {args.runs} x {args.duration} s per scenario, {args.connections} connections, "
+          f"{os.cpu_count()} cores", flush=True)
+
+    port = free_port()
+    with process([str(PYTHON), str(ROOT / "bench" / "baseline_app.py"), str(port)], dict(os.environ), port) as url:
+        baseline = measure("baseline: bare Strawberry, memory", url, {"query": BALANCE, "variables": {"id": "1"}},
+                           None, args)
+    figures = [baseline]
+    with tempfile.TemporaryDirectory() as directory:
+        figures += service("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", args)
+    if args.postgres:
+        name = f"credits_bench_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
+        try:
+            base = re.sub(r"^postgresql://", "postgresql+asyncpg://", args.postgres.rsplit("/", 1)[0])
+            figures += service("postgresql", f"{base}/{name}", args)
+        finally:
+            asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures[1:]}
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps({"at": stamp, "args": vars(args), "figures": [asdict(f) for f in figures],
+                               "ratios": ratios}, indent=2))
+    print(f"results: {out.relative_to(ROOT)}")
+    print("ratios to baseline: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

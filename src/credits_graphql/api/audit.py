@@ -1,0 +1,188 @@
+"""The audit trail in the API: mutations marked `audited(...)` record an event after they answer, and
+ADMINs read the events, newest first."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry import relay
+from strawberry.extensions import FieldExtension
+from strawberry.extensions.field_extension import AsyncExtensionResolver
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.types import Info
+
+from credits_graphql.api.context import Context
+from credits_graphql.api.errors import FORBIDDEN, INTERNAL
+from credits_graphql.api.ids import decode_id, global_id
+from credits_graphql.api.types import AccountNode
+from credits_graphql.domain.access import Role
+from credits_graphql.domain.money import format_plain_decimal
+from credits_graphql.service import audit
+from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome
+
+log = logging.getLogger(__name__)
+
+strawberry.enum(AuditOutcome, name="AuditOutcome")
+
+# Input fields an audit event may repeat, by Python name (GraphQL name as value). Anything else that was
+# given (payment methods and their tokens, fields added later) shows only as REDACTED.
+_SAFE_FIELDS = {"name": "name", "currency_code": "currencyCode", "amount": "amount",
+                "idempotency_key": "idempotencyKey", "enabled": "enabled", "recharge_amount": "rechargeAmount",
+                "trigger_balance": "triggerBalance", "service": "service", "minutes": "minutes",
+                "reference": "reference", "occurred_at": "occurredAt"}
+REDACTED = "[redacted]"
+
+
+def input_summary(value: object) -> dict[str, str | None]:
+    """The input's safe fields as text; fields not given are left out."""
+    if not dataclasses.is_dataclass(value):
+        return {}
+    summary: dict[str, str | None] = {}
+    for item in dataclasses.fields(value):
+        given = getattr(value, item.name)
+        if given is None or item.name == "account_id":
+            continue
+        name = _SAFE_FIELDS.get(item.name)
+        summary[name or _camel(item.name)] = _text(given) if name else REDACTED
+    return summary
+
+
+def _text(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format_plain_decimal(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _account_id_of(value: object) -> int | None:
+    named = getattr(value, "account_id", None)
+    if not isinstance(named, str):
+        return None
+    try:
+        decoded = decode_id(named, "Account")
+    except GraphQLError:
+        return None
+    return decoded[1] if decoded else None
+
+
+def _error_code(error: Exception) -> str:
+    extensions: Mapping[str, Any] = getattr(error, "extensions", None) or {}
+    code = extensions.get("code")
+    return code if isinstance(code, str) else INTERNAL
+
+
+class Audited(FieldExtension):
+    """Records one audit event per call of the field, whatever the outcome (OK, userErrors, or a
+    GraphQL error such as FORBIDDEN), after the mutation has answered and committed."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+
+    async def resolve_async(self, next_: AsyncExtensionResolver, source: Any, info: Info[Context, None],
+                            **kwargs: Any) -> Any:
+        given = kwargs.get("input")
+        summary, account_id = input_summary(given), _account_id_of(given)
+        try:
+            payload = await next_(source, info, **kwargs)
+        except Exception as error:
+            await self._record(info, account_id, summary, AuditOutcome.ERROR, [_error_code(error)])
+            raise
+        codes = [str(error.code) for error in getattr(payload, "user_errors", ())]
+        account = getattr(payload, "account", None)
+        if account_id is None and isinstance(account, AccountNode):
+            account_id = account.row_id
+        await self._record(info, account_id, summary, AuditOutcome.USER_ERROR if codes else AuditOutcome.OK, codes)
+        return payload
+
+    async def _record(self, info: Info[Context, None], account_id: int | None, summary: dict[str, str | None],
+                      outcome: AuditOutcome, codes: list[str]) -> None:
+        context = info.context
+        try:
+            await audit.record_audit_event(context.deps, context.principal, self.operation, account_id, summary,
+                                           outcome, codes)
+        except Exception:
+            # The mutation has committed: turning its answer into an error would invite a retry that
+            # creates a second account. The failure is logged loudly instead.
+            log.exception("audit event of %s by key %s (%s) was not recorded", self.operation,
+                          context.principal.key_id, outcome)
+
+
+def audited(operation: str) -> Audited:
+    return Audited(operation)
+
+
+class AdminOnly(BasePermission):
+    message = "Only an ADMIN API key may read the audit trail."
+    error_extensions = {"code": FORBIDDEN}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return bool(info.context.principal.role is Role.ADMIN)
+
+
+def admin_only() -> PermissionExtension:
+    return PermissionExtension(permissions=[AdminOnly()], use_directives=False)
+
+
+@strawberry.type
+class AuditField:
+    name: str
+    value: str | None = strawberry.field(description=f'"{REDACTED}" for secrets such as payment tokens.')
+
+
+@strawberry.type(name="AuditEvent", description="A mutation call as it was made: who, what, when, the outcome. "
+                 "Never changed or removed.")
+class AuditEventNode(relay.Node):
+    row_id: relay.NodeID[int]
+    model: strawberry.Private[AuditEvent]
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEventNode:
+        assert event.id is not None
+        return cls(row_id=event.id, model=event)
+
+    @strawberry.field(description="The API key that made the call, as `list-api-keys` shows it.")
+    def api_key_id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.model.api_key_id))
+
+    @strawberry.field(description='The mutation, e.g. "addFunds".')
+    def operation(self) -> str:
+        return self.model.operation
+
+    @strawberry.field(description="The account the call named or created; it may be unknown.")
+    def account_id(self) -> strawberry.ID | None:
+        account_id = self.model.account_id
+        return strawberry.ID(str(global_id("Account", account_id))) if account_id is not None else None
+
+    @strawberry.field(description="The input as given, without secrets.")
+    def input(self) -> list[AuditField]:
+        return [AuditField(name=name, value=value) for name, value in self.model.input_summary.items()]
+
+    @strawberry.field
+    def outcome(self) -> AuditOutcome:
+        return self.model.outcome
+
+    @strawberry.field(description="The userError codes (USER_ERROR) or the GraphQL error code (ERROR).")
+    def error_codes(self) -> list[str]:
+        return list(self.model.error_codes)
+
+    @strawberry.field
+    def occurred_at(self) -> datetime:
+        return self.model.occurred_at

@@ -1,0 +1,221 @@
+"""Query limits, checked after validation and before anything runs: depth, aliases, cost (the total
+items a query may ask for, nested connections multiplying), and the strings a request carries.
+Introspection fields count like any other. The parser's token limit counts comments too (one per
+line), and the request body limit bounds everything else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    StringValueNode,
+    VariableNode,
+    visit,
+)
+from graphql.language import Visitor
+from strawberry.extensions import SchemaExtension
+
+from credits_graphql.api.connections import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credits_graphql.api.errors import BAD_USER_INPUT
+
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+TOO_COSTLY = "QUERY_COST_EXCEEDED"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    max_depth: int = 16  # GraphiQL's own introspection query nests 14 deep
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_cost: int = 5000
+    max_string_length: int = 10_000
+
+
+class LimitExceeded(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class _Measure:
+    """Of a selection set, per item of the list that holds it: how deep it nests, how many aliases it
+    uses and how many list items it asks for. Costs scale linearly with the enclosing page sizes."""
+
+    depth: int = 0
+    aliases: int = 0
+    cost: int = 0
+
+    def __add__(self, other: _Measure) -> _Measure:
+        return _Measure(max(self.depth, other.depth), self.aliases + other.aliases, self.cost + other.cost)
+
+
+def check(document_operations: list[OperationDefinitionNode], fragments: Mapping[str, FragmentDefinitionNode],
+          variables: Mapping[str, Any], limits: QueryLimits) -> None:
+    """Raises LimitExceeded for the first limit the operations break."""
+    measurer = _Measurer(fragments, variables)
+    for operation in document_operations:
+        measure = measurer.selections(operation.selection_set)
+        if measure.depth > limits.max_depth:
+            raise LimitExceeded(TOO_COMPLEX, f"The query nests {measure.depth} levels deep; the limit is "
+                                f"{limits.max_depth}.")
+        if measure.aliases > limits.max_aliases:
+            raise LimitExceeded(TOO_COMPLEX, f"The query uses {measure.aliases} aliases; the limit is "
+                                f"{limits.max_aliases}.")
+        if measure.cost > limits.max_cost:
+            raise LimitExceeded(TOO_COSTLY, f"The query may return {measure.cost} items; the limit is "
+                                f"{limits.max_cost}. Ask for smaller pages (first) or fewer nested lists.")
+
+
+class _Measurer:
+    """Measures each named fragment once, so that fragments spreading fragments cost linear time."""
+
+    def __init__(self, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> None:
+        self.fragments = fragments
+        self.variables = variables
+        self._measured: dict[str, _Measure] = {}
+        self._names: dict[str, frozenset[str]] = {}
+        self._in_progress: set[str] = set()  # fragment cycles are a validation error; never loop on them
+
+    def selections(self, selection_set: SelectionSetNode | None) -> _Measure:
+        total = _Measure()
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                total += self.field(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                total += self.selections(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += self.fragment(selection.name.value)
+        return total
+
+    def fragment(self, name: str) -> _Measure:
+        if name not in self._measured:
+            fragment = self.fragments.get(name)
+            if fragment is None or name in self._in_progress:
+                return _Measure()
+            self._in_progress.add(name)
+            self._measured[name] = self.selections(fragment.selection_set)
+            self._in_progress.discard(name)
+        return self._measured[name]
+
+    def field(self, field: FieldNode) -> _Measure:
+        inner = self.selections(field.selection_set)
+        aliases = inner.aliases + (field.alias is not None)
+        page = self._page_size(field)
+        if page is None:
+            return _Measure(inner.depth + 1, aliases, inner.cost)
+        items = max(page, 1)
+        return _Measure(inner.depth + 1, aliases, items + items * inner.cost)
+
+    def _page_size(self, field: FieldNode) -> int | None:
+        """Fields with a `first` argument, or with `edges` below them, are pages of items."""
+        if field.selection_set is None:
+            return None
+        argument = next((arg for arg in field.arguments or () if arg.name.value == "first"), None)
+        if argument is None:
+            return DEFAULT_PAGE_SIZE if "edges" in self.field_names(field.selection_set) else None
+        value = argument.value
+        if isinstance(value, IntValueNode):
+            size = int(value.value)
+        elif isinstance(value, VariableNode):
+            given = self.variables.get(value.name.value)
+            size = given if isinstance(given, int) and not isinstance(given, bool) else MAX_PAGE_SIZE
+        else:
+            size = MAX_PAGE_SIZE
+        # A size out of range is the resolver's BAD_USER_INPUT; it never costs more than the largest page.
+        return min(max(size, 0), MAX_PAGE_SIZE)
+
+    def field_names(self, selection_set: SelectionSetNode) -> frozenset[str]:
+        """Names of the fields selected directly, through fragments too."""
+        names: set[str] = set()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                names.add(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode):
+                names |= self.field_names(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                names |= self._fragment_names(selection.name.value)
+        return frozenset(names)
+
+    def _fragment_names(self, name: str) -> frozenset[str]:
+        if name not in self._names:
+            fragment = self.fragments.get(name)
+            if fragment is None or name in self._in_progress:
+                return frozenset()
+            self._in_progress.add(name)
+            self._names[name] = self.field_names(fragment.selection_set)
+            self._in_progress.discard(name)
+        return self._names[name]
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from strings_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from strings_in(item)
+
+
+class _LiteralStrings(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        self.found.append(node.value)
+
+
+def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: QueryLimits) -> None:
+    literals = _LiteralStrings()
+    visit(document, literals)
+    for text in [*literals.found, *strings_in(variables or {})]:
+        if "\x00" in text:
+            raise LimitExceeded(BAD_USER_INPUT, "Strings may not contain NUL characters.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, such as the JSON escape "\ud800"
+            raise LimitExceeded(BAD_USER_INPUT, "Strings must be valid Unicode text.") from None
+        if len(text) > limits.max_string_length:
+            raise LimitExceeded(BAD_USER_INPUT, f"A string of {len(text)} characters exceeds the limit of "
+                                f"{limits.max_string_length}.")
+
+
+class EnforceLimits(SchemaExtension):
+    """Runs after validation (ValidationCache or Strawberry's own) and before execution."""
+
+    def __init__(self, limits: QueryLimits) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def on_operation(self) -> Iterator[None]:
+        self.execution_context.parse_options["max_tokens"] = self.limits.max_tokens
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if not context.pre_execution_errors and context.graphql_document is not None:
+            document = context.graphql_document
+            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+            if context.operation_name is not None:
+                operations = [o for o in operations if o.name and o.name.value == context.operation_name]
+            fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+            try:
+                check(operations, fragments, context.variables or {}, self.limits)
+                check_strings(document, context.variables, self.limits)
+            except LimitExceeded as exceeded:
+                context.pre_execution_errors = [GraphQLError(str(exceeded), extensions={"code": exceeded.code})]
+        yield

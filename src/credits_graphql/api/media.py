@@ -1,0 +1,41 @@
+"""GraphQL over HTTP response media types: `application/graphql-response+json` when the client asks
+for it (with 400 and no `data` for requests that never reached execution), else `application/json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON = "application/json"
+
+
+def _quality(accept: str, media_type: str) -> float:
+    best = 0.0
+    for part in accept.split(","):
+        kind, *params = (piece.strip() for piece in part.split(";"))
+        if kind.lower() != media_type:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        best = max(best, quality)
+    return best
+
+
+def prefers_graphql_response_json(accept: str | None) -> bool:
+    """Legacy clients that send no Accept header, `*/*` or only JSON keep `application/json`."""
+    if not accept:
+        return False
+    return _quality(accept, GRAPHQL_RESPONSE_JSON) > 0 and (
+        _quality(accept, GRAPHQL_RESPONSE_JSON) >= _quality(accept, JSON))
+
+
+def is_request_error(response_data: dict[str, Any]) -> bool:
+    """The request failed before execution (parse, validation, variables, limits): no `data` at all."""
+    errors = response_data.get("errors") or []
+    return response_data.get("data") is None and bool(errors) and all("path" not in e for e in errors)

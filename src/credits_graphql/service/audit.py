@@ -1,0 +1,46 @@
+"""The audit trail: who changed money or settings, what they asked for, when, and how it ended."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from credits_graphql.domain.access import Principal
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.queries import Page
+from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome
+
+MAX_VALUE_LENGTH = 200
+
+
+async def record_audit_event(deps: Deps, principal: Principal, operation: str, account_id: int | None,
+                             input_summary: Mapping[str, str | None], outcome: AuditOutcome,
+                             error_codes: Sequence[str] = ()) -> AuditEvent:
+    """Appends one event in a transaction of its own. `input_summary` must hold no secrets (payment
+    tokens); values are cut to MAX_VALUE_LENGTH characters."""
+    event = AuditEvent(
+        org_id=principal.org_id, api_key_id=principal.key_id, operation=operation, account_id=account_id,
+        input_summary={name: _cut(value) for name, value in input_summary.items()}, outcome=outcome,
+        error_codes=tuple(error_codes), occurred_at=deps.clock())
+    async with deps.uow(write=True) as uow:
+        event = await uow.audit_events.append(event)
+        await uow.commit()
+    return event
+
+
+async def audit_page(deps: Deps, org_id: int, before_id: int | None, limit: int) -> Page[AuditEvent]:
+    async with deps.uow() as uow:
+        return Page.of(await uow.audit_events.page(org_id, before_id, limit + 1), limit)
+
+
+async def audit_event(deps: Deps, org_id: int, event_id: int) -> AuditEvent | None:
+    async with deps.uow() as uow:
+        return await uow.audit_events.get(org_id, event_id)
+
+
+async def count_audit_events(deps: Deps, org_id: int) -> int:
+    async with deps.uow() as uow:
+        return await uow.audit_events.count(org_id)
+
+
+def _cut(value: str | None) -> str | None:
+    return value if value is None or len(value) <= MAX_VALUE_LENGTH else value[:MAX_VALUE_LENGTH] + "…"

@@ -1,0 +1,722 @@
+"""Hostile input through the public endpoint: each request gets a clear 4xx (or a coded GraphQL error)
+and changes nothing: the funded account keeps its name, status, balance and entries, and no account
+appears. Each request is timed; the module prints the table at the end (`pytest -s`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+
+from credits_graphql.bootstrap import Runtime
+from tests.conftest import GraphQLClient, Org
+from tests.hostile.conftest import Snapshot, Stopwatch, client_for, codes_of, messages_of, prod_settings, snapshot
+
+MiB = 1024 * 1024
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def add_funds(account_id: str, key: str = "hostile", selection: str = "transaction { id } userErrors { code }",
+              ) -> str:
+    return (f'addFunds(input: {{accountId: "{account_id}", amount: "10", idempotencyKey: "{key}"}}) '
+            f"{{ {selection} }}")
+
+
+def auth(org: Org) -> dict[str, str]:
+    return {"Authorization": f"Bearer {org.admin}"}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def unchanged(gql: GraphQLClient, account_id: str, before: Snapshot) -> None:
+    assert await snapshot(gql, account_id) == before
+
+
+def nested(fields: list[str], leaf: str = "__typename") -> str:
+    """`a { b { c { leaf } } }`: the leaf sits len(fields) + 1 levels deep."""
+    return "".join(f"{field} {{ " for field in fields) + leaf + " }" * len(fields)
+
+
+def account_chain(levels: int, start: int = 0) -> list[str]:
+    """account { transactions { edges { node { account { ... : `levels` fields (from `start` in the cycle)."""
+    cycle = ["account", "transactions(first: 1)", "edges", "node"]
+    return [cycle[index % 4] for index in range(start, start + levels)]
+
+
+# --- the body: JSON, batches, size -------------------------------------------------------------------
+
+
+async def test_a_body_of_broken_json_is_bad_request_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    body = json.dumps({"query": f"mutation {{ {add_funds(funded_id)} }}"})[:-7]
+    response = await stopwatch.time("broken JSON", lambda: http.post(
+        "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+    await unchanged(gql, funded_id, before)
+
+
+@pytest.mark.parametrize(("label", "payload"), [
+    ("JSON string body", "mutation { MUTATION }"),
+    ("JSON number body", 42),
+    ("JSON null body", None),
+    ("JSON true body", True),
+])
+async def test_a_json_body_that_is_not_an_object_is_bad_request_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, payload: Any) -> None:
+    before = await snapshot(gql, funded_id)
+    if isinstance(payload, str):
+        payload = payload.replace("MUTATION", add_funds(funded_id))
+    response = await stopwatch.time(label, lambda: http.post(
+        "/graphql", content=json.dumps(payload), headers={**auth(org), "Content-Type": "application/json"}))
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_json_body_that_is_not_utf8_is_bad_request_and_changes_nothing(
+        gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    body = json.dumps({"query": f"mutation {{ {add_funds(funded_id)} }}"}).encode().replace(b"hostile", b"\xff\xfe")
+    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
+        response = await stopwatch.time("JSON body that is not UTF-8", lambda: client.post(
+            "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    await unchanged(gql, funded_id, before)
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+
+
+async def test_a_batch_of_operations_is_bad_request_and_runs_none_of_them(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    batch = [{"query": f"mutation {{ {add_funds(funded_id, f'batch-{n}')} }}"} for n in range(3)]
+    response = await stopwatch.time("JSON array (batch) body", lambda: http.post(
+        "/graphql", json=batch, headers=auth(org)))
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+    await unchanged(gql, funded_id, before)
+
+
+def padded_mutation(account_id: str, padding: int) -> bytes:
+    """A valid addFunds whose body carries `padding` bytes of an unused variable."""
+    return json.dumps({"query": f"mutation {{ {add_funds(account_id)} }}", "variables": {"pad": "x" * padding}}
+                      ).encode()
+
+
+async def test_a_body_over_the_limit_with_its_length_declared_is_413_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    body = padded_mutation(funded_id, MiB + 1)
+    response = await stopwatch.time("1 MiB + body, Content-Length", lambda: http.post(
+        "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    assert response.request.headers["content-length"] == str(len(body))
+    assert response.status_code == 413, response.text
+    assert codes_of(response) == ["PAYLOAD_TOO_LARGE"]
+    assert str(MiB) in messages_of(response)[0]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_streamed_body_over_the_limit_is_413_without_reading_all_of_it(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    body = padded_mutation(funded_id, 8 * MiB)
+    chunk = 64 * 1024
+    chunks = [body[start:start + chunk] for start in range(0, len(body), chunk)]
+    sent: list[int] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        for part in chunks:
+            sent.append(len(part))
+            yield part
+
+    response = await stopwatch.time("8 MiB body, chunked (no Content-Length)", lambda: http.post(
+        "/graphql", content=stream(), headers={**auth(org), "Content-Type": "application/json"}))
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 413, response.text
+    assert codes_of(response) == ["PAYLOAD_TOO_LARGE"]
+    assert sum(sent) <= MiB + 2 * chunk, f"read {sum(sent)} of {len(body)} bytes before refusing"
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_body_just_under_the_limit_is_served(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
+    body = json.dumps({"query": "{ accounts { totalCount } }"}).encode()  # padded with insignificant spaces
+    body = body.replace(b"} }", b"} }" + b" " * (MiB - len(body)))
+    assert len(body) == MiB
+    response = await http.post("/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {"accounts": {"totalCount": 1}}
+
+
+async def test_a_huge_comment_padding_over_the_body_limit_is_413_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    query = "#" + " padding" * (MiB // 8 + 10) + f"\nmutation {{ {add_funds(funded_id)} }}"
+    response = await stopwatch.time("1 MiB of comment padding", lambda: http.post(
+        "/graphql", json={"query": query}, headers=auth(org)))
+    assert response.status_code == 413, response.text
+    assert codes_of(response) == ["PAYLOAD_TOO_LARGE"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_many_comment_lines_under_the_body_limit_count_against_the_token_limit(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    comments = "#\n" * 6000
+    response = await stopwatch.time("6000 comment lines (12 kB)", lambda: http.post(
+        "/graphql", json={"query": f"{comments}mutation {{ {add_funds(funded_id)} }}"}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_long_comment_is_one_token_and_the_query_runs(gql: GraphQLClient, funded_id: str) -> None:
+    data = await gql("# " + "x" * 100_000 + "\n{ accounts { totalCount } }")
+    assert data == {"accounts": {"totalCount": 1}}
+
+
+# --- the document: depth, aliases, tokens, cost -------------------------------------------------------
+
+
+async def test_a_mutation_nested_over_the_depth_limit_is_refused_before_it_moves_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    selection = nested(account_chain(16))  # addFunds + 16 levels + the leaf: 18 deep
+    response = await stopwatch.time("mutation 18 levels deep", lambda: http.post(
+        "/graphql", json={"query": f"mutation {{ {add_funds(funded_id, selection=selection)} }}"}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    assert response.json()["data"] is None
+    assert "18" in messages_of(response)[0]
+    assert "16" in messages_of(response)[0]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_query_exactly_at_the_depth_limit_runs(gql: GraphQLClient, funded_id: str) -> None:
+    document = "query($id: ID!) { " + nested(["account(id: $id)", *account_chain(14, start=1)]) + " }"  # 16 deep
+    data = await gql(document, {"id": funded_id})
+    inner = data["account"]["transactions"]["edges"][0]["node"]["account"]["transactions"]["edges"][0]["node"]
+    assert inner["account"]["transactions"]["edges"][0]["node"]["account"]["transactions"]["edges"] == [
+        {"__typename": "TransactionEdge"}]
+
+
+async def test_introspection_nested_over_the_depth_limit_is_refused(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    query = "{ " + nested(["__schema", "types", "fields", "type", *["ofType"] * 13], leaf="name") + " }"  # 18 deep
+    response = await stopwatch.time("introspection __schema/types/fields/type/ofType x13", lambda: http.post(
+        "/graphql", json={"query": query}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    assert response.json()["data"] is None
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_mutation_over_the_alias_limit_is_refused_and_moves_no_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    query = "mutation { " + " ".join(f"a{n}: {add_funds(funded_id, f'alias-{n}')}" for n in range(31)) + " }"
+    response = await stopwatch.time("31 aliased addFunds", lambda: http.post(
+        "/graphql", json={"query": query}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    assert "31" in messages_of(response)[0]
+    assert "30" in messages_of(response)[0]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_thirty_aliases_are_allowed(gql: GraphQLClient) -> None:
+    data = await gql("{ " + " ".join(f"a{n}: __typename" for n in range(30)) + " }")
+    assert len(data) == 30
+
+
+async def test_a_mutation_over_the_token_limit_is_refused_and_moves_no_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    selection = "userErrors { code } " + "__typename " * 5000
+    query = f"mutation {{ {add_funds(funded_id, selection=selection)} }}"
+    response = await stopwatch.time("5000+ tokens", lambda: http.post(
+        "/graphql", json={"query": query}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    assert "5000" in messages_of(response)[0]
+    await unchanged(gql, funded_id, before)
+
+
+COSTLY_QUERY = "{ accounts(first: FIRST) { edges { node { transactions(first: 100) { edges { node { id } } } } } } }"
+
+
+@pytest.mark.parametrize(("label", "query", "variables"), [
+    ("cost 10100: accounts(first:100) x transactions(first:100)", COSTLY_QUERY.replace("FIRST", "100"), {}),
+    ("cost 10100 with first as a variable",
+     "query($n: Int) " + COSTLY_QUERY.replace("FIRST", "$n"), {"n": 100}),
+])
+async def test_a_query_over_the_cost_limit_is_refused_with_its_cost_and_the_limit(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, query: str, variables: dict[str, Any]) -> None:
+    before = await snapshot(gql, funded_id)
+    response = await stopwatch.time(label, lambda: http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_COST_EXCEEDED"]
+    assert response.json()["data"] is None
+    message = messages_of(response)[0]
+    assert "10100" in message, message
+    assert "5000" in message, message
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_mutation_whose_payload_costs_too_much_moves_no_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    selection = ("account { transactions(first: 100) { edges { node { account { transactions(first: 100) "
+                 "{ edges { node { id } } } } } } } }")
+    response = await stopwatch.time("addFunds with a 10100-item payload", lambda: http.post(
+        "/graphql", json={"query": f"mutation {{ {add_funds(funded_id, selection=selection)} }}"}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_COST_EXCEEDED"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_nested_connection_query_within_the_cost_limit_runs(gql: GraphQLClient, funded_id: str) -> None:
+    data = await gql(COSTLY_QUERY.replace("FIRST", "10"))  # 10 + 10 * 100 = 1010
+    edges = data["accounts"]["edges"]
+    assert len(edges) == 1
+    assert len(edges[0]["node"]["transactions"]["edges"]) == 1
+
+
+FRAGMENTED_COSTLY_QUERY = """{ accounts { ...AccountPage } }
+fragment AccountPage on AccountConnection { edges { node { transactions { ...Page } } } }
+fragment Page on TransactionConnection { edges { node { account { transactions { ... on TransactionConnection {
+  edges { node { account { transactions { ... on TransactionConnection { edges { node { id } } } } } } } } } } } } }"""
+PLAIN_COSTLY_QUERY = """{ accounts { edges { node { transactions { edges { node { account { transactions {
+  edges { node { account { transactions { edges { node { id } } } } } } } } } } } } } } }"""
+
+
+async def test_default_sized_connections_nested_over_the_cost_limit_are_refused(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    response = await stopwatch.time("cost 168420: four nested default (20) pages", lambda: http.post(
+        "/graphql", json={"query": PLAIN_COSTLY_QUERY}, headers=auth(org)))
+    assert codes_of(response) == ["QUERY_COST_EXCEEDED"]
+    assert "168420" in messages_of(response)[0]
+
+
+async def test_connections_whose_edges_sit_in_fragments_cost_the_same_as_plain_ones(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    response = await stopwatch.time("cost 168420 with edges inside fragments", lambda: http.post(
+        "/graphql", json={"query": FRAGMENTED_COSTLY_QUERY}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_COST_EXCEEDED"], response.text[:300]
+    assert "168420" in messages_of(response)[0]
+
+
+def fragment_bomb(levels: int) -> str:
+    """F0 spreads F1 twice, F1 spreads F2 twice, ...: about 20 tokens a level, 2**levels paths."""
+    return "\n".join(["query { ...F0 }",
+                      *(f"fragment F{n} on Query {{ ...F{n + 1} ...F{n + 1} }}" for n in range(levels)),
+                      f"fragment F{levels} on Query {{ __typename }}"])
+
+
+async def test_a_fragment_bomb_is_answered_at_once(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    query = fragment_bomb(20)
+    assert len(query) < 1000
+    started = time.perf_counter()
+    response = await stopwatch.time("fragment bomb: 20 fragments spreading the next twice (0.8 kB)",
+                                    lambda: http.post("/graphql", json={"query": query}, headers=auth(org)))
+    elapsed = time.perf_counter() - started
+    assert response.status_code in (200, 400), response.text
+    body = response.json()
+    assert body.get("data") == {"__typename": "Query"} or codes_of(response), body
+    await unchanged(gql, funded_id, before)
+    # Each further level doubles the time: 30 levels (1.3 kB) hold the event loop for about ten minutes.
+    assert elapsed < 0.3, f"{elapsed:.2f} s for a 0.8 kB document"
+
+
+# --- arguments: page sizes, ids, cursors, strings ------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [101, -1])
+async def test_a_page_size_out_of_range_is_bad_user_input(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        first: int) -> None:
+    before = await snapshot(gql, funded_id)
+    query = "query($id: ID!, $first: Int) { transactions(accountId: $id, first: $first) { totalCount } }"
+    response = await stopwatch.time(f"first: {first}", lambda: http.post(
+        "/graphql", json={"query": query, "variables": {"id": funded_id, "first": first}}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    assert response.json()["data"] == {"transactions": None}
+    await unchanged(gql, funded_id, before)
+
+
+BAD_IDS = [
+    ("garbage id", "not an id!"),
+    ('base64 "Account:abc"', b64("Account:abc")),
+    ('base64 "Account:0"', b64("Account:0")),
+    ("base64 of a 30-digit Account number", b64("Account:" + "9" * 30)),
+    ("empty id", ""),
+]
+
+
+@pytest.mark.parametrize(("label", "bad_id"), BAD_IDS)
+async def test_a_malformed_global_id_is_bad_user_input_and_moves_no_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, bad_id: str) -> None:
+    before = await snapshot(gql, funded_id)
+    query = """mutation($id: ID!) { addFunds(input: {accountId: $id, amount: "10", idempotencyKey: "bad-id"})
+        { transaction { id } userErrors { code } } }"""
+    response = await stopwatch.time(label, lambda: http.post(
+        "/graphql", json={"query": query, "variables": {"id": bad_id}}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    assert response.json()["data"] is None
+    await unchanged(gql, funded_id, before)
+
+
+async def test_another_types_id_is_an_unknown_account(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    page = await gql("query($id: ID!) { account(id: $id) { transactions { edges { node { id } } } } }",
+                     {"id": funded_id})
+    transaction_id = page["account"]["transactions"]["edges"][0]["node"]["id"]
+    query = """mutation($id: ID!) { addFunds(input: {accountId: $id, amount: "10", idempotencyKey: "other-type"})
+        { transaction { id } userErrors { code } } }"""
+    response = await stopwatch.time("a Transaction id as accountId", lambda: http.post(
+        "/graphql", json={"query": query, "variables": {"id": transaction_id}}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"addFunds": {"transaction": None,
+                                                     "userErrors": [{"code": "ACCOUNT_NOT_FOUND"}]}}}
+    assert await gql("query($id: ID!) { account(id: $id) { id } }", {"id": transaction_id}) == {"account": None}
+    untyped = await http.post("/graphql", json={"query": query, "variables": {"id": b64(":1")}}, headers=auth(org))
+    assert untyped.json()["data"]["addFunds"]["userErrors"] == [{"code": "ACCOUNT_NOT_FOUND"}], untyped.text
+    await unchanged(gql, funded_id, before)
+
+
+BAD_CURSORS = [
+    ("garbage cursor", "%%%not a cursor%%%"),
+    ('base64 "k1:abc"', b64("k1:abc")),
+    ('base64 "k1:-1"', b64("k1:-1")),
+    ("base64 of a 30-digit cursor", b64("k1:" + "9" * 30)),
+    ("base64 of another prefix", b64("arrayconnection:1")),
+    ("non-ASCII cursor", "ä€"),
+    ("base64 of non-UTF-8 bytes", base64.b64encode(b"\xff\xfe\x00").decode()),
+]
+
+
+@pytest.mark.parametrize(("label", "cursor"), BAD_CURSORS)
+async def test_a_malformed_cursor_is_bad_user_input(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, cursor: str) -> None:
+    before = await snapshot(gql, funded_id)
+    query = "query($id: ID!, $after: String) { account(id: $id) { transactions(after: $after) { totalCount } } }"
+    response = await stopwatch.time(label, lambda: http.post(
+        "/graphql", json={"query": query, "variables": {"id": funded_id, "after": cursor}}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    await unchanged(gql, funded_id, before)
+
+
+CREATE = """mutation($input: CreateAccountInput!) {
+  createAccount(input: $input) { account { id } userErrors { code } } }"""
+ADD = """mutation($input: AddFundsInput!) { addFunds(input: $input) { transaction { id } userErrors { code } } }"""
+USAGE = """mutation($input: RecordUsageInput!) {
+  recordUsage(input: $input) { transaction { id } userErrors { code } } }"""
+
+
+def hostile_inputs(account_id: str, text: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each string input of a mutation that would otherwise succeed, set to `text`."""
+    return {
+        "name": (CREATE, {"name": text, "currencyCode": "SEK"}),
+        "reference": (USAGE, {"accountId": account_id, "service": "TOLL_FREE", "amount": "1",
+                              "idempotencyKey": "usage", "reference": text}),
+        "idempotencyKey": (ADD, {"accountId": account_id, "amount": "10", "idempotencyKey": text}),
+    }
+
+
+@pytest.mark.parametrize("field", ["name", "reference", "idempotencyKey"])
+async def test_a_nul_byte_in_a_string_input_is_bad_user_input_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        field: str) -> None:
+    before = await snapshot(gql, funded_id)
+    document, values = hostile_inputs(funded_id, "call\x00-42")[field]
+    response = await stopwatch.time(f"NUL byte in {field} (variable)", lambda: http.post(
+        "/graphql", json={"query": document, "variables": {"input": values}}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    assert response.json()["data"] is None
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_nul_byte_in_a_string_literal_is_bad_user_input_and_moves_no_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    query = (f'mutation {{ recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, amount: "1", '
+             f'idempotencyKey: "nul-literal", reference: "call\\u0000-42"}}) {{ transaction {{ id }} }} }}')
+    response = await stopwatch.time("NUL byte in reference (literal \\u0000)", lambda: http.post(
+        "/graphql", json={"query": query}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    await unchanged(gql, funded_id, before)
+
+
+@pytest.mark.parametrize("field", ["name", "reference", "idempotencyKey"])
+async def test_a_lone_surrogate_in_a_string_input_is_bad_user_input_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        field: str) -> None:
+    before = await snapshot(gql, funded_id)
+    document, values = hostile_inputs(funded_id, "call-\ud800")[field]
+    body = json.dumps({"query": document, "variables": {"input": values}})  # ASCII: the surrogate as \ud800
+    assert "\\ud800" in body
+    response = await stopwatch.time(f"lone surrogate \\ud800 in {field}", lambda: http.post(
+        "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    await unchanged(gql, funded_id, before)
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"], response.text
+
+
+@pytest.mark.parametrize("field", ["name", "reference", "idempotencyKey"])
+async def test_a_string_over_the_string_limit_is_bad_user_input_naming_its_length(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        field: str) -> None:
+    before = await snapshot(gql, funded_id)
+    document, values = hostile_inputs(funded_id, "r" * 20_000)[field]
+    response = await stopwatch.time(f"20,000-char {field}", lambda: http.post(
+        "/graphql", json={"query": document, "variables": {"input": values}}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    message = messages_of(response)[0]
+    assert "20000" in message, message
+    assert "10000" in message, message
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_one_megabyte_string_input_is_413_and_records_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    document, values = hostile_inputs(funded_id, "r" * MiB)["reference"]
+    response = await stopwatch.time("1 MiB reference string", lambda: http.post(
+        "/graphql", json={"query": document, "variables": {"input": values}}, headers=auth(org)))
+    assert response.status_code == 413, response.text
+    assert codes_of(response) == ["PAYLOAD_TOO_LARGE"]
+    await unchanged(gql, funded_id, before)
+
+
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-10:00"])
+async def test_an_occurred_at_at_the_edge_of_the_calendar_is_bad_user_input(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        occurred_at: str) -> None:
+    before = await snapshot(gql, funded_id)
+    values = {"accountId": funded_id, "service": "TOLL_FREE", "amount": "1", "idempotencyKey": "edge",
+              "occurredAt": occurred_at}
+    response = await stopwatch.time(f"occurredAt {occurred_at}", lambda: http.post(
+        "/graphql", json={"query": USAGE, "variables": {"input": values}}, headers=auth(org)))
+    await unchanged(gql, funded_id, before)
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["BAD_USER_INPUT"], response.text
+
+
+# --- methods and content types -------------------------------------------------------------------------
+
+
+async def test_a_mutation_over_get_is_405_with_allow_post_and_moves_no_money(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    response = await stopwatch.time("mutation over GET", lambda: http.get(
+        "/graphql", params={"query": f"mutation {{ {add_funds(funded_id, 'get')} }}"}, headers=auth(org)))
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+    assert codes_of(response) == ["METHOD_NOT_ALLOWED"]
+    await unchanged(gql, funded_id, before)
+
+
+CREATE_LITERAL = 'mutation { createAccount(input: {name: "CSRF", currencyCode: "SEK"}) { account { id } } }'
+
+
+def cross_site_requests(org: Org) -> dict[str, dict[str, Any]]:
+    """What a browser form or a no-preflight fetch can send to another origin, each holding a mutation."""
+    return {
+        "text/plain": {"content": json.dumps({"query": CREATE_LITERAL}),
+                       "headers": {**auth(org), "Content-Type": "text/plain"}},
+        "application/x-www-form-urlencoded": {"data": {"query": CREATE_LITERAL}, "headers": auth(org)},
+        "multipart/form-data": {"data": {"operations": json.dumps({"query": CREATE_LITERAL, "variables": {}}),
+                                         "map": "{}", "query": CREATE_LITERAL},
+                                "files": {"ignored": ("a.txt", b"x", "text/plain")}, "headers": auth(org)},
+    }
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+async def test_a_cross_site_content_type_is_415_and_creates_no_account(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        content_type: str) -> None:
+    before = await snapshot(gql, funded_id)
+    request = cross_site_requests(org)[content_type]
+    response = await stopwatch.time(f"{content_type} POST with a mutation", lambda: http.post("/graphql", **request))
+    assert response.request.headers["content-type"].startswith(content_type)
+    assert response.status_code == 415, response.text
+    assert codes_of(response) == ["UNSUPPORTED_MEDIA_TYPE"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_graphql_response_json_on_a_parse_error_is_400_without_data(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    response = await stopwatch.time("parse error, Accept graphql-response+json", lambda: http.post(
+        "/graphql", json={"query": f"mutation {{ {add_funds(funded_id)} "},
+        headers={**auth(org), "Accept": GRAPHQL_RESPONSE_JSON}))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE_JSON)
+    assert "data" not in response.json()
+    assert codes_of(response) == ["GRAPHQL_PARSE_FAILED"]
+    await unchanged(gql, funded_id, before)
+
+
+@pytest.mark.parametrize(("label", "query", "variables", "code"), [
+    ("validation error", "{ nope }", {}, "GRAPHQL_VALIDATION_FAILED"),
+    ("variable that does not coerce", "query($n: Int) { accounts(first: $n) { totalCount } }", {"n": "ten"},
+     "BAD_USER_INPUT"),
+    ("depth limit", "{ " + nested(["__schema", "types", "fields", "type", *["ofType"] * 13], "name") + " }", {},
+     "QUERY_TOO_COMPLEX"),
+    ("cost limit", COSTLY_QUERY.replace("FIRST", "100"), {}, "QUERY_COST_EXCEEDED"),
+    ("NUL in a variable", "query($s: String) { accounts(after: $s) { totalCount } }", {"s": "a\x00"},
+     "BAD_USER_INPUT"),
+    ("token limit", "{ " + "__typename " * 5001 + "}", {}, "QUERY_TOO_COMPLEX"),
+])
+async def test_graphql_response_json_on_any_request_error_is_400_without_data(
+        http: httpx.AsyncClient, org: Org, stopwatch: Stopwatch, label: str, query: str, variables: dict[str, Any],
+        code: str) -> None:
+    response = await stopwatch.time(f"{label}, Accept graphql-response+json", lambda: http.post(
+        "/graphql", json={"query": query, "variables": variables},
+        headers={**auth(org), "Accept": GRAPHQL_RESPONSE_JSON}))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE_JSON)
+    assert "data" not in response.json()
+    assert codes_of(response) == [code]
+
+
+async def test_graphql_response_json_on_a_field_error_is_200_with_data(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    response = await stopwatch.time("field error, Accept graphql-response+json", lambda: http.post(
+        "/graphql", json={"query": '{ account(id: "garbage") { id } accounts { totalCount } }'},
+        headers={**auth(org), "Accept": GRAPHQL_RESPONSE_JSON}))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE_JSON)
+    assert response.json()["data"] == {"account": None, "accounts": {"totalCount": 1}}
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    await unchanged(gql, funded_id, before)
+
+
+# --- production defaults -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def prod(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(runtime, prod_settings(runtime.settings)) as client:
+        yield client
+
+
+async def test_production_refuses_introspection(
+        prod: httpx.AsyncClient, org: Org, stopwatch: Stopwatch) -> None:
+    response = await stopwatch.time("prod: introspection query", lambda: prod.post(
+        "/graphql", json={"query": "{ __schema { types { name } } }"}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert set(codes_of(response)) == {"GRAPHQL_VALIDATION_FAILED"}
+    assert all("introspection" in message for message in messages_of(response))
+    assert response.json()["data"] is None
+
+
+async def test_production_still_answers_typename(prod: httpx.AsyncClient, org: Org) -> None:
+    response = await prod.post("/graphql", json={"query": "{ __typename }"}, headers=auth(org))
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_production_suggests_no_field_names(
+        prod: httpx.AsyncClient, runtime: Runtime, org: Org, stopwatch: Stopwatch) -> None:
+    query = "{ acounts { totalCount } accounts { totalCont } }"
+    response = await stopwatch.time("prod: misspelt fields", lambda: prod.post(
+        "/graphql", json={"query": query}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert set(codes_of(response)) == {"GRAPHQL_VALIDATION_FAILED"}
+    assert len(messages_of(response)) == 2
+    assert not any("Did you mean" in message for message in messages_of(response)), response.text
+    # The same document where suggestions are turned on does suggest: the check above can fail.
+    async with client_for(runtime, replace(runtime.settings, field_suggestions=True)) as suggesting:
+        helpful = await suggesting.post("/graphql", json={"query": query}, headers=auth(org))
+    assert all("Did you mean" in message for message in messages_of(helpful)), helpful.text
+
+
+async def test_production_serves_no_graphiql(
+        prod: httpx.AsyncClient, http: httpx.AsyncClient, stopwatch: Stopwatch) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    response = await stopwatch.time("prod: browser GET /graphql", lambda: prod.get("/graphql", headers=browser))
+    assert not response.headers["content-type"].startswith("text/html")
+    assert "graphiql" not in response.text.lower()
+    assert 400 <= response.status_code < 500, response.text
+    assert codes_of(response)
+    # In dev GraphiQL is served to the same request: the check above can fail.
+    dev = await http.get("/graphql", headers=browser)
+    assert dev.headers["content-type"].startswith("text/html")
+    assert "graphiql" in dev.text.lower()
+
+
+# --- request ids ---------------------------------------------------------------------------------------
+
+
+async def test_every_response_carries_a_request_id(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
+    responses = [
+        await http.post("/graphql", json={"query": "{ accounts { totalCount } }"}, headers=auth(org)),
+        await http.post("/graphql", json={"query": "{ accounts { "}, headers=auth(org)),
+        await http.post("/graphql", json={"query": "{ accounts { totalCount } }"}),
+        await http.post("/graphql", content=b"{", headers={**auth(org), "Content-Type": "application/json"}),
+        await http.post("/graphql", content=b"x" * (MiB + 1), headers={**auth(org), "Content-Type": "text/plain"}),
+        await http.post("/graphql", content=b"query=x", headers={**auth(org), "Content-Type": "text/plain"}),
+        await http.get("/graphql", params={"query": "mutation { __typename }"}, headers=auth(org)),
+        await http.get("/healthz"),
+        await http.get("/nowhere"),
+    ]
+    assert sorted({r.status_code for r in responses}) == [200, 400, 401, 404, 405, 413, 415]
+    ids = [response.headers.get("x-request-id") for response in responses]
+    assert all(ids), ids
+    assert len(set(ids)) == len(ids)
+
+
+async def test_a_sane_client_request_id_is_echoed(http: httpx.AsyncClient, org: Org) -> None:
+    response = await http.post("/graphql", json={"query": "{ __typename }"},
+                               headers={**auth(org), "X-Request-ID": "client-42.retry_1"})
+    assert response.headers["x-request-id"] == "client-42.retry_1"
+
+
+@pytest.mark.parametrize(("label", "given"), [
+    ("200 characters", "a" * 200),
+    ("a newline", "abc\ndef"),
+    ("a carriage return and a header", "abc\r\nSet-Cookie: x=1"),
+    ("markup", "<script>alert(1)</script>"),
+    ("spaces", "a b"),
+])
+async def test_an_insane_client_request_id_is_replaced(http: httpx.AsyncClient, org: Org, label: str,
+                                                       given: str) -> None:
+    request = http.build_request("POST", "/graphql", json={"query": "{ __typename }"}, headers=auth(org))
+    # httpx refuses to send some of these itself; a raw client could, so put them in the ASGI headers directly.
+    request.headers.update({"X-Request-ID": "placeholder"})
+    raw = [(k, v) for k, v in request.headers.raw if k.lower() != b"x-request-id"]
+    request.headers = httpx.Headers([*raw, (b"x-request-id", given.encode())])
+    response = await http.send(request)
+    assert response.status_code == 200
+    echoed = response.headers["x-request-id"]
+    assert echoed != given
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", echoed), echoed

@@ -1,0 +1,29 @@
+"""The scaling settings: lease, pool sizes; a bad value stops start-up naming the variable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from credits_graphql.settings import Settings, SettingsError
+
+
+def test_the_lease_and_the_pool_default_to_60_seconds_and_5_plus_10_connections() -> None:
+    settings = Settings.from_env({})
+    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=60), 5, 10)
+
+
+def test_the_lease_and_the_pool_are_read_from_the_environment() -> None:
+    settings = Settings.from_env({"CREDITS_RECHARGE_LEASE_SECONDS": "2", "CREDITS_DB_POOL_SIZE": "20",
+                                  "CREDITS_DB_MAX_OVERFLOW": "0"})
+    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=2), 20, 0)
+
+
+@pytest.mark.parametrize(("name", "value"), [("CREDITS_RECHARGE_LEASE_SECONDS", "0"),
+                                             ("CREDITS_RECHARGE_LEASE_SECONDS", "1.5"),
+                                             ("CREDITS_DB_POOL_SIZE", "0"), ("CREDITS_DB_POOL_SIZE", "-1"),
+                                             ("CREDITS_DB_MAX_OVERFLOW", "many")])
+def test_a_bad_lease_or_pool_size_stops_start_up_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

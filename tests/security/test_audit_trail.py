@@ -1,0 +1,130 @@
+"""The audit trail: every money or settings mutation leaves an event (who, what, when, outcome) that
+ADMINs of the same organization read, newest first, and that the database refuses to change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from credits_graphql.bootstrap import Runtime
+from credits_graphql.domain.access import Role
+from credits_graphql.service.deps import Deps
+from tests.conftest import GraphQLClient, Org, make_org
+from tests.security.conftest import key_id
+
+AUDIT = """query($first: Int, $after: String) { auditEvents(first: $first, after: $after) {
+  totalCount pageInfo { hasNextPage endCursor }
+  edges { node { id apiKeyId operation accountId input { name value } outcome errorCodes occurredAt } } } }"""
+CREATE = """mutation($input: CreateAccountInput!) {
+  createAccount(input: $input) { account { id } userErrors { code } } }"""
+ADD_FUNDS = """mutation($id: ID!, $amount: Decimal!) {
+  addFunds(input: {accountId: $id, amount: $amount, idempotencyKey: "inv-1"}) {
+    transaction { id } userErrors { code } } }"""
+RECHARGE = """mutation($id: ID!) { updateRechargeSettings(input: {accountId: $id, enabled: true, rechargeAmount: "50",
+  triggerBalance: "20"}) { account { id } userErrors { code } } }"""
+PAYMENT = """mutation($id: ID!) {
+  updatePaymentMethod(input: {accountId: $id, paymentMethod: {token: "tok_mastercard"}}) {
+  account { id } userErrors { code } } }"""
+USAGE = """mutation($id: ID!) { recordUsage(input: {accountId: $id, service: TOLL_FREE, amount: "1.25", minutes: 3,
+  reference: "call-42", idempotencyKey: "u-1"}) { transaction { id } userErrors { code } } }"""
+CLOSE = """mutation($id: ID!) { closeAccount(input: {accountId: $id}) { account { id } userErrors { code } } }"""
+
+
+async def _events(gql: GraphQLClient, **variables: Any) -> list[dict[str, Any]]:
+    return [edge["node"] for edge in (await gql(AUDIT, variables))["auditEvents"]["edges"]]
+
+
+async def test_each_money_or_settings_mutation_is_recorded_with_who_what_and_outcome(
+        gql: GraphQLClient, deps: Deps, org: Org) -> None:
+    card = {"token": "tok_visa"}
+    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": card}})
+    account_id = created["createAccount"]["account"]["id"]
+    await gql(ADD_FUNDS, {"id": account_id, "amount": "100"})
+    await gql(RECHARGE, {"id": account_id})
+    await gql(PAYMENT, {"id": account_id})
+    await gql(USAGE, {"id": account_id}, key=org.usage_writer)
+    await gql(CLOSE, {"id": account_id})
+
+    response = await gql.post(AUDIT, {"first": 10})
+    assert "tok_" not in response.text  # payment tokens are never recorded
+    events = [edge["node"] for edge in response.json()["data"]["auditEvents"]["edges"]]
+    admin, writer = str(await key_id(deps, org.id, Role.ADMIN)), str(await key_id(deps, org.id, Role.USAGE_WRITER))
+    assert [(e["operation"], e["apiKeyId"], e["accountId"], e["outcome"], e["errorCodes"]) for e in events] == [
+        ("closeAccount", admin, account_id, "OK", []),
+        ("recordUsage", writer, account_id, "OK", []),
+        ("updatePaymentMethod", admin, account_id, "OK", []),
+        ("updateRechargeSettings", admin, account_id, "OK", []),
+        ("addFunds", admin, account_id, "OK", []),
+        ("createAccount", admin, account_id, "OK", []),
+    ]
+    inputs = {e["operation"]: {field["name"]: field["value"] for field in e["input"]} for e in events}
+    assert inputs["createAccount"] == {"name": "Ops", "currencyCode": "SEK", "paymentMethod": "[redacted]"}
+    assert inputs["addFunds"] == {"amount": "100", "idempotencyKey": "inv-1"}
+    assert inputs["updatePaymentMethod"] == {"paymentMethod": "[redacted]"}
+    assert inputs["recordUsage"] == {"service": "TOLL_FREE", "amount": "1.25", "idempotencyKey": "u-1",
+                                     "minutes": "3", "reference": "call-42"}
+    assert all(e["occurredAt"] for e in events)
+
+
+async def test_refused_and_forbidden_mutations_are_recorded_with_their_codes(gql: GraphQLClient, deps: Deps,
+                                                                            org: Org) -> None:
+    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK"}})
+    account_id = created["createAccount"]["account"]["id"]
+    refused = await gql(USAGE, {"id": account_id}, key=org.usage_writer)
+    assert refused["recordUsage"]["userErrors"] == [{"code": "INSUFFICIENT_FUNDS"}]
+    forbidden = await gql.post(ADD_FUNDS, {"id": account_id, "amount": "100"}, key=org.reader)
+    assert forbidden.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    malformed = await gql.post(CLOSE, {"id": "not-an-id"})
+    assert malformed.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    events = await _events(gql, first=3)
+    reader = str(await key_id(deps, org.id, Role.READER))
+    assert [(e["operation"], e["outcome"], e["errorCodes"]) for e in events] == [
+        ("closeAccount", "ERROR", ["BAD_USER_INPUT"]),
+        ("addFunds", "ERROR", ["FORBIDDEN"]),
+        ("recordUsage", "USER_ERROR", ["INSUFFICIENT_FUNDS"]),
+    ]
+    assert events[1]["apiKeyId"] == reader
+    assert events[0]["accountId"] is None
+
+
+async def test_only_admins_read_the_audit_trail_and_only_their_organizations(
+        gql: GraphQLClient, deps: Deps, org: Org) -> None:
+    await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK"}})
+    for key in (org.reader, org.usage_writer):
+        response = await gql.post(AUDIT, key=key)
+        assert response.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert response.json()["data"] is None
+    other = await make_org(deps, "Globex")
+    assert (await gql(AUDIT, key=other.admin))["auditEvents"] == {
+        "totalCount": 0, "pageInfo": {"hasNextPage": False, "endCursor": None}, "edges": []}
+    event_id = (await _events(gql))[0]["id"]
+    node = """query($id: ID!) { node(id: $id) { ... on AuditEvent { operation } } }"""
+    assert (await gql(node, {"id": event_id}))["node"] == {"operation": "createAccount"}
+    assert (await gql(node, {"id": event_id}, key=other.admin))["node"] is None
+    assert (await gql(node, {"id": event_id}, key=org.reader))["node"] is None
+
+
+async def test_the_audit_trail_pages_newest_first_with_stable_cursors(gql: GraphQLClient) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        await gql(CREATE, {"input": {"name": name, "currencyCode": "SEK"}})
+    first = (await gql(AUDIT, {"first": 2}))["auditEvents"]
+    assert first["totalCount"] == 5
+    assert first["pageInfo"]["hasNextPage"]
+    await gql(CREATE, {"input": {"name": "f", "currencyCode": "SEK"}})  # appended meanwhile: pages stay put
+    rest = (await gql(AUDIT, {"first": 10, "after": first["pageInfo"]["endCursor"]}))["auditEvents"]
+    names = [next(f["value"] for f in edge["node"]["input"] if f["name"] == "name")
+             for page in (first, rest) for edge in page["edges"]]
+    assert names == ["e", "d", "c", "b", "a"]
+    assert rest["pageInfo"]["hasNextPage"] is False
+
+
+async def test_the_database_refuses_to_change_or_remove_an_audit_event(gql: GraphQLClient, runtime: Runtime) -> None:
+    await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK"}})
+    for statement in ("UPDATE audit_events SET outcome = 'OK', error_codes = ''", "DELETE FROM audit_events"):
+        with pytest.raises(Exception, match="append-only"):
+            async with runtime.engine.begin() as connection:
+                await connection.execute(text(statement))
+    assert (await gql(AUDIT))["auditEvents"]["totalCount"] == 1
