@@ -133,9 +133,10 @@ def request_fingerprint(**fields: object) -> str:
 def replay(entry: LedgerEntry, request_hash: str) -> LedgerEntry:
     """The first result of an idempotency key, or IDEMPOTENCY_KEY_REUSED when the input differs."""
     if entry.request_hash != request_hash:
-        raise RuleViolation(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "This idempotency key was already used with different input.",
-            ["input", "idempotencyKey"],
-        )
+        raise key_reused()
     return entry
+
+
+def key_reused() -> RuleViolation:
+    return RuleViolation(ErrorCode.IDEMPOTENCY_KEY_REUSED, "This idempotency key was already used with different "
+                         "input.", ["input", "idempotencyKey"])

@@ -7,19 +7,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from credits_graphql.domain.errors import ErrorCode, RuleViolation
+from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
 from credits_graphql.domain.ledger import (
     Account,
     CreditService,
     EntryKind,
     LedgerEntry,
+    key_reused,
     replay,
     request_fingerprint,
 )
-from credits_graphql.domain.money import Money
 from credits_graphql.domain.policy import usage_micros
 from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.payments import ChargeResult
 from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import UnitOfWork
 
@@ -53,18 +55,37 @@ class Recorded:
     triggered_recharge: RechargeAttempt | None = None
 
 
-@retry_on_conflict
 async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
     """Charges the account's payment method and credits the amount, once per idempotency key.
 
-    The gateway is called outside any transaction with a key derived from the account and the
-    caller's key, so concurrent or retried requests charge the card at most once."""
+    The charge is written PENDING and committed before the gateway is called (outside any transaction),
+    with its gateway key fixed in that row: a retry, a concurrent duplicate and the worker recovering a
+    request that died (funds_recovery) all charge with that key, so the card is charged at most once and
+    a charge that went through is credited once. A gateway error leaves the charge PENDING for the worker."""
     _check_key(cmd.idempotency_key)
     fingerprint = request_fingerprint(op="addFunds", amount=cmd.amount.normalize())
+    opened = await _open_funds_charge(deps, org_id, cmd, fingerprint)
+    if isinstance(opened, Recorded):
+        return opened
+    result = await deps.gateway.charge(opened.payment_token, opened.amount, opened.gateway_key)
+    settled, recorded = await settle_funds_charge(deps, opened, result)
+    if recorded is None:
+        raise RuleViolation(ErrorCode.PAYMENT_DECLINED, f"The payment was declined: {settled.failure_reason}.",
+                            ["input", "accountId"])
+    return recorded
+
+
+@retry_on_conflict
+async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint: str) -> Recorded | FundsCharge:
+    """The first result of a used key, the charge already in flight for the key, or a new PENDING charge."""
     async with deps.uow(write=True) as uow:
         account = await lock_account(uow, org_id, cmd.account_id)
         if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
             return done
+        if (in_flight := await uow.funds_charges.pending(account.id, cmd.idempotency_key)) is not None:
+            if in_flight.request_hash != fingerprint:
+                raise key_reused()
+            return in_flight  # a concurrent duplicate, or a retry after a crash: charged with the same key
         account.ensure_open()
         micros = deps.policy.charge_micros(cmd.amount, account.currency, ErrorCode.INVALID_AMOUNT,
                                            ["input", "amount"])
@@ -72,27 +93,54 @@ async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
             raise RuleViolation(ErrorCode.PAYMENT_METHOD_REQUIRED, "Add a payment method before adding funds.",
                                 ["input", "accountId"])
         method = account.payment_method
+        # Another card gets another gateway key, so a retry after a decline is not answered with that decline.
+        card = request_fingerprint(token=method.token, updated_at=method.updated_at.isoformat())[:16]
+        charge = await uow.funds_charges.add(FundsCharge(
+            account_id=account.id, idempotency_key=cmd.idempotency_key, request_hash=fingerprint,
+            amount_micros=micros, currency=account.currency, payment_token=method.token,
+            gateway_key=f"funds:{account.id}:{card}:{cmd.idempotency_key}", created_at=deps.clock()))
+        await uow.commit()
+    return charge
 
-    # Another card gets another gateway key, so a retry after a decline is not answered with that decline.
-    card = request_fingerprint(token=method.token, updated_at=method.updated_at.isoformat())[:16]
-    gateway_key = f"funds:{account.id}:{card}:{cmd.idempotency_key}"
-    charge = await deps.gateway.charge(method.token, Money(micros, account.currency), gateway_key)
-    if not charge.succeeded:
-        raise RuleViolation(ErrorCode.PAYMENT_DECLINED,
-                            f"The payment was declined: {charge.failure_reason or 'no reason given'}.",
-                            ["input", "accountId"])
 
+@retry_on_conflict
+async def settle_funds_charge(deps: Deps, charge: FundsCharge,
+                              result: ChargeResult) -> tuple[FundsCharge, Recorded | None]:
+    """Credits a successful charge or records its decline; the Recorded credit is None for a decline.
+
+    When another request or a worker settled the charge first, answers what that one recorded."""
+    assert charge.id is not None
+    now = deps.clock()
     async with deps.uow(write=True) as uow:
-        account = await lock_account(uow, org_id, cmd.account_id)
-        if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
-            return done
-        # The card was charged: the credit is written even if the account was closed meanwhile.
+        account = await uow.accounts.get_any(charge.account_id, for_update=True)
+        current = await uow.funds_charges.get(charge.id, for_update=True)
+        assert account is not None
+        assert current is not None
+        if current.status is FundsChargeStatus.SUCCEEDED:
+            assert current.transaction_id is not None
+            [first] = await uow.ledger.get_many(account.org_id, [current.transaction_id])
+            return current, Recorded(first, account)
+        if current.status is FundsChargeStatus.DECLINED:
+            return current, None
+        if not result.succeeded:
+            current.decline((result.failure_reason or "no reason given")[:255], now)
+            await uow.funds_charges.save(current)
+            await uow.commit()
+            return current, None
+        # The card was charged: the credit is written even if the account was closed meanwhile. It carries
+        # the caller's key, unless a usage report took that key meanwhile (keys are per account).
+        key: str | None = current.idempotency_key
+        if await uow.ledger.by_idempotency_key(account.id, current.idempotency_key) is not None:
+            key = None
         entry = await uow.ledger.append(account.credit(
-            EntryKind.FUNDS_ADDED, micros, deps.clock(), idempotency_key=cmd.idempotency_key,
-            request_hash=fingerprint))
+            EntryKind.FUNDS_ADDED, current.amount_micros, now, idempotency_key=key,
+            request_hash=current.request_hash))
+        assert entry.id is not None
+        current.succeed(entry.id, now)
+        await uow.funds_charges.save(current)
         await uow.accounts.save(account)
         await uow.commit()
-    return Recorded(entry, account)
+    return current, Recorded(entry, account)
 
 
 @retry_on_conflict

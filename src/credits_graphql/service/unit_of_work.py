@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from credits_graphql.domain.access import Role
+from credits_graphql.domain.funds import FundsCharge
 from credits_graphql.domain.ledger import Account, EntryKind, LedgerEntry
 from credits_graphql.domain.recharge import RechargeAttempt
 
@@ -97,6 +98,17 @@ class RechargeAttemptRepository(Protocol):
     async def count(self, account_id: int) -> int: ...
 
 
+class FundsChargeRepository(Protocol):
+    async def add(self, charge: FundsCharge) -> FundsCharge: ...
+    async def save(self, charge: FundsCharge) -> None: ...
+    async def get(self, charge_id: int, *, for_update: bool = False) -> FundsCharge | None: ...
+    async def pending(self, account_id: int, idempotency_key: str) -> FundsCharge | None: ...
+    async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
+        """The oldest PENDING charge written before `created_before` whose lease is free, locked and
+        skipped by other workers."""
+        ...
+
+
 class OrganizationRepository(Protocol):
     async def add(self, name: str, at: datetime) -> Organization: ...
     async def get(self, org_id: int) -> Organization | None: ...
@@ -127,6 +139,7 @@ class UnitOfWork(Protocol):
     accounts: AccountRepository
     ledger: LedgerRepository
     attempts: RechargeAttemptRepository
+    funds_charges: FundsChargeRepository
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository

@@ -1,5 +1,6 @@
 """The recharge worker loop: settles due attempts, wakes at once when this process creates one,
-and polls for attempts created by other processes or whose back-off has passed."""
+and polls for attempts created by other processes or whose back-off has passed. Each pass also
+recovers manual funds charges that a dead request left PENDING (funds_recovery)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from credits_graphql.service import recharges
+from credits_graphql.service import funds_recovery, recharges
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.transient import StoreUnavailable
 
@@ -38,6 +39,7 @@ class RechargeWorker:
             self._wake.clear()
             try:
                 await self._settle_due()
+                await self._recover_funds()
             except StoreUnavailable as error:
                 log.warning("recharge worker: %s; retrying after the poll interval", error)
             except Exception:
@@ -57,3 +59,10 @@ class RechargeWorker:
                 return
             # From here the attempt is finished even when stop() comes: the charge may have happened.
             await recharges.settle(self._deps, claim, await recharges.charge(self._deps, claim))
+
+    async def _recover_funds(self) -> None:
+        while not self._stopping.is_set():
+            charge = await funds_recovery.claim_stale(self._deps, grace=self._lease, lease=self._lease)
+            if charge is None:
+                return
+            await funds_recovery.recover(self._deps, charge)

@@ -12,6 +12,7 @@ from sqlalchemy import Row, Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from credits_graphql.domain.access import Role
+from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
 from credits_graphql.domain.ledger import (
     Account,
     AccountStatus,
@@ -26,6 +27,7 @@ from credits_graphql.store.tables import (
     accounts,
     api_keys,
     audit_events,
+    funds_charges,
     ledger_entries,
     organizations,
     recharge_attempts,
@@ -226,6 +228,45 @@ class SqlApiKeyRepository:
         await self._session.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
 
 
+
+class SqlFundsChargeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, charge: FundsCharge) -> FundsCharge:
+        values = {name: getattr(charge, name) for name in _FUNDS_CHARGE_FIELDS}
+        charge.id = (await self._session.execute(
+            insert(funds_charges).values(values).returning(funds_charges.c.id))).scalar_one()
+        return charge
+
+    async def save(self, charge: FundsCharge) -> None:
+        values = {name: getattr(charge, name) for name in _FUNDS_CHARGE_FIELDS}
+        await self._session.execute(update(funds_charges).where(funds_charges.c.id == charge.id).values(values))
+
+    async def get(self, charge_id: int, *, for_update: bool = False) -> FundsCharge | None:
+        query = select(funds_charges).where(funds_charges.c.id == charge_id)
+        return await self._one(query.with_for_update() if for_update else query)
+
+    async def pending(self, account_id: int, idempotency_key: str) -> FundsCharge | None:
+        return await self._one(select(funds_charges).where(
+            funds_charges.c.account_id == account_id, funds_charges.c.idempotency_key == idempotency_key,
+            funds_charges.c.status == FundsChargeStatus.PENDING))
+
+    async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
+        lease = funds_charges.c.lease_expires_at
+        return await self._one(
+            select(funds_charges)
+            .where(funds_charges.c.status == FundsChargeStatus.PENDING, funds_charges.c.created_at <= created_before,
+                   (lease.is_(None)) | (lease < now))
+            .order_by(funds_charges.c.created_at, funds_charges.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True))
+
+    async def _one(self, query: Select[Any]) -> FundsCharge | None:
+        row = (await self._session.execute(query)).first()
+        return _funds_charge(row) if row is not None else None
+
+
 class SqlAuditEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -317,6 +358,17 @@ def _attempt(row: Row[Any]) -> RechargeAttempt:
     values = {name: getattr(row, name) for name in _ATTEMPT_FIELDS}
     values["status"] = AttemptStatus(row.status)
     return RechargeAttempt(id=row.id, **values)
+
+
+_FUNDS_CHARGE_FIELDS = ("account_id", "idempotency_key", "request_hash", "amount_micros", "currency", "payment_token",
+                        "gateway_key", "status", "failure_reason", "created_at", "lease_expires_at", "settled_at",
+                        "transaction_id")
+
+
+def _funds_charge(row: Row[Any]) -> FundsCharge:
+    values = {name: getattr(row, name) for name in _FUNDS_CHARGE_FIELDS}
+    values["status"] = FundsChargeStatus(row.status)
+    return FundsCharge(id=row.id, **values)
 
 
 def _api_key(row: Row[Any]) -> ApiKey:

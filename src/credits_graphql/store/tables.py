@@ -154,3 +154,28 @@ recharge_attempts = Table(
     Index("ix_recharge_attempts_due", "not_before",
           sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
 )
+
+# addFunds writes its charge here and commits before calling the gateway; a worker settles what a crash left PENDING.
+funds_charges = Table(
+    "funds_charges", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("amount_micros", BigInteger(), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("payment_token", String(255), nullable=False),
+    Column("gateway_key", String(320), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("failure_reason", String(255)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("lease_expires_at", UTCDateTime()),
+    Column("settled_at", UTCDateTime()),
+    Column("transaction_id", Id, ForeignKey("ledger_entries.id")),
+    Index("ix_funds_charges_account_id_id", "account_id", "id"),
+    # One charge in flight per idempotency key: a concurrent duplicate reuses it instead of adding another.
+    Index("uq_funds_charges_one_pending", "account_id", "idempotency_key", unique=True,
+          sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
+    Index("ix_funds_charges_pending", "created_at",
+          sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
+)

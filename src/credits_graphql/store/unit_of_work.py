@@ -14,6 +14,7 @@ from credits_graphql.service.unit_of_work import (
     AccountRepository,
     ApiKeyRepository,
     AuditEventRepository,
+    FundsChargeRepository,
     LedgerRepository,
     OrganizationRepository,
     RechargeAttemptRepository,
@@ -23,6 +24,7 @@ from credits_graphql.store.repositories import (
     SqlAccountRepository,
     SqlApiKeyRepository,
     SqlAuditEventRepository,
+    SqlFundsChargeRepository,
     SqlLedgerRepository,
     SqlOrganizationRepository,
     SqlRechargeAttemptRepository,
@@ -34,6 +36,7 @@ class SqlUnitOfWork:
     accounts: AccountRepository
     ledger: LedgerRepository
     attempts: RechargeAttemptRepository
+    funds_charges: FundsChargeRepository
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
@@ -55,6 +58,7 @@ class SqlUnitOfWork:
         self.accounts = SqlAccountRepository(self.session)
         self.ledger = SqlLedgerRepository(self.session)
         self.attempts = SqlRechargeAttemptRepository(self.session)
+        self.funds_charges = SqlFundsChargeRepository(self.session)
         self.organizations = SqlOrganizationRepository(self.session)
         self.api_keys = SqlApiKeyRepository(self.session)
         self.audit_events = SqlAuditEventRepository(self.session)

@@ -1,0 +1,56 @@
+"""A manual funds charge, recorded before the card is charged so that a crash cannot lose the money."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from credits_graphql.domain.money import Money
+
+
+class FundsChargeStatus(StrEnum):
+    PENDING = "PENDING"
+    """Written before the gateway call: the card may or may not have been charged yet."""
+    SUCCEEDED = "SUCCEEDED"
+    DECLINED = "DECLINED"
+
+
+@dataclass(slots=True)
+class FundsCharge:
+    """One `addFunds` request's charge. `gateway_key` is fixed when it is written, so every later
+    charge of it (a retry, a recovering worker) is answered by the gateway with the first result."""
+
+    account_id: int
+    idempotency_key: str
+    request_hash: str
+    amount_micros: int
+    currency: str
+    payment_token: str
+    gateway_key: str
+    created_at: datetime
+    status: FundsChargeStatus = FundsChargeStatus.PENDING
+    failure_reason: str | None = None
+    lease_expires_at: datetime | None = None
+    settled_at: datetime | None = None
+    transaction_id: int | None = None
+    id: int | None = None
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_micros, self.currency)
+
+    def succeed(self, transaction_id: int, at: datetime) -> None:
+        self._settle(FundsChargeStatus.SUCCEEDED, at)
+        self.transaction_id = transaction_id
+
+    def decline(self, reason: str, at: datetime) -> None:
+        self._settle(FundsChargeStatus.DECLINED, at)
+        self.failure_reason = reason
+
+    def _settle(self, status: FundsChargeStatus, at: datetime) -> None:
+        if self.status is not FundsChargeStatus.PENDING:
+            raise ValueError(f"funds charge {self.id} is already {self.status}")
+        self.status = status
+        self.settled_at = at
+        self.lease_expires_at = None

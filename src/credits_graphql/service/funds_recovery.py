@@ -1,0 +1,58 @@
+"""The worker's part of `add_funds`: settles charges left PENDING by a request that died (or whose gateway
+call failed) between writing its charge and crediting it.
+
+Recovery charges again with the charge's own gateway key. The gateway answers a key it has seen with its
+first result, so a charge that went through is credited exactly once and a declined one is recorded as
+declined; a charge that never reached the gateway is made now, which is what the caller asked for with
+that key (and its retry with the key is answered with this credit)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from credits_graphql.domain.funds import FundsCharge
+from credits_graphql.service import ledger
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.recharges import LEASE
+from credits_graphql.service.transient import retry_on_conflict
+
+log = logging.getLogger(__name__)
+
+# A charge younger than this may still be in its request's hands; the worker leaves it alone until then.
+GRACE = LEASE
+
+
+@retry_on_conflict
+async def claim_stale(deps: Deps, grace: timedelta = GRACE, lease: timedelta = LEASE) -> FundsCharge | None:
+    """Leases the oldest PENDING charge older than `grace`, so that other workers skip it meanwhile."""
+    now = deps.clock()
+    async with deps.uow(write=True) as uow:
+        charge = await uow.funds_charges.next_stale(created_before=now - grace, now=now)
+        if charge is None:
+            return None
+        charge.lease_expires_at = now + lease
+        await uow.funds_charges.save(charge)
+        await uow.commit()
+    return charge
+
+
+async def recover(deps: Deps, charge: FundsCharge) -> FundsCharge | None:
+    """Charges with the charge's gateway key and settles it; returns it settled, or None after a gateway
+    error (it stays PENDING, whether or not the card was charged, and is tried again when its lease ends)."""
+    try:
+        result = await deps.gateway.charge(charge.payment_token, charge.amount, charge.gateway_key)
+    except Exception:
+        log.warning("gateway error recovering funds charge %s; trying again later", charge.id, exc_info=True)
+        return None
+    settled, _ = await ledger.settle_funds_charge(deps, charge, result)
+    return settled
+
+
+async def run_stale(deps: Deps, grace: timedelta = GRACE, lease: timedelta = LEASE, limit: int = 100) -> int:
+    """Recovers stale PENDING charges until none is left (or `limit`); returns how many were tried."""
+    tried = 0
+    while tried < limit and (charge := await claim_stale(deps, grace, lease)) is not None:
+        await recover(deps, charge)
+        tried += 1
+    return tried
