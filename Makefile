@@ -20,6 +20,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $@ $(VENV)/.installed $(VENV)/.installed-test
+
 # The GraphQL-over-HTTP audit suite (npm graphql-http), pinned by its lock file.
 tests/conformance/node_modules/.package-lock.json: tests/conformance/package-lock.json
 	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
@@ -47,8 +51,9 @@ bench/node_modules/.package-lock.json: bench/package-lock.json
 	cd bench && npm ci --no-audit --no-fund --loglevel=error
 
 # Not part of `make test`: several minutes of load on both cores.
-bench: dev bench/node_modules/.package-lock.json
+bench: dev $(VENV)/.installed-bench bench/node_modules/.package-lock.json
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/history.py
 
 schema: install
 	$(BIN)/credits-graphql export-schema > schema.graphql

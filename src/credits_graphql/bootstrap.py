@@ -11,7 +11,7 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import PaymentGateway
 from credits_graphql.service.rate_limit import LocalRateLimiter, NoRateLimit, RateLimiter
 from credits_graphql.settings import Settings
-from credits_graphql.store.engine import create_engine, create_session_factory
+from credits_graphql.store.engine import create_engine
 from credits_graphql.store.redis_rate_limit import RedisRateLimiter
 from credits_graphql.store.unit_of_work import SqlUnitOfWorkFactory
 
@@ -33,7 +33,7 @@ def bootstrap(settings: Settings, gateway: PaymentGateway | None = None,
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size,
                                      max_overflow=settings.db_max_overflow)
     deps = Deps(
-        uow=SqlUnitOfWorkFactory(create_session_factory(engine)),
+        uow=SqlUnitOfWorkFactory(engine),
         gateway=gateway or sandbox_from_env(),
         policy=settings.policy,
     )

@@ -44,8 +44,8 @@ class ConflictingCommits:
             if self.remaining == 0:
                 return await commit()
             self.remaining -= 1
-            if uow.session.bind.dialect.name == "postgresql":
-                await uow.session.execute(text(RAISE.format(state=self.state)))
+            if uow.connection.dialect.name == "postgresql":
+                await uow.connection.execute(text(RAISE.format(state=self.state)))
             raise TransientConflict("simulated")
         return failing_commit
 
@@ -92,4 +92,4 @@ async def test_the_store_reports_a_postgresql_serialization_failure_or_deadlock_
 async def _transaction_failing_with(deps: Deps, state: str) -> None:
     async with deps.uow(write=True) as uow:
         assert isinstance(uow, SqlUnitOfWork)
-        await uow.session.execute(text(RAISE.format(state=state)))
+        await uow.connection.execute(text(RAISE.format(state=state)))

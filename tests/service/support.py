@@ -85,12 +85,12 @@ async def count_pending_rows(deps: Deps, account_id: int) -> int:
     async with deps.uow() as uow:
         query = select(func.count()).select_from(recharge_attempts).where(
             recharge_attempts.c.account_id == account_id, recharge_attempts.c.status == AttemptStatus.PENDING)
-        return int((await uow.session.execute(query)).scalar_one())  # type: ignore[attr-defined]
+        return int((await uow.connection.execute(query)).scalar_one())  # type: ignore[attr-defined]
 
 
 async def all_account_ids(deps: Deps) -> list[int]:
     async with deps.uow() as uow:
-        rows = await uow.session.execute(select(accounts_table.c.id))  # type: ignore[attr-defined]
+        rows = await uow.connection.execute(select(accounts_table.c.id))  # type: ignore[attr-defined]
         return [row.id for row in rows]
 
 

@@ -56,7 +56,7 @@ async def die_while_adding(deps: Deps, gateway: SandboxGateway, org: Org, accoun
 async def charge_of(deps: Deps, account_id: int, key: str) -> FundsCharge:
     """The newest charge written for the key, in whatever state it is."""
     async with deps.uow() as uow:
-        charge_id = (await uow.session.execute(  # type: ignore[attr-defined]
+        charge_id = (await uow.connection.execute(  # type: ignore[attr-defined]
             select(funds_charges.c.id).where(funds_charges.c.account_id == account_id,
                                              funds_charges.c.idempotency_key == key)
             .order_by(funds_charges.c.id.desc()).limit(1))).scalar_one()

@@ -50,6 +50,9 @@ def input_summary(value: object) -> dict[str, str | None]:
         given = getattr(value, item.name)
         if given is None or item.name == "account_id":
             continue
+        if isinstance(given, list):  # a batch: its size only, never its items
+            summary[_camel(item.name)] = str(len(given))
+            continue
         name = _SAFE_FIELDS.get(item.name)
         summary[name or _camel(item.name)] = _text(given) if name else REDACTED
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -25,6 +26,7 @@ from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.request_scope import RequestScope
 
 _STATUS_CODES = {400: "BAD_REQUEST", 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
                  413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: rate_limit.RATE_LIMITED}
@@ -56,23 +58,28 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         if scope["type"] != "http":
             await error_response(404, "Not Found")(scope, receive, send)
             return
+        request = Request(scope, receive)
+        reads = RequestScope(self.deps.uow)
+        request.state.deps = replace(self.deps, uow=reads)
         try:
-            response = await self.run(Request(scope, receive))
+            response = await self.run(request)
         except HTTPException as error:
             response = error_response(error.status_code, error.reason, getattr(error, "headers", None))
         except BodyTooLarge as error:
             response = error_response(413, str(error))
+        finally:
+            await reads.close()
         await response(scope, receive, send)
 
     async def get_context(self, request: Request, response: Response) -> Context | None:  # type: ignore[override]
         if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
             return None  # the GraphiQL page itself needs no key; the operations it sends do
         principal = await self.authenticate(request)
-        return Context(deps=self.deps, principal=principal, request_id=request.state.request_id)
+        return Context(deps=request.state.deps, principal=principal, request_id=request.state.request_id)
 
     async def authenticate(self, request: Request) -> Principal:
         token = bearer_token(request)
-        principal = await access.authenticate(self.deps, token) if token else None
+        principal = await access.authenticate(request.state.deps, token) if token else None
         if principal is None:
             reason = "Missing API key." if token is None else "Unknown, revoked or expired API key."
             raise HTTPError(401, f"{reason} Send Authorization: Bearer <api key>.",

@@ -179,10 +179,27 @@ class _LiteralStrings(Visitor):
         self.found.append(node.value)
 
 
-def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: QueryLimits) -> None:
+def literal_strings(document: Any) -> list[str]:
+    """The string literals of a document. Parsed documents are shared between requests (ParserCache),
+    so the walk is done once per document."""
+    key = id(document)
+    cached = _LITERALS.get(key)
+    if cached is not None and cached[0] is document:
+        return cached[1]
     literals = _LiteralStrings()
     visit(document, literals)
-    for text in [*literals.found, *strings_in(variables or {})]:
+    if len(_LITERALS) >= _LITERALS_MAX:
+        _LITERALS.pop(next(iter(_LITERALS)))
+    _LITERALS[key] = (document, literals.found)  # the document is kept, so its id is not reused meanwhile
+    return literals.found
+
+
+_LITERALS: dict[int, tuple[Any, list[str]]] = {}
+_LITERALS_MAX = 1024
+
+
+def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: QueryLimits) -> None:
+    for text in [*literal_strings(document), *strings_in(variables or {})]:
         if "\x00" in text:
             raise LimitExceeded(BAD_USER_INPUT, "Strings may not contain NUL characters.")
         try:

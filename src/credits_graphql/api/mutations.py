@@ -7,11 +7,12 @@ from strawberry.types import Info
 
 from credits_graphql.api.audit import audited
 from credits_graphql.api.context import Context
-from credits_graphql.api.ids import decode_id
+from credits_graphql.api.ids import bad_input, decode_id
 from credits_graphql.api.inputs import (
     AddFundsInput,
     CloseAccountInput,
     CreateAccountInput,
+    RecordUsageBatchInput,
     RecordUsageInput,
     UpdatePaymentMethodInput,
     UpdateRechargeSettingsInput,
@@ -20,7 +21,9 @@ from credits_graphql.api.payloads import (
     AddFundsPayload,
     CloseAccountPayload,
     CreateAccountPayload,
+    RecordUsageBatchPayload,
     RecordUsagePayload,
+    RecordUsageResult,
     UpdatePaymentMethodPayload,
     UpdateRechargeSettingsPayload,
 )
@@ -29,7 +32,7 @@ from credits_graphql.api.types import AccountNode, RechargeAttemptNode, Transact
 from credits_graphql.domain.access import Action
 from credits_graphql.domain.errors import RuleViolation, account_not_found
 from credits_graphql.domain.ledger import Account
-from credits_graphql.service import accounts, ledger
+from credits_graphql.service import accounts, ledger, usage_batch
 
 
 def _account_pk(account_id: strawberry.ID) -> int:
@@ -37,6 +40,17 @@ def _account_pk(account_id: strawberry.ID) -> int:
     if decoded is None:
         raise account_not_found()
     return decoded[1]
+
+
+def _item_result(outcome: usage_batch.ItemResult, index: int) -> RecordUsageResult:
+    if isinstance(outcome, RuleViolation):
+        # The item's own path: ["input", "amount"] of recordUsage is ["input", "items", "3", "amount"] here.
+        inner = outcome.field[1:] if outcome.field and outcome.field[0] == "input" else outcome.field or ()
+        return RecordUsageResult(user_errors=[UserError.of(RuleViolation(
+            outcome.code, outcome.message, ["input", "items", str(index), *inner]))])
+    triggered = RechargeAttemptNode.of(outcome.triggered_recharge) if outcome.triggered_recharge else None
+    return RecordUsageResult(transaction=TransactionNode.of(outcome.entry), account=AccountNode.of(outcome.account),
+                             triggered_recharge=triggered)
 
 
 def _account_node(info: Info[Context, None], account: Account) -> AccountNode:
@@ -100,6 +114,35 @@ class Mutation:
         triggered = RechargeAttemptNode.of(done.triggered_recharge) if done.triggered_recharge else None
         return RecordUsagePayload(transaction=TransactionNode.of(done.entry),
                                   account=_account_node(info, done.account), triggered_recharge=triggered)
+
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsageBatch")],
+                         description=f"Up to {usage_batch.MAX_BATCH_ITEMS} usage reports in one call, applied in "
+                         "order with recordUsage's rules; each item has its own result and userErrors, and a "
+                         "refused item does not stop the others. An empty or larger batch, or a malformed id "
+                         "or amount in any item: BAD_USER_INPUT and nothing recorded.")
+    async def record_usage_batch(self, info: Info[Context, None],
+                                 input: RecordUsageBatchInput) -> RecordUsageBatchPayload:
+        if not 1 <= len(input.items) <= usage_batch.MAX_BATCH_ITEMS:
+            raise bad_input(f"A batch holds 1 to {usage_batch.MAX_BATCH_ITEMS} items, not {len(input.items)}.")
+        results: list[RecordUsageResult | None] = [None] * len(input.items)
+        indexes: list[int] = []
+        commands: list[ledger.RecordUsage] = []
+        for index, item in enumerate(input.items):
+            decoded = decode_id(item.account_id, "Account")  # not an id at all: BAD_USER_INPUT, as for a Decimal
+            if decoded is None:
+                results[index] = _item_result(account_not_found(), index)
+                continue
+            indexes.append(index)
+            commands.append(ledger.RecordUsage(
+                account_id=decoded[1], service=item.service, amount=item.amount, idempotency_key=item.idempotency_key,
+                minutes=item.minutes, reference=item.reference, occurred_at=item.occurred_at))
+        if commands:
+            outcomes = await usage_batch.record_usage_batch(info.context.deps, info.context.org_id, commands)
+            info.context.prime_accounts({done.account.id: done.account for done in outcomes
+                                         if not isinstance(done, RuleViolation)}.values())
+            for index, outcome in zip(indexes, outcomes, strict=True):
+                results[index] = _item_result(outcome, index)
+        return RecordUsageBatchPayload(results=[result for result in results if result is not None])
 
     @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("closeAccount")],
                          description="Stops all money movement on the account (ACCOUNT_CLOSED afterwards); "

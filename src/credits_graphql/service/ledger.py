@@ -146,18 +146,8 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
 @retry_on_conflict
 async def record_usage(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
     """Debits usage; refuses to go below zero. Starts a recharge in the same transaction when due."""
-    _check_key(cmd.idempotency_key)
-    if cmd.reference is not None and (len(cmd.reference) > MAX_REFERENCE_LENGTH or "\x00" in cmd.reference):
-        raise RuleViolation(ErrorCode.INVALID_INPUT,
-                            f"reference may have at most {MAX_REFERENCE_LENGTH} characters.",
-                            ["input", "reference"])
-    if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
-        raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
     now = deps.clock()
-    occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
-    fingerprint = request_fingerprint(
-        op="recordUsage", service=cmd.service, amount=cmd.amount.normalize(), minutes=cmd.minutes,
-        reference=cmd.reference, occurred_at=cmd.occurred_at.isoformat() if cmd.occurred_at else None)
+    fingerprint, occurred_at = check_usage(cmd, now)
     async with deps.uow(write=True) as uow:
         account = await lock_account(uow, org_id, cmd.account_id)
         if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
@@ -175,6 +165,22 @@ async def record_usage(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
     if triggered is not None:
         deps.recharge_created()
     return Recorded(entry, account, triggered)
+
+
+def check_usage(cmd: RecordUsage, now: datetime) -> tuple[str, datetime]:
+    """The checks that need no account; the request's fingerprint and when the usage occurred, in UTC."""
+    _check_key(cmd.idempotency_key)
+    if cmd.reference is not None and (len(cmd.reference) > MAX_REFERENCE_LENGTH or "\x00" in cmd.reference):
+        raise RuleViolation(ErrorCode.INVALID_INPUT,
+                            f"reference may have at most {MAX_REFERENCE_LENGTH} characters.",
+                            ["input", "reference"])
+    if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
+        raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
+    occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
+    fingerprint = request_fingerprint(
+        op="recordUsage", service=cmd.service, amount=cmd.amount.normalize(), minutes=cmd.minutes,
+        reference=cmd.reference, occurred_at=cmd.occurred_at.isoformat() if cmd.occurred_at else None)
+    return fingerprint, occurred_at
 
 
 async def _replayed(uow: UnitOfWork, account: Account, key: str, fingerprint: str) -> Recorded | None:

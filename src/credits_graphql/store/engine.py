@@ -8,8 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 WRITE_OPTION = "credits_write"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -28,10 +27,6 @@ def create_engine(url: str, *, pool_size: int | None = None, max_overflow: int |
     if max_overflow is not None:
         kwargs["max_overflow"] = max_overflow
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
-
-
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

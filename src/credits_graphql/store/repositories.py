@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from credits_graphql.domain.access import Role
 from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
@@ -35,13 +35,13 @@ from credits_graphql.store.tables import (
 
 
 class SqlAccountRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def add(self, account: Account) -> Account:
         values = _account_values(account)
         values.update(org_id=account.org_id, currency=account.currency, created_at=account.created_at)
-        account.id = (await self._session.execute(
+        account.id = (await self._connection.execute(
             insert(accounts).values(values).returning(accounts.c.id))).scalar_one()
         return account
 
@@ -54,46 +54,75 @@ class SqlAccountRepository:
         return await self._one(query.with_for_update() if for_update else query)
 
     async def get_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(accounts).where(accounts.c.org_id == org_id, accounts.c.id.in_(list(account_ids))))
         return [_account(row) for row in rows]
 
+    async def lock_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
+        # Locked in ascending id order, so that two transactions locking overlapping sets cannot deadlock.
+        rows = await self._connection.execute(
+            select(accounts).where(accounts.c.org_id == org_id, accounts.c.id.in_(list(account_ids)))
+            .order_by(accounts.c.id).with_for_update())
+        return [_account(row) for row in rows]
+
     async def save(self, account: Account) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             update(accounts).where(accounts.c.id == account.id).values(_account_values(account)))
 
     async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
         query = select(accounts).where(accounts.c.org_id == org_id)
         if before_id is not None:
             query = query.where(accounts.c.id < before_id)
-        rows = await self._session.execute(query.order_by(accounts.c.id.desc()).limit(limit))
+        rows = await self._connection.execute(query.order_by(accounts.c.id.desc()).limit(limit))
         return [_account(row) for row in rows]
 
     async def count(self, org_id: int) -> int:
-        return await _count(self._session, select(func.count()).where(accounts.c.org_id == org_id))
+        return await _count(self._connection, select(func.count()).where(accounts.c.org_id == org_id))
 
     async def _one(self, query: Select[Any]) -> Account | None:
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return _account(row) if row is not None else None
 
 
 class SqlLedgerRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def append(self, entry: LedgerEntry) -> LedgerEntry:
         values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
-        entry_id = (await self._session.execute(
+        entry_id = (await self._connection.execute(
             insert(ledger_entries).values(values).returning(ledger_entries.c.id))).scalar_one()
         return replace(entry, id=entry_id)
 
+    async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        if not entries:
+            return []
+        # One executemany, sent as multi-row INSERT ... RETURNING ("insertmanyvalues"). RETURNING's row order
+        # is not promised (asking SQLAlchemy for it makes SQLite insert row by row), so ids are matched by
+        # each entry's (account, idempotency key), which is unique.
+        rows = await self._connection.execute(
+            insert(ledger_entries).returning(ledger_entries.c.id, ledger_entries.c.account_id,
+                                             ledger_entries.c.idempotency_key),
+            [{name: getattr(entry, name) for name in _ENTRY_FIELDS} for entry in entries])
+        ids = {(row.account_id, row.idempotency_key): row.id for row in rows}
+        return [replace(entry, id=ids[entry.account_id, entry.idempotency_key]) for entry in entries]
+
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
-        row = (await self._session.execute(select(ledger_entries).where(
+        row = (await self._connection.execute(select(ledger_entries).where(
             ledger_entries.c.account_id == account_id, ledger_entries.c.idempotency_key == key))).first()
         return _entry(row) if row is not None else None
 
+    async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
+        if not keys:
+            return []
+        wanted = set(keys)
+        rows = await self._connection.execute(select(ledger_entries).where(
+            ledger_entries.c.account_id.in_({account_id for account_id, _ in wanted}),
+            ledger_entries.c.idempotency_key.in_({key for _, key in wanted})))
+        return [_entry(row) for row in rows if (row.account_id, row.idempotency_key) in wanted]
+
     async def get_many(self, org_id: int, entry_ids: Collection[int]) -> list[LedgerEntry]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(ledger_entries).join(accounts, accounts.c.id == ledger_entries.c.account_id)
             .where(accounts.c.org_id == org_id, ledger_entries.c.id.in_(list(entry_ids))))
         return [_entry(row) for row in rows]
@@ -103,31 +132,31 @@ class SqlLedgerRepository:
         query = _entries_of(select(ledger_entries), account_id, kinds)
         if before_id is not None:
             query = query.where(ledger_entries.c.id < before_id)
-        rows = await self._session.execute(query.order_by(ledger_entries.c.id.desc()).limit(limit))
+        rows = await self._connection.execute(query.order_by(ledger_entries.c.id.desc()).limit(limit))
         return [_entry(row) for row in rows]
 
     async def count(self, account_id: int, kinds: Collection[EntryKind] | None) -> int:
-        return await _count(self._session, _entries_of(select(func.count()), account_id, kinds))
+        return await _count(self._connection, _entries_of(select(func.count()), account_id, kinds))
 
     async def total(self, account_id: int) -> int:
         query = select(func.coalesce(func.sum(ledger_entries.c.amount_micros), 0)).where(
             ledger_entries.c.account_id == account_id)
-        return int((await self._session.execute(query)).scalar_one())
+        return int((await self._connection.execute(query)).scalar_one())
 
 
 class SqlRechargeAttemptRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def add(self, attempt: RechargeAttempt) -> RechargeAttempt:
         values = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
-        attempt.id = (await self._session.execute(
+        attempt.id = (await self._connection.execute(
             insert(recharge_attempts).values(values).returning(recharge_attempts.c.id))).scalar_one()
         return attempt
 
     async def save(self, attempt: RechargeAttempt) -> None:
         values = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
-        await self._session.execute(
+        await self._connection.execute(
             update(recharge_attempts).where(recharge_attempts.c.id == attempt.id).values(values))
 
     async def get(self, attempt_id: int, *, for_update: bool = False) -> RechargeAttempt | None:
@@ -135,7 +164,7 @@ class SqlRechargeAttemptRepository:
         return await self._one(query.with_for_update() if for_update else query)
 
     async def get_many(self, org_id: int, attempt_ids: Collection[int]) -> list[RechargeAttempt]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(recharge_attempts).join(accounts, accounts.c.id == recharge_attempts.c.account_id)
             .where(accounts.c.org_id == org_id, recharge_attempts.c.id.in_(list(attempt_ids))))
         return [_attempt(row) for row in rows]
@@ -146,7 +175,7 @@ class SqlRechargeAttemptRepository:
         return await self._one(query.with_for_update() if for_update else query)
 
     async def pending_for_accounts(self, account_ids: Collection[int]) -> list[RechargeAttempt]:
-        rows = await self._session.execute(select(recharge_attempts).where(
+        rows = await self._connection.execute(select(recharge_attempts).where(
             recharge_attempts.c.account_id.in_(list(account_ids)),
             recharge_attempts.c.status == AttemptStatus.PENDING))
         return [_attempt(row) for row in rows]
@@ -154,6 +183,13 @@ class SqlRechargeAttemptRepository:
     async def triggered_by(self, entry_id: int) -> RechargeAttempt | None:
         return await self._one(
             select(recharge_attempts).where(recharge_attempts.c.triggered_by_entry_id == entry_id))
+
+    async def triggered_by_many(self, entry_ids: Collection[int]) -> list[RechargeAttempt]:
+        if not entry_ids:
+            return []
+        rows = await self._connection.execute(
+            select(recharge_attempts).where(recharge_attempts.c.triggered_by_entry_id.in_(list(entry_ids))))
+        return [_attempt(row) for row in rows]
 
     async def next_due(self, now: datetime) -> RechargeAttempt | None:
         lease = recharge_attempts.c.lease_expires_at
@@ -169,79 +205,79 @@ class SqlRechargeAttemptRepository:
         query = select(recharge_attempts).where(recharge_attempts.c.account_id == account_id)
         if before_id is not None:
             query = query.where(recharge_attempts.c.id < before_id)
-        rows = await self._session.execute(query.order_by(recharge_attempts.c.id.desc()).limit(limit))
+        rows = await self._connection.execute(query.order_by(recharge_attempts.c.id.desc()).limit(limit))
         return [_attempt(row) for row in rows]
 
     async def count(self, account_id: int) -> int:
-        return await _count(self._session, select(func.count()).where(
+        return await _count(self._connection, select(func.count()).where(
             recharge_attempts.c.account_id == account_id))
 
     async def _one(self, query: Select[Any]) -> RechargeAttempt | None:
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return _attempt(row) if row is not None else None
 
 
 class SqlOrganizationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def add(self, name: str, at: datetime) -> Organization:
-        org_id = (await self._session.execute(insert(organizations).values(name=name, created_at=at)
+        org_id = (await self._connection.execute(insert(organizations).values(name=name, created_at=at)
                                               .returning(organizations.c.id))).scalar_one()
         return Organization(id=org_id, name=name, created_at=at)
 
     async def get(self, org_id: int) -> Organization | None:
-        row = (await self._session.execute(select(organizations).where(organizations.c.id == org_id))).first()
+        row = (await self._connection.execute(select(organizations).where(organizations.c.id == org_id))).first()
         return Organization(id=row.id, name=row.name, created_at=row.created_at) if row is not None else None
 
     async def count(self) -> int:
-        return await _count(self._session, select(func.count()).select_from(organizations))
+        return await _count(self._connection, select(func.count()).select_from(organizations))
 
 
 class SqlApiKeyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime,
                   expires_at: datetime | None = None) -> ApiKey:
-        key_id = (await self._session.execute(insert(api_keys).values(
+        key_id = (await self._connection.execute(insert(api_keys).values(
             org_id=org_id, role=role, key_hash=key_hash, prefix=prefix, created_at=at, expires_at=expires_at,
         ).returning(api_keys.c.id))).scalar_one()
         return ApiKey(id=key_id, org_id=org_id, role=role, prefix=prefix, created_at=at, last_used_at=None,
                       revoked_at=None, expires_at=expires_at, key_hash=key_hash)
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
-        row = (await self._session.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        row = (await self._connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
         return _api_key(row) if row is not None else None
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(api_keys).where(api_keys.c.org_id == org_id).order_by(api_keys.c.id))
         return [_api_key(row) for row in rows]
 
     async def revoke(self, key_id: int, at: datetime) -> bool:
-        result = await self._session.execute(update(api_keys).where(
+        result = await self._connection.execute(update(api_keys).where(
             api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=at))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def touch(self, key_id: int, at: datetime) -> None:
-        await self._session.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+        await self._connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
 
 
 
 class SqlFundsChargeRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def add(self, charge: FundsCharge) -> FundsCharge:
         values = {name: getattr(charge, name) for name in _FUNDS_CHARGE_FIELDS}
-        charge.id = (await self._session.execute(
+        charge.id = (await self._connection.execute(
             insert(funds_charges).values(values).returning(funds_charges.c.id))).scalar_one()
         return charge
 
     async def save(self, charge: FundsCharge) -> None:
         values = {name: getattr(charge, name) for name in _FUNDS_CHARGE_FIELDS}
-        await self._session.execute(update(funds_charges).where(funds_charges.c.id == charge.id).values(values))
+        await self._connection.execute(update(funds_charges).where(funds_charges.c.id == charge.id).values(values))
 
     async def get(self, charge_id: int, *, for_update: bool = False) -> FundsCharge | None:
         query = select(funds_charges).where(funds_charges.c.id == charge_id)
@@ -263,16 +299,16 @@ class SqlFundsChargeRepository:
             .with_for_update(skip_locked=True))
 
     async def _one(self, query: Select[Any]) -> FundsCharge | None:
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return _funds_charge(row) if row is not None else None
 
 
 class SqlAuditEventRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def append(self, event: AuditEvent) -> AuditEvent:
-        event_id = (await self._session.execute(insert(audit_events).values(
+        event_id = (await self._connection.execute(insert(audit_events).values(
             org_id=event.org_id, api_key_id=event.api_key_id, operation=event.operation,
             account_id=event.account_id, input_summary=json.dumps(dict(event.input_summary)),
             outcome=event.outcome, error_codes=",".join(event.error_codes), occurred_at=event.occurred_at,
@@ -280,7 +316,7 @@ class SqlAuditEventRepository:
         return replace(event, id=event_id)
 
     async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
-        row = (await self._session.execute(select(audit_events).where(
+        row = (await self._connection.execute(select(audit_events).where(
             audit_events.c.org_id == org_id, audit_events.c.id == event_id))).first()
         return _audit_event(row) if row is not None else None
 
@@ -288,15 +324,15 @@ class SqlAuditEventRepository:
         query = select(audit_events).where(audit_events.c.org_id == org_id)
         if before_id is not None:
             query = query.where(audit_events.c.id < before_id)
-        rows = await self._session.execute(query.order_by(audit_events.c.id.desc()).limit(limit))
+        rows = await self._connection.execute(query.order_by(audit_events.c.id.desc()).limit(limit))
         return [_audit_event(row) for row in rows]
 
     async def count(self, org_id: int) -> int:
-        return await _count(self._session, select(func.count()).where(audit_events.c.org_id == org_id))
+        return await _count(self._connection, select(func.count()).where(audit_events.c.org_id == org_id))
 
 
-async def _count(session: AsyncSession, query: Select[Any]) -> int:
-    return int((await session.execute(query)).scalar_one())
+async def _count(connection: AsyncConnection, query: Select[Any]) -> int:
+    return int((await connection.execute(query)).scalar_one())
 
 
 def _entries_of(query: Select[Any], account_id: int, kinds: Collection[EntryKind] | None) -> Select[Any]:

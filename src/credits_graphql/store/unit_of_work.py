@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.unit_of_work import (
@@ -32,7 +32,10 @@ from credits_graphql.store.repositories import (
 
 
 class SqlUnitOfWork:
-    session: AsyncSession
+    """On a Core connection: the repositories issue Core statements only, and an ORM session's
+    bookkeeping would cost more than the SQL on PostgreSQL."""
+
+    connection: AsyncConnection
     accounts: AccountRepository
     ledger: LedgerRepository
     attempts: RechargeAttemptRepository
@@ -41,27 +44,33 @@ class SqlUnitOfWork:
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, write: bool) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
+        self._engine = engine
         self._write = write
 
     async def __aenter__(self) -> Self:
-        self.session = self._sessions()
+        try:
+            self.connection = await self._engine.connect()
+        except Exception as error:
+            if (translated := _translated(error)) is None:
+                raise
+            raise translated from error
         if self._write:
             try:
-                await self.session.connection(execution_options={WRITE_OPTION: True})
+                await self.connection.execution_options(**{WRITE_OPTION: True})
+                await self.connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
             except Exception as error:
                 await self._close()
                 if (translated := _translated(error)) is None:
                     raise
                 raise translated from error
-        self.accounts = SqlAccountRepository(self.session)
-        self.ledger = SqlLedgerRepository(self.session)
-        self.attempts = SqlRechargeAttemptRepository(self.session)
-        self.funds_charges = SqlFundsChargeRepository(self.session)
-        self.organizations = SqlOrganizationRepository(self.session)
-        self.api_keys = SqlApiKeyRepository(self.session)
-        self.audit_events = SqlAuditEventRepository(self.session)
+        self.accounts = SqlAccountRepository(self.connection)
+        self.ledger = SqlLedgerRepository(self.connection)
+        self.attempts = SqlRechargeAttemptRepository(self.connection)
+        self.funds_charges = SqlFundsChargeRepository(self.connection)
+        self.organizations = SqlOrganizationRepository(self.connection)
+        self.api_keys = SqlApiKeyRepository(self.connection)
+        self.audit_events = SqlAuditEventRepository(self.connection)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -73,12 +82,12 @@ class SqlUnitOfWork:
     async def _close(self) -> None:
         # On a dead connection the rollback fails too; the database has rolled back already.
         with contextlib.suppress(Exception):
-            await self.session.rollback()  # after commit() this is a no-op
+            await self.connection.rollback()  # after commit() this is a no-op
         with contextlib.suppress(Exception):
-            await self.session.close()
+            await self.connection.close()
 
     async def commit(self) -> None:
-        await self.session.commit()
+        await self.connection.commit()
 
 
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -98,8 +107,8 @@ def _translated(error: BaseException) -> Exception | None:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._sessions, write=write)
+        return SqlUnitOfWork(self._engine, write=write)

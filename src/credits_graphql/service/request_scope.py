@@ -1,0 +1,78 @@
+"""One read transaction per request: the reads of a request (the key check, then every field) share
+one connection instead of opening one each. Reads are serialised on it; a write ends it first, so
+reads after a commit see that commit."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+
+from credits_graphql.service.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+
+class RequestScope:
+    """A UnitOfWorkFactory for one request; `close()` it when the request is answered."""
+
+    def __init__(self, base: UnitOfWorkFactory) -> None:
+        self._base = base
+        self._read: UnitOfWork | None = None
+        self._read_context: AbstractAsyncContextManager[UnitOfWork] | None = None
+        self._lock = asyncio.Lock()
+
+    def __call__(self, *, write: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
+        if write:
+            return _AfterReads(self, self._base(write=True))
+        return _SharedRead(self)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._end_read()
+
+    async def _end_read(self, error: BaseException | None = None) -> None:
+        context, self._read = self._read_context, None
+        self._read_context = None
+        if context is not None:
+            await context.__aexit__(type(error) if error else None, error, None)
+
+    async def _open_read(self) -> UnitOfWork:
+        if self._read is None:
+            self._read_context = self._base(write=False)
+            self._read = await self._read_context.__aenter__()
+        return self._read
+
+
+class _SharedRead:
+    def __init__(self, scope: RequestScope) -> None:
+        self._scope = scope
+
+    async def __aenter__(self) -> UnitOfWork:
+        await self._scope._lock.acquire()
+        try:
+            return await self._scope._open_read()
+        except BaseException:
+            self._scope._lock.release()
+            raise
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            if exc is not None:  # the connection may be broken: the next read opens a new one
+                await self._scope._end_read(exc)
+        finally:
+            self._scope._lock.release()
+
+
+class _AfterReads:
+    def __init__(self, scope: RequestScope, inner: AbstractAsyncContextManager[UnitOfWork]) -> None:
+        self._scope = scope
+        self._inner = inner
+
+    async def __aenter__(self) -> UnitOfWork:
+        await self._scope.close()
+        return await self._inner.__aenter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+

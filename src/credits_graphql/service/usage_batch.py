@@ -1,0 +1,144 @@
+"""Usage reported in bulk by partner integrations: each item follows recordUsage's rules on its own, and
+the whole batch is one transaction of a handful of statements instead of one transaction per item."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeAlias
+
+from credits_graphql.domain import recharge
+from credits_graphql.domain.errors import ErrorCode, RuleViolation, account_not_found
+from credits_graphql.domain.ledger import Account, LedgerEntry, replay
+from credits_graphql.domain.policy import usage_micros
+from credits_graphql.domain.recharge import RechargeAttempt
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.ledger import Recorded, RecordUsage, check_usage
+from credits_graphql.service.transient import retry_on_conflict
+from credits_graphql.service.unit_of_work import UnitOfWork
+
+MAX_BATCH_ITEMS = 1000
+
+ItemResult: TypeAlias = Recorded | RuleViolation
+"""What one item came to: its entry (a replayed one too), or the rule it broke, with the field path
+recordUsage would answer (["input", "amount"])."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """An item that passed the checks that need no account."""
+
+    index: int
+    cmd: RecordUsage
+    fingerprint: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    """An item answered by the batch's new entry at `position` (its own, or the one it replays)."""
+
+    position: int
+
+
+_Outcome: TypeAlias = LedgerEntry | _Appended | RuleViolation
+
+
+@retry_on_conflict
+async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage]) -> list[ItemResult]:
+    """Applies the items in the order given; a refused item leaves the others alone. A key used twice in
+    one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input."""
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise RuleViolation(ErrorCode.INVALID_INPUT, f"A batch holds 1 to {MAX_BATCH_ITEMS} items.",
+                            ["input", "items"])
+    now = deps.clock()
+    outcomes: list[_Outcome | None] = [None] * len(items)
+    checked: list[_Checked] = []
+    for index, cmd in enumerate(items):
+        try:
+            fingerprint, occurred_at = check_usage(cmd, now)
+        except RuleViolation as violation:
+            outcomes[index] = violation
+        else:
+            checked.append(_Checked(index, cmd, fingerprint, occurred_at))
+    if not checked:
+        return [outcome for outcome in outcomes if isinstance(outcome, RuleViolation)]
+
+    async with deps.uow(write=True) as uow:
+        accounts = {account.id: account for account in await uow.accounts.lock_many(
+            org_id, sorted({item.cmd.account_id for item in checked}))}
+        used: dict[tuple[int, str], LedgerEntry | _Appended] = {
+            (entry.account_id, entry.idempotency_key or ""): entry
+            for entry in await uow.ledger.by_idempotency_keys(
+                {(item.cmd.account_id, item.cmd.idempotency_key) for item in checked
+                 if item.cmd.account_id in accounts})}
+        pending = {attempt.account_id for attempt in await uow.attempts.pending_for_accounts(accounts)}
+        appended: list[LedgerEntry] = []
+        triggers: dict[int, int] = {}  # account id -> position of the entry that made a recharge due
+        for item in checked:
+            before = len(appended)
+            outcomes[item.index] = _apply(item, accounts, used, appended, now)
+            account = accounts.get(item.cmd.account_id)
+            # As start_recharge_if_due after each debit: due, and no attempt pending (at most one per account).
+            if (len(appended) > before and account is not None and account.id not in pending
+                    and account.recharge.is_due(account.balance_micros)):
+                pending.add(account.id)
+                triggers[account.id] = before
+        stored = await uow.ledger.append_many(appended)
+        for account_id in {entry.account_id for entry in appended}:
+            await uow.accounts.save(accounts[account_id])
+        triggered = await _start_recharges(uow, accounts, triggers, stored, now)
+        replayed_ids = [o.id for o in outcomes if isinstance(o, LedgerEntry) and o.id is not None]
+        for attempt in await uow.attempts.triggered_by_many(replayed_ids):
+            assert attempt.triggered_by_entry_id is not None
+            triggered.setdefault(attempt.triggered_by_entry_id, attempt)
+        await uow.commit()
+    if triggers:
+        deps.recharge_created()
+    return [_result(outcome, accounts, stored, triggered) for outcome in outcomes]
+
+
+def _apply(item: _Checked, accounts: dict[int, Account], used: dict[tuple[int, str], LedgerEntry | _Appended],
+           appended: list[LedgerEntry], now: datetime) -> _Outcome:
+    """recordUsage's rules, in its order, on the in-memory account; a new entry goes to `appended`."""
+    cmd = item.cmd
+    account = accounts.get(cmd.account_id)
+    if account is None:
+        return account_not_found()
+    key = (account.id, cmd.idempotency_key)
+    try:
+        if (first := used.get(key)) is not None:
+            replay(appended[first.position] if isinstance(first, _Appended) else first, item.fingerprint)
+            return first
+        account.ensure_open()
+        appended.append(account.debit_usage(
+            usage_micros(cmd.amount, account.currency), cmd.service, occurred_at=item.occurred_at, at=now,
+            minutes=cmd.minutes, reference=cmd.reference, idempotency_key=cmd.idempotency_key,
+            request_hash=item.fingerprint))
+    except RuleViolation as violation:
+        return violation
+    used[key] = _Appended(len(appended) - 1)
+    return used[key]
+
+
+async def _start_recharges(uow: UnitOfWork, accounts: dict[int, Account], triggers: dict[int, int],
+                           stored: list[LedgerEntry], now: datetime) -> dict[int, RechargeAttempt]:
+    """The attempts started by entries of this batch, by the id of the entry that made each due."""
+    started: dict[int, RechargeAttempt] = {}
+    for account_id, position in triggers.items():
+        account, entry_id = accounts[account_id], stored[position].id
+        assert entry_id is not None
+        started[entry_id] = await uow.attempts.add(recharge.new_attempt(
+            account.id, account.recharge, account.currency, now, triggered_by_entry_id=entry_id))
+    return started
+
+
+def _result(outcome: _Outcome | None, accounts: dict[int, Account], stored: list[LedgerEntry],
+            triggered: dict[int, RechargeAttempt]) -> ItemResult:
+    assert outcome is not None
+    if isinstance(outcome, RuleViolation):
+        return outcome
+    entry = stored[outcome.position] if isinstance(outcome, _Appended) else outcome
+    assert entry.id is not None
+    return Recorded(entry, accounts[entry.account_id], triggered.get(entry.id))
