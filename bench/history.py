@@ -79,6 +79,7 @@ class Ledger:
 
     entries: int = 0
     balance_micros: int = 0
+    funds_entries: int = 0
 
     def grow(self, count: int) -> Iterator[tuple[Any, ...]]:
         """(kind, amount, balance_after, service, minutes, reference, occurred_at, idempotency_key, hash)."""
@@ -86,6 +87,7 @@ class Ledger:
             funds = n % 100 == 0
             amount = FUNDS_MICROS if funds else USAGE_MICROS
             self.balance_micros += amount
+            self.funds_entries += funds
             yield ("FUNDS_ADDED" if funds else "USAGE", amount, self.balance_micros,
                    None if funds else "DOMESTIC_CALLING", None if funds else 1, f"call-{n}",
                    EPOCH + timedelta(seconds=n), f"seed-{n}", f"{n:064x}")
@@ -162,7 +164,9 @@ class SqliteSeeder:
 
     async def add_entries(self, account_id: int, ledger: Ledger, count: int) -> None:
         self._insert("ledger_entries", _ENTRY_COLUMNS, (_entry_row(account_id, r) for r in ledger.grow(count)))
-        self._db.execute("UPDATE accounts SET balance_micros = ? WHERE id = ?", (ledger.balance_micros, account_id))
+        self._db.execute("UPDATE accounts SET balance_micros = ?, funds_added_entries = ?, usage_entries = ? "
+                         "WHERE id = ?", (ledger.balance_micros, ledger.funds_entries,
+                                          ledger.entries - ledger.funds_entries, account_id))
         self._db.execute("COMMIT")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -203,8 +207,9 @@ class PostgresSeeder:
         async with self._db.transaction():
             while chunk := [row for _, row in zip(range(100_000), rows, strict=False)]:
                 await self._db.copy_records_to_table("ledger_entries", columns=_ENTRY_COLUMNS, records=chunk)
-            await self._db.execute("UPDATE accounts SET balance_micros = $1 WHERE id = $2",
-                                   ledger.balance_micros, account_id)
+            await self._db.execute("UPDATE accounts SET balance_micros = $1, funds_added_entries = $2, "
+                                   "usage_entries = $3 WHERE id = $4", ledger.balance_micros,
+                                   ledger.funds_entries, ledger.entries - ledger.funds_entries, account_id)
         await self._db.execute("ANALYZE ledger_entries")
 
     async def entry_id_at(self, account_id: int, newest_offset: int) -> int:

@@ -96,7 +96,7 @@ async def all_account_ids(deps: Deps) -> list[int]:
 
 async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
     """The ledger rule: balance == sum of entries == newest balanceAfter, each entry chains on the one before,
-    the balance never negative, and at most one PENDING recharge attempt."""
+    the balance never negative, at most one PENDING recharge attempt, and entry counters that match."""
     async with deps.uow() as uow:
         account = await uow.accounts.get_any(account_id)
         total = await uow.ledger.total(account_id)
@@ -115,6 +115,10 @@ async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
         assert entry.balance_after_micros >= 0, entry
         assert (entry.amount_micros < 0) == (entry.kind is EntryKind.USAGE), entry
     assert await count_pending_rows(deps, account_id) <= 1
+    for kind in EntryKind:  # the per-kind counters behind totalCount
+        assert account.entry_counts[kind] == sum(e.kind is kind for e in newest_first), (kind, account.entry_counts)
+    async with deps.uow() as uow:
+        assert await uow.ledger.count(account_id, None) == len(newest_first)
     return account
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -77,6 +78,9 @@ class Account:
     created_at: datetime
     recharge: RechargeSettings = field(default_factory=RechargeSettings)
     payment_method: PaymentMethod | None = None
+    entry_counts: dict[EntryKind, int] = field(default_factory=lambda: dict.fromkeys(EntryKind, 0))
+    """How many ledger entries of each kind the account has: kept with the balance, so that counting a
+    long history costs nothing."""
 
     @property
     def balance(self) -> Money:
@@ -90,12 +94,16 @@ class Account:
         if self.is_closed:
             raise account_closed()
 
+    def count_entries(self, kinds: Collection[EntryKind] | None = None) -> int:
+        return sum(count for kind, count in self.entry_counts.items() if not kinds or kind in kinds)
+
     def credit(self, kind: EntryKind, micros: int, at: datetime, *, idempotency_key: str | None = None,
                request_hash: str | None = None) -> LedgerEntry:
         """Adds funds. Credits are never refused here: by the time one is written the money was charged."""
         if micros <= 0:
             raise ValueError(f"a credit must be positive, got {micros} micros")
         self.balance_micros += micros
+        self.entry_counts[kind] += 1
         return LedgerEntry(
             account_id=self.id, kind=kind, amount_micros=micros, balance_after_micros=self.balance_micros,
             currency=self.currency, occurred_at=at, created_at=at, idempotency_key=idempotency_key,
@@ -116,6 +124,7 @@ class Account:
                 ["input", "amount"],
             )
         self.balance_micros -= micros
+        self.entry_counts[EntryKind.USAGE] += 1
         return LedgerEntry(
             account_id=self.id, kind=EntryKind.USAGE, amount_micros=-micros,
             balance_after_micros=self.balance_micros, currency=self.currency, occurred_at=occurred_at,

@@ -136,7 +136,12 @@ class SqlLedgerRepository:
         return [_entry(row) for row in rows]
 
     async def count(self, account_id: int, kinds: Collection[EntryKind] | None) -> int:
-        return await _count(self._connection, _entries_of(select(func.count()), account_id, kinds))
+        """From the per-kind counters on the account row, which every append keeps (constant time)."""
+        columns = [accounts.c[column] for kind, column in _ENTRY_COUNT_COLUMNS.items() if not kinds or kind in kinds]
+        if not columns:
+            return 0
+        total = sum(columns[1:], columns[0])
+        return await _count(self._connection, select(total).where(accounts.c.id == account_id))
 
     async def total(self, account_id: int) -> int:
         query = select(func.coalesce(func.sum(ledger_entries.c.amount_micros), 0)).where(
@@ -357,7 +362,12 @@ def _account_values(account: Account) -> dict[str, Any]:
         "payment_brand": method.brand if method else None,
         "payment_last4": method.last4 if method else None,
         "payment_updated_at": method.updated_at if method else None,
+        **{column: account.entry_counts[kind] for kind, column in _ENTRY_COUNT_COLUMNS.items()},
     }
+
+
+_ENTRY_COUNT_COLUMNS = {EntryKind.FUNDS_ADDED: "funds_added_entries",
+                        EntryKind.AUTO_RECHARGE: "auto_recharge_entries", EntryKind.USAGE: "usage_entries"}
 
 
 def _account(row: Row[Any]) -> Account:
@@ -372,6 +382,7 @@ def _account(row: Row[Any]) -> Account:
             trigger_micros=row.recharge_trigger_micros, updated_at=row.recharge_updated_at,
             consecutive_failures=row.recharge_failures,
         ),
+        entry_counts={kind: getattr(row, column) for kind, column in _ENTRY_COUNT_COLUMNS.items()},
     )
 
 

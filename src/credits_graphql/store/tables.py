@@ -109,6 +109,10 @@ accounts = Table(
     Column("payment_brand", String(40)),
     Column("payment_last4", String(4)),
     Column("payment_updated_at", UTCDateTime()),
+    # Entries per kind, updated with the balance: totalCount without counting a long history.
+    Column("funds_added_entries", BigInteger(), nullable=False, server_default=text("0")),
+    Column("auto_recharge_entries", BigInteger(), nullable=False, server_default=text("0")),
+    Column("usage_entries", BigInteger(), nullable=False, server_default=text("0")),
     Index("ix_accounts_org_id_id", "org_id", "id"),
 )
 
