@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from types import TracebackType
 from typing import Self
@@ -44,14 +45,20 @@ class SqlUnitOfWork:
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
 
-    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
+    def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None) -> None:
         self._engine = engine
         self._write = write
+        self._writers = writers if write else None
+        self._holding = False
 
     async def __aenter__(self) -> Self:
+        if self._writers is not None:
+            await self._writers.acquire()
+            self._holding = True
         try:
             self.connection = await self._engine.connect()
         except Exception as error:
+            self._release_writers()
             if (translated := _translated(error)) is None:
                 raise
             raise translated from error
@@ -61,6 +68,7 @@ class SqlUnitOfWork:
                 await self.connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
             except Exception as error:
                 await self._close()
+                self._release_writers()
                 if (translated := _translated(error)) is None:
                     raise
                 raise translated from error
@@ -75,9 +83,17 @@ class SqlUnitOfWork:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._close()
+        try:
+            await self._close()
+        finally:
+            self._release_writers()
         if exc is not None and (translated := _translated(exc)) is not None:
             raise translated from exc
+
+    def _release_writers(self) -> None:
+        if self._writers is not None and self._holding:
+            self._holding = False
+            self._writers.release()
 
     async def _close(self) -> None:
         # On a dead connection the rollback fails too; the database has rolled back already.
@@ -109,6 +125,10 @@ def _translated(error: BaseException) -> Exception | None:
 class SqlUnitOfWorkFactory:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # SQLite runs one write transaction at a time anyway; queueing this process's writers here, instead
+        # of in SQLite's busy handler (which sleeps and polls), keeps the waits short. Other processes still
+        # wait in the busy handler, and the database alone keeps the balances right.
+        self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, write=write)
+        return SqlUnitOfWork(self._engine, write=write, writers=self._writers)
