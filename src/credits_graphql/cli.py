@@ -182,7 +182,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         asyncio.run(_with_runtime(settings, lambda runtime: _dev_welcome(runtime, url)))
     print(f"credits-graphql serving {url} (env={settings.env}, worker={settings.worker})", flush=True)
     config = uvicorn.Config(build_app(bootstrap(settings)), host=host, port=port, log_level="info",
-                            lifespan="on", timeout_graceful_shutdown=30)
+                            access_log=settings.access_log, lifespan="on", timeout_graceful_shutdown=30)
     # uvicorn drains requests on SIGTERM, then re-raises the signal under the handler that was there
     # before it: make that an orderly exit with status 0, as a process manager expects.
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -45,6 +45,7 @@ class Settings:
     graphiql: bool = False
     introspection: bool = False
     field_suggestions: bool = False
+    access_log: bool = False
     max_body_bytes: int = 1024 * 1024
     max_query_depth: int = 16
     max_query_aliases: int = 30
@@ -83,6 +84,7 @@ class Settings:
             graphiql=_flag(env, "CREDITS_GRAPHIQL", dev),
             introspection=_flag(env, "CREDITS_INTROSPECTION", dev),
             field_suggestions=_flag(env, "CREDITS_FIELD_SUGGESTIONS", dev),
+            access_log=_flag(env, "CREDITS_ACCESS_LOG", dev),
             max_body_bytes=_limit(env, "CREDITS_MAX_BODY_BYTES", 1024 * 1024),
             max_query_depth=_limit(env, "CREDITS_MAX_QUERY_DEPTH", 16),
             max_query_aliases=_limit(env, "CREDITS_MAX_QUERY_ALIASES", 30),

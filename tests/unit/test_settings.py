@@ -136,3 +136,11 @@ def test_prod_turns_graphiql_and_introspection_on_only_when_asked(value: str) ->
 def test_the_database_url_is_stripped_of_surrounding_spaces() -> None:
     url = "sqlite+aiosqlite:////tmp/x.db"
     assert Settings.from_env({"CREDITS_DATABASE_URL": f"  {url} "}).database_url == url
+
+
+def test_the_access_log_is_on_in_dev_off_in_prod_unless_asked() -> None:
+    assert Settings.from_env({"CREDITS_ENV": "dev"}).access_log is True
+    assert Settings.from_env({}).access_log is False
+    assert Settings.from_env({"CREDITS_ACCESS_LOG": "true"}).access_log is True
+    with pytest.raises(SettingsError, match="CREDITS_ACCESS_LOG"):
+        Settings.from_env({"CREDITS_ACCESS_LOG": "sometimes"})
