@@ -87,9 +87,18 @@ def postgresql_only(database_url: str) -> None:
         pytest.skip("SQLite serializes write transactions; this interleaving cannot happen there")
 
 
+async def _admin_change(deps: Deps, org: Org, account_id: int, change: str) -> None:
+    if change == "close":
+        await accounts.close_account(deps, org.id, account_id)
+    else:
+        await accounts.update_recharge_settings(deps, org.id, accounts.UpdateRechargeSettings(
+            account_id, enabled=False, recharge_amount=Decimal(100), trigger_balance=Decimal(20)))
+
+
 @pytest.mark.usefixtures("postgresql_only")
-async def test_a_worker_leasing_while_the_account_closes_gets_its_charge_credited(
-        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+@pytest.mark.parametrize("change", ["close", "disable"])
+async def test_a_worker_that_leased_the_attempt_before_the_admin_looked_gets_its_charge_credited(
+        deps: Deps, org: Org, gateway: SandboxGateway, change: str) -> None:
     account = await open_account(deps, org.id)
     await fund(deps, org.id, account.id, "10")
     await enable_recharge(deps, org.id, account.id, amount="100", trigger="20")
@@ -101,31 +110,7 @@ async def test_a_worker_leasing_while_the_account_closes_gets_its_charge_credite
         assert claim is not None
         claims.append(claim)
 
-    await accounts.close_account(_hooked(deps, worker_claims), org.id, account.id)
-    [claim] = claims
-    await recharges.settle(worker_deps, claim, await recharges.charge(worker_deps, claim))
-
-    charged = [key for key in spy.keys if key.startswith("recharge:")]
-    credited = await entries(deps, account.id, [EntryKind.AUTO_RECHARGE])
-    assert len(charged) == len(credited) == 1
-
-
-@pytest.mark.usefixtures("postgresql_only")
-async def test_a_worker_leasing_while_auto_recharge_is_disabled_gets_its_charge_credited(
-        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
-    account = await open_account(deps, org.id)
-    await fund(deps, org.id, account.id, "10")
-    await enable_recharge(deps, org.id, account.id, amount="100", trigger="20")
-    worker_deps, spy = recording(deps, gateway)
-    claims: list[recharges.Claim] = []
-
-    async def worker_claims() -> None:
-        claim = await recharges.claim_next(worker_deps)
-        assert claim is not None
-        claims.append(claim)
-
-    await accounts.update_recharge_settings(_hooked(deps, worker_claims), org.id, accounts.UpdateRechargeSettings(
-        account.id, enabled=False, recharge_amount=Decimal(100), trigger_balance=Decimal(20)))
+    await _admin_change(_hooked(deps, worker_claims), org, account.id, change)
     [claim] = claims
     await recharges.settle(worker_deps, claim, await recharges.charge(worker_deps, claim))
 
@@ -147,12 +132,7 @@ async def test_a_worker_arriving_after_the_admin_locked_the_attempt_charges_noth
     async def worker_claims() -> None:
         claims.append(await recharges.claim_next(worker_deps))
 
-    admin_deps = _hooked(deps, worker_claims, before=False)
-    if change == "close":
-        await accounts.close_account(admin_deps, org.id, account.id)
-    else:
-        await accounts.update_recharge_settings(admin_deps, org.id, accounts.UpdateRechargeSettings(
-            account.id, enabled=False))
+    await _admin_change(_hooked(deps, worker_claims, before=False), org, account.id, change)
 
     assert claims == [None], "the attempt is locked by the admin's transaction: the worker skips it"
     assert [key for key in spy.keys if key.startswith("recharge:")] == []

@@ -7,7 +7,7 @@ import pytest
 from credits_graphql.domain.access import Action, Principal, Role, allows
 
 TABLE = {
-    Role.ADMIN: {Action.READ, Action.RECORD_USAGE, Action.MANAGE_ACCOUNTS, Action.MOVE_FUNDS},
+    Role.ADMIN: {Action.READ, Action.RECORD_USAGE, Action.MANAGE_ACCOUNTS, Action.MOVE_FUNDS, Action.READ_AUDIT_TRAIL},
     Role.USAGE_WRITER: {Action.READ, Action.RECORD_USAGE},
     Role.READER: {Action.READ},
 }

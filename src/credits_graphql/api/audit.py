@@ -16,14 +16,12 @@ from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import FieldExtension
 from strawberry.extensions.field_extension import AsyncExtensionResolver
-from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
 
 from credits_graphql.api.context import Context
-from credits_graphql.api.errors import FORBIDDEN, INTERNAL
+from credits_graphql.api.errors import INTERNAL
 from credits_graphql.api.ids import decode_id, global_id
 from credits_graphql.api.types import AccountNode
-from credits_graphql.domain.access import Role
 from credits_graphql.domain.money import format_plain_decimal
 from credits_graphql.service import audit
 from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome
@@ -130,18 +128,6 @@ class Audited(FieldExtension):
 
 def audited(operation: str) -> Audited:
     return Audited(operation)
-
-
-class AdminOnly(BasePermission):
-    message = "Only an ADMIN API key may read the audit trail."
-    error_extensions = {"code": FORBIDDEN}
-
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        return bool(info.context.principal.role is Role.ADMIN)
-
-
-def admin_only() -> PermissionExtension:
-    return PermissionExtension(permissions=[AdminOnly()], use_directives=False)
 
 
 @strawberry.type

@@ -10,9 +10,10 @@ from strawberry.types import Info
 
 import credits_graphql.api.enums  # noqa: F401  (names the enums)
 from credits_graphql.api import connections
-from credits_graphql.api.audit import AuditEventNode, admin_only
+from credits_graphql.api.audit import AuditEventNode
 from credits_graphql.api.context import Context
 from credits_graphql.api.ids import decode_id
+from credits_graphql.api.permissions import allowed
 from credits_graphql.api.types import (
     AccountNode,
     Balance,
@@ -21,7 +22,7 @@ from credits_graphql.api.types import (
     transactions_of,
 )
 from credits_graphql.domain import ledger
-from credits_graphql.domain.access import Role
+from credits_graphql.domain.access import Action
 from credits_graphql.domain.ledger import Account
 from credits_graphql.service import audit, queries
 
@@ -46,7 +47,7 @@ class Query:
         if type_name == "RechargeAttempt":
             attempt = (await queries.attempts_by_id(info.context.deps, info.context.org_id, [row_id])).get(row_id)
             return RechargeAttemptNode.of(attempt) if attempt else None
-        if type_name == "AuditEvent" and info.context.principal.role is Role.ADMIN:
+        if type_name == "AuditEvent" and info.context.principal.may(Action.READ_AUDIT_TRAIL):
             event = await audit.audit_event(info.context.deps, info.context.org_id, row_id)
             return AuditEventNode.of(event) if event else None
         return None
@@ -79,7 +80,7 @@ class Query:
             return None
         return await transactions_of(info, account.id, first, after, kinds)
 
-    @strawberry.field(extensions=[admin_only()],
+    @strawberry.field(extensions=[allowed(Action.READ_AUDIT_TRAIL)],
                       description="The organization's audit trail of mutations, newest first. ADMIN only.")
     async def audit_events(self, info: Info[Context, None], first: int | None = None,
                            after: str | None = None) -> connections.Connection[AuditEventNode]:

@@ -17,6 +17,7 @@ class Action(StrEnum):
     RECORD_USAGE = "RECORD_USAGE"
     MANAGE_ACCOUNTS = "MANAGE_ACCOUNTS"
     MOVE_FUNDS = "MOVE_FUNDS"
+    READ_AUDIT_TRAIL = "READ_AUDIT_TRAIL"
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
