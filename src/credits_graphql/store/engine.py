@@ -10,6 +10,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from credits_graphql.store.sqlite_driver import one_hop_dbapi
+
 WRITE_OPTION = "credits_write"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -19,7 +21,7 @@ def create_engine(url: str, *, pool_size: int | None = None, max_overflow: int |
     """`pool_size`/`max_overflow` size the PostgreSQL pool (per process; SQLite keeps its default)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **kwargs)
+            url, module=one_hop_dbapi(), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **kwargs)
         _configure_sqlite(engine)
         return engine
     if pool_size is not None:

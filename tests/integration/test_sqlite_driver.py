@@ -1,0 +1,88 @@
+"""The SQLite driver: one trip to the connection's thread per statement, and transactions that still
+behave as SQLite's own (a folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from credits_graphql.store.engine import WRITE_OPTION, create_engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/driver.db")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the calls run on a connection's thread."""
+    calls: list[str] = []
+    run_on_thread = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await run_on_thread(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return calls
+
+
+async def test_a_write_transaction_takes_one_hop_per_statement_and_one_to_commit(
+        engine: AsyncEngine, hops: list[str]) -> None:
+    async with engine.connect() as connection:
+        await connection.execution_options(**{WRITE_OPTION: True})
+        hops.clear()
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        rows = (await connection.execute(text("SELECT v FROM t"))).all()
+        await connection.commit()
+    assert rows == [("a",)]
+    assert hops == ["_run", "_run", "commit"]
+
+
+async def test_a_transaction_that_ran_nothing_costs_no_hop(engine: AsyncEngine, hops: list[str]) -> None:
+    async with engine.connect() as connection:
+        hops.clear()
+        await connection.begin()
+        await connection.rollback()
+    assert hops == []
+
+
+async def test_a_folded_begin_immediate_holds_the_write_lock_from_the_first_statement(
+        engine: AsyncEngine, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "driver.db", timeout=0, isolation_level=None)
+    try:
+        async with engine.connect() as connection:
+            await connection.execution_options(**{WRITE_OPTION: True})
+            await connection.begin()
+            await connection.execute(text("SELECT count(*) FROM t"))  # a read, yet the write lock is held
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await connection.rollback()
+        other.execute("BEGIN IMMEDIATE")  # released
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_rollback_leaves_nothing_and_errors_surface_as_sqlalchemy_errors(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('gone')"))
+        await connection.rollback()
+        with pytest.raises(Exception, match="no such table"):
+            await connection.execute(text("SELECT * FROM missing"))
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
