@@ -128,3 +128,37 @@ async def test_the_database_refuses_to_change_or_remove_an_audit_event(gql: Grap
             async with runtime.engine.begin() as connection:
                 await connection.execute(text(statement))
     assert (await gql(AUDIT))["auditEvents"]["totalCount"] == 1
+
+
+_REFUSE_AUDIT = {
+    "sqlite": ["CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit down'); END"],
+    "postgresql": ["CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'audit down'; END $$",
+                   "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_down()"],
+}
+
+
+async def test_a_usage_report_and_its_audit_event_commit_together_or_not_at_all(
+        gql: GraphQLClient, runtime: Runtime, org: Org) -> None:
+    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": {"token": "tok_visa"}}})
+    account_id = created["createAccount"]["account"]["id"]
+    await gql(ADD_FUNDS, {"id": account_id, "amount": "100"})
+    async with runtime.engine.begin() as connection:
+        for statement in _REFUSE_AUDIT[runtime.engine.dialect.name]:
+            await connection.execute(text(statement))
+    refused = await gql.post(USAGE, {"id": account_id}, key=org.usage_writer)
+    assert refused.json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    balance = """query($id: ID!) { account(id: $id) { balance { available { amount } } transactions { totalCount } } }"""
+    assert (await gql(balance, {"id": account_id}))["account"] == {
+        "balance": {"available": {"amount": "100.00"}}, "transactions": {"totalCount": 1}}  # no usage without its event
+
+    async with runtime.engine.begin() as connection:
+        await connection.execute(text("DROP TRIGGER audit_down" + (" ON audit_events" if runtime.engine.dialect.name
+                                                                   == "postgresql" else "")))
+    retried = await gql(USAGE, {"id": account_id}, key=org.usage_writer)
+    assert retried["recordUsage"]["userErrors"] == []
+    assert (await gql(balance, {"id": account_id}))["account"] == {
+        "balance": {"available": {"amount": "98.75"}}, "transactions": {"totalCount": 2}}
+    usage_events = [e for e in await _events(gql, first=10) if e["operation"] == "recordUsage"]
+    # The refused call's own ERROR event could not be written either while events were refused (it is logged).
+    assert [(e["outcome"], e["errorCodes"]) for e in usage_events] == [("OK", [])]

@@ -92,21 +92,33 @@ def _error_code(error: Exception) -> str:
 
 class Audited(FieldExtension):
     """Records one audit event per call of the field, whatever the outcome (OK, userErrors, or a
-    GraphQL error such as FORBIDDEN), after the mutation has answered and committed."""
+    GraphQL error such as FORBIDDEN). For a mutation of one write transaction (`in_transaction`), the OK
+    event is appended in that transaction; otherwise, and for other outcomes, after the mutation answered."""
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, *, in_transaction: bool = False) -> None:
         self.operation = operation
+        self.in_transaction = in_transaction
 
     async def resolve_async(self, next_: AsyncExtensionResolver, source: Any, info: Info[Context, None],
                             **kwargs: Any) -> Any:
         given = kwargs.get("input")
         summary, account_id = input_summary(given), _account_id_of(given)
+        deps, principal = info.context.deps, info.context.principal
+        scope = None
+        if self.in_transaction:
+            scope = audit.stage_with_next_commit(deps, audit.new_audit_event(
+                deps, principal, self.operation, account_id, summary, AuditOutcome.OK))
         try:
             payload = await next_(source, info, **kwargs)
         except Exception as error:
             await self._record(info, account_id, summary, AuditOutcome.ERROR, [_error_code(error)])
             raise
+        finally:
+            if scope is not None:
+                scope.unstage_audit_event()
         codes = [str(error.code) for error in getattr(payload, "user_errors", ())]
+        if not codes and scope is not None and scope.audit_committed:
+            return payload
         account = getattr(payload, "account", None)
         if account_id is None and isinstance(account, AccountNode):
             account_id = account.row_id
@@ -117,8 +129,8 @@ class Audited(FieldExtension):
                       outcome: AuditOutcome, codes: list[str]) -> None:
         context = info.context
         try:
-            await audit.record_audit_event(context.deps, context.principal, self.operation, account_id, summary,
-                                           outcome, codes)
+            await audit.record_audit_event(context.deps, audit.new_audit_event(
+                context.deps, context.principal, self.operation, account_id, summary, outcome, codes))
         except Exception:
             # The mutation has committed: turning its answer into an error would invite a retry that
             # creates a second account. The failure is logged loudly instead.
@@ -126,8 +138,8 @@ class Audited(FieldExtension):
                           context.principal.key_id, outcome)
 
 
-def audited(operation: str) -> Audited:
-    return Audited(operation)
+def audited(operation: str, *, in_transaction: bool = False) -> Audited:
+    return Audited(operation, in_transaction=in_transaction)
 
 
 @strawberry.type

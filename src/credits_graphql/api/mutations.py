@@ -102,7 +102,7 @@ class Mutation:
             return UpdatePaymentMethodPayload(user_errors=[UserError.of(violation)])
         return UpdatePaymentMethodPayload(account=_account_node(info, account))
 
-    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsage")])
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsage", in_transaction=True)])
     async def record_usage(self, info: Info[Context, None], input: RecordUsageInput) -> RecordUsagePayload:
         try:
             done = await ledger.record_usage(info.context.deps, info.context.org_id, ledger.RecordUsage(
@@ -115,7 +115,7 @@ class Mutation:
         return RecordUsagePayload(transaction=TransactionNode.of(done.entry),
                                   account=_account_node(info, done.account), triggered_recharge=triggered)
 
-    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsageBatch")],
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsageBatch", in_transaction=True)],
                          description=f"Up to {usage_batch.MAX_BATCH_ITEMS} usage reports in one call, applied in "
                          "order with recordUsage's rules; each item has its own result and userErrors, and a "
                          "refused item does not stop the others. An empty or larger batch, or a malformed id "

@@ -7,20 +7,34 @@ from collections.abc import Mapping, Sequence
 from credits_graphql.domain.access import Principal
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.queries import Page
+from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome
 
 MAX_VALUE_LENGTH = 200
 
 
-async def record_audit_event(deps: Deps, principal: Principal, operation: str, account_id: int | None,
-                             input_summary: Mapping[str, str | None], outcome: AuditOutcome,
-                             error_codes: Sequence[str] = ()) -> AuditEvent:
-    """Appends one event in a transaction of its own. `input_summary` must hold no secrets (payment
-    tokens); values are cut to MAX_VALUE_LENGTH characters."""
-    event = AuditEvent(
+def new_audit_event(deps: Deps, principal: Principal, operation: str, account_id: int | None,
+                input_summary: Mapping[str, str | None], outcome: AuditOutcome,
+                error_codes: Sequence[str] = ()) -> AuditEvent:
+    """A new event, not yet recorded. `input_summary` must hold no secrets (payment tokens); values are
+    cut to MAX_VALUE_LENGTH characters."""
+    return AuditEvent(
         org_id=principal.org_id, api_key_id=principal.key_id, operation=operation, account_id=account_id,
         input_summary={name: _cut(value) for name, value in input_summary.items()}, outcome=outcome,
         error_codes=tuple(error_codes), occurred_at=deps.clock())
+
+
+def stage_with_next_commit(deps: Deps, event: AuditEvent) -> RequestScope | None:
+    """Has the request's next committing write transaction append the event (for a use case that makes
+    one write transaction and refuses by raising before it commits); None where there is no request."""
+    if not isinstance(deps.uow, RequestScope):
+        return None
+    deps.uow.stage_audit_event(event)
+    return deps.uow
+
+
+async def record_audit_event(deps: Deps, event: AuditEvent) -> AuditEvent:
+    """Appends the event in a transaction of its own."""
     async with deps.uow(write=True) as uow:
         event = await uow.audit_events.append(event)
         await uow.commit()

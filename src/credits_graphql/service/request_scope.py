@@ -1,6 +1,7 @@
 """One read transaction per request: the reads of a request (the key check, then every field) share
 one connection instead of opening one each. Reads are serialised on it; a write ends it first, so
-reads after a commit see that commit."""
+reads after a commit see that commit. A staged audit event is appended by the request's next write
+transaction that commits, so the event and the change it records commit together."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
-from credits_graphql.service.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from credits_graphql.service.unit_of_work import AuditEvent, UnitOfWork, UnitOfWorkFactory
 
 
 class RequestScope:
@@ -19,6 +20,15 @@ class RequestScope:
         self._read: UnitOfWork | None = None
         self._read_context: AbstractAsyncContextManager[UnitOfWork] | None = None
         self._lock = asyncio.Lock()
+        self._staged: AuditEvent | None = None
+        self.audit_committed = False
+        """The staged event was appended by a write transaction that committed."""
+
+    def stage_audit_event(self, event: AuditEvent) -> None:
+        self._staged, self.audit_committed = event, False
+
+    def unstage_audit_event(self) -> None:
+        self._staged = None
 
     def __call__(self, *, write: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
         if write:
@@ -70,9 +80,15 @@ class _AfterReads:
 
     async def __aenter__(self) -> UnitOfWork:
         await self._scope.close()
-        return await self._inner.__aenter__()
+        self._uow = await self._inner.__aenter__()
+        self._uow.audit_on_commit = self._scope._staged
+        return self._uow
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._uow.committed and self._uow.audit_on_commit is not None:
+                self._scope._staged, self._scope.audit_committed = None, True
 

@@ -154,6 +154,9 @@ class UnitOfWork(Protocol):
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
+    audit_on_commit: AuditEvent | None
+    """An event `commit()` appends in this transaction: the audit trail of the request that made it."""
+    committed: bool
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

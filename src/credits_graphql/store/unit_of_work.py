@@ -14,6 +14,7 @@ from credits_graphql.service.transient import StoreUnavailable, TransientConflic
 from credits_graphql.service.unit_of_work import (
     AccountRepository,
     ApiKeyRepository,
+    AuditEvent,
     AuditEventRepository,
     FundsChargeRepository,
     LedgerRepository,
@@ -44,6 +45,8 @@ class SqlUnitOfWork:
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
+    audit_on_commit: AuditEvent | None = None
+    committed: bool = False
 
     def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None) -> None:
         self._engine = engine
@@ -103,7 +106,10 @@ class SqlUnitOfWork:
             await self.connection.close()
 
     async def commit(self) -> None:
+        if self.audit_on_commit is not None:
+            await self.audit_events.append(self.audit_on_commit)
         await self.connection.commit()
+        self.committed = True
 
 
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
