@@ -140,7 +140,8 @@ _REFUSE_AUDIT = {
 
 async def test_a_usage_report_and_its_audit_event_commit_together_or_not_at_all(
         gql: GraphQLClient, runtime: Runtime, org: Org) -> None:
-    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": {"token": "tok_visa"}}})
+    card = {"token": "tok_visa"}
+    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": card}})
     account_id = created["createAccount"]["account"]["id"]
     await gql(ADD_FUNDS, {"id": account_id, "amount": "100"})
     async with runtime.engine.begin() as connection:
@@ -148,9 +149,11 @@ async def test_a_usage_report_and_its_audit_event_commit_together_or_not_at_all(
             await connection.execute(text(statement))
     refused = await gql.post(USAGE, {"id": account_id}, key=org.usage_writer)
     assert refused.json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
-    balance = """query($id: ID!) { account(id: $id) { balance { available { amount } } transactions { totalCount } } }"""
+    balance = """query($id: ID!) {
+      account(id: $id) { balance { available { amount } } transactions { totalCount } } }"""
     assert (await gql(balance, {"id": account_id}))["account"] == {
-        "balance": {"available": {"amount": "100.00"}}, "transactions": {"totalCount": 1}}  # no usage without its event
+        # No usage without its event:
+        "balance": {"available": {"amount": "100.00"}}, "transactions": {"totalCount": 1}}
 
     async with runtime.engine.begin() as connection:
         await connection.execute(text("DROP TRIGGER audit_down" + (" ON audit_events" if runtime.engine.dialect.name

@@ -148,6 +148,21 @@ async def test_items_of_several_accounts_and_of_another_org_are_kept_apart(deps:
         micros("8"), micros("16"), micros("30"), micros("10")]
 
 
+async def test_a_key_used_on_several_accounts_replays_each_accounts_own_entry(deps: Deps, org: Org) -> None:
+    first, second, third = [await _funded(deps, org, "10") for _ in range(3)]
+    earlier = await use(deps, org.id, second, "4", "b")  # "b" is used on the second account only
+    batch = [item(first, "1", "a"), item(second, "2", "a"), item(first, "3", "b"), item(third, "4", "b")]
+    results = await record_usage_batch(deps, org.id, batch)
+    assert [recorded(r).entry.balance_after_micros for r in results] == [
+        micros("9"), micros("4"), micros("6"), micros("6")]
+    again = await record_usage_batch(deps, org.id, [*batch, item(second, "4", "b"), item(second, "5", "b")])
+    assert [recorded(r).entry for r in again[:4]] == [recorded(r).entry for r in results]
+    assert recorded(again[4]).entry == earlier.entry
+    assert refused(again[5]) == (ErrorCode.IDEMPOTENCY_KEY_REUSED, ("input", "idempotencyKey"))
+    assert [(await reload(deps, a)).balance_micros for a in (first, second, third)] == [
+        micros("6"), micros("4"), micros("6")]
+
+
 async def test_crossing_the_trigger_starts_exactly_one_recharge(deps: Deps, org: Org) -> None:
     account_id = await _funded(deps, org, "50")
     await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")

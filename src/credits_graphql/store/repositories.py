@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, func, insert, select, update
+from sqlalchemy import ARRAY, BigInteger, Row, Select, String, bindparam, column, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from credits_graphql.domain.access import Role
@@ -33,6 +33,26 @@ from credits_graphql.store.tables import (
     recharge_attempts,
 )
 
+# The statements of the hot paths (every request, every usage report) are built once: building a select and
+# its cache key costs more than SQLite takes to run it.
+_KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
+_ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
+_ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
+_ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
+                                   accounts.c.id.in_(bindparam("account_ids", expanding=True)))
+_SAVE_ACCOUNT = update(accounts).where(accounts.c.id == bindparam("account_id"))  # SET: the values given
+_APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id)
+_ENTRY_BY_KEY = select(ledger_entries).where(ledger_entries.c.account_id == bindparam("account_id"),
+                                             ledger_entries.c.idempotency_key == bindparam("key"))
+_GIVEN_KEYS = func.unnest(bindparam("account_ids", type_=ARRAY(BigInteger())), bindparam("keys", type_=ARRAY(String()))
+                         ).table_valued(column("account_id", BigInteger()), column("idempotency_key", String())
+                                        ).render_derived()
+_ENTRY_OF_GIVEN_KEY = (select(ledger_entries)
+                       .where(ledger_entries.c.account_id == _GIVEN_KEYS.c.account_id,
+                              ledger_entries.c.idempotency_key == _GIVEN_KEYS.c.idempotency_key)
+                       .limit(1).lateral())
+_ENTRIES_BY_KEYS_POSTGRESQL = select(_ENTRY_OF_GIVEN_KEY).select_from(_GIVEN_KEYS).join(_ENTRY_OF_GIVEN_KEY, true())
+
 
 class SqlAccountRepository:
     def __init__(self, connection: AsyncConnection) -> None:
@@ -46,16 +66,16 @@ class SqlAccountRepository:
         return account
 
     async def get(self, org_id: int, account_id: int, *, for_update: bool = False) -> Account | None:
-        query = select(accounts).where(accounts.c.id == account_id, accounts.c.org_id == org_id)
-        return await self._one(query.with_for_update() if for_update else query)
+        row = (await self._connection.execute(_ACCOUNT_FOR_UPDATE if for_update else _ACCOUNT,
+                                              {"account_id": account_id, "org_id": org_id})).first()
+        return _account(row) if row is not None else None
 
     async def get_any(self, account_id: int, *, for_update: bool = False) -> Account | None:
         query = select(accounts).where(accounts.c.id == account_id)
         return await self._one(query.with_for_update() if for_update else query)
 
     async def get_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
-        rows = await self._connection.execute(
-            select(accounts).where(accounts.c.org_id == org_id, accounts.c.id.in_(list(account_ids))))
+        rows = await self._connection.execute(_ACCOUNTS, {"org_id": org_id, "account_ids": list(account_ids)})
         return [_account(row) for row in rows]
 
     async def lock_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
@@ -66,8 +86,7 @@ class SqlAccountRepository:
         return [_account(row) for row in rows]
 
     async def save(self, account: Account) -> None:
-        await self._connection.execute(
-            update(accounts).where(accounts.c.id == account.id).values(_account_values(account)))
+        await self._connection.execute(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)})
 
     async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
         query = select(accounts).where(accounts.c.org_id == org_id)
@@ -90,8 +109,7 @@ class SqlLedgerRepository:
 
     async def append(self, entry: LedgerEntry) -> LedgerEntry:
         values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
-        entry_id = (await self._connection.execute(
-            insert(ledger_entries).values(values).returning(ledger_entries.c.id))).scalar_one()
+        entry_id = (await self._connection.execute(_APPEND_ENTRY, values)).scalar_one()
         return replace(entry, id=entry_id)
 
     async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
@@ -108,18 +126,32 @@ class SqlLedgerRepository:
         return [replace(entry, id=ids[entry.account_id, entry.idempotency_key]) for entry in entries]
 
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
-        row = (await self._connection.execute(select(ledger_entries).where(
-            ledger_entries.c.account_id == account_id, ledger_entries.c.idempotency_key == key))).first()
+        row = (await self._connection.execute(_ENTRY_BY_KEY, {"account_id": account_id, "key": key})).first()
         return _entry(row) if row is not None else None
 
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
         if not keys:
             return []
         wanted = set(keys)
+        if self._connection.dialect.name == "postgresql":
+            return await self._by_idempotency_keys_postgresql(wanted)
         rows = await self._connection.execute(select(ledger_entries).where(
             ledger_entries.c.account_id.in_({account_id for account_id, _ in wanted}),
             ledger_entries.c.idempotency_key.in_({key for _, key in wanted})))
         return [_entry(row) for row in rows if (row.account_id, row.idempotency_key) in wanted]
+
+    async def _by_idempotency_keys_postgresql(self, wanted: Collection[tuple[int, str]]) -> list[LedgerEntry]:
+        """One probe of the unique (account, key) index per pair, whatever the table's size or statistics.
+
+        An IN list of the keys lets PostgreSQL scan every entry of the account instead and compare each row
+        with every key: asyncpg's prepared statement gets a generic plan after five runs, which cannot hash a
+        list of parameters, so a 1000-key batch cost seconds once the account had some 20,000 entries. The
+        pairs go as two arrays (one statement text for any batch size) and the lateral subquery with LIMIT 1
+        cannot be turned into a join that scans the account's entries."""
+        pairs = sorted(wanted)
+        rows = await self._connection.execute(_ENTRIES_BY_KEYS_POSTGRESQL, {
+            "account_ids": [account_id for account_id, _ in pairs], "keys": [key for _, key in pairs]})
+        return [_entry(row) for row in rows]
 
     async def get_many(self, org_id: int, entry_ids: Collection[int]) -> list[LedgerEntry]:
         rows = await self._connection.execute(
@@ -252,7 +284,7 @@ class SqlApiKeyRepository:
                       revoked_at=None, expires_at=expires_at, key_hash=key_hash)
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
-        row = (await self._connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        row = (await self._connection.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
         return _api_key(row) if row is not None else None
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
