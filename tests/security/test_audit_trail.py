@@ -134,7 +134,8 @@ _REFUSE_AUDIT = {
     "sqlite": ["CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit down'); END"],
     "postgresql": ["CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS "
                    "$$ BEGIN RAISE EXCEPTION 'audit down'; END $$",
-                   "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_down()"],
+                   "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events FOR EACH ROW "
+                   "EXECUTE FUNCTION audit_down()"],
 }
 
 
