@@ -1,7 +1,8 @@
 """`make bench`: the real service against bare Strawberry, back to back on this machine.
 
 For each scenario it runs autocannon (npm, bench/node_modules) `--runs` times against a fresh process and
-keeps the median run; prints a table and, last, one line of ratios to the baseline; writes the figures to
+keeps the median run; prints a table and, last, one line of ratios to the baseline (and of `serve --workers 2`
+to one process on PostgreSQL: the scale-out factor); writes the figures to
 bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare."""
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ BATCH_ITEMS = 1000
 # A partner sends batches over a few connections; 32 concurrent 1000-item batches only queue (seconds each)
 # and hit autocannon's 10 s timeout, whose abandoned requests the server still works through.
 BATCH_CONNECTIONS = 4
+SCALE_OUT_WORKERS = 2  # PostgreSQL is measured again with `serve --workers 2`: the scale-out factor
 
 
 @dataclass
@@ -63,7 +65,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+def process(args: list[str], env: dict[str, str], port: int, servers: int = 1) -> Iterator[str]:
+    """`servers`: how many server processes must have started (uvicorn logs each) before the load begins."""
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -71,7 +74,8 @@ def process(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.post(f"{url}/graphql", json={"query": "{ __typename }"}, timeout=1).status_code < 500:
+                if (httpx.post(f"{url}/graphql", json={"query": "{ __typename }"}, timeout=1).status_code < 500
+                        and (servers == 1 or Path(log.name).read_text().count("startup complete") >= servers)):
                     break
             except httpx.TransportError:
                 pass
@@ -108,7 +112,7 @@ def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: ar
     chosen = min(runs, key=lambda r: abs(r.requests_per_second - median))
     if items is not None:
         chosen.entries_per_second = chosen.requests_per_second * items
-    print(f"  {name:<34} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
+    print(f"  {name:<44} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
           f"p99 {chosen.p99_ms:>6.1f} ms  non-2xx {chosen.non_2xx}"
           + (f"  {chosen.entries_per_second:.0f} entries/s" if items is not None else ""), flush=True)
     return chosen
@@ -142,24 +146,40 @@ def seed(url: str, key: str) -> str:
     return account_id
 
 
-def service(name: str, database_url: str, args: argparse.Namespace) -> list[Figures]:
+def service(name: str, database_url: str, args: argparse.Namespace, workers: int = 1) -> list[Figures]:
+    """`workers` > 1: `serve --workers N`, balance read and recordUsage only (the scale-out of one request)."""
     env = service_env(database_url)
     cli("migrate", env=env)
     org = cli("create-org", "bench", env=env)
     key = cli("create-api-key", "--org", org, "--role", "ADMIN", env=env)
     port = free_port()
-    with process([str(CLI), "serve", "--port", str(port)], env, port) as url:
+    serve = [str(CLI), "serve", "--port", str(port), *(["--workers", str(workers)] if workers > 1 else [])]
+    with process(serve, env, port, servers=workers) as url:
         account = seed(url, key)
         read = measure(f"{name}: balance read", url, {"query": BALANCE, "variables": {"id": account}}, key, args)
         usage = {"query": USAGE, "variables": {"in": {"accountId": account, "service": "DOMESTIC_CALLING",
                                                        "amount": "0.01", "idempotencyKey": "__ID__"}}}
         write = measure(f"{name}: recordUsage", url, usage, key, args)
+        if workers > 1:
+            return [read, write]
         batch = {"query": USAGE_BATCH, "variables": {"in": {"items": [
             {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01", "idempotencyKey": f"__ID__-{n}"}
             for n in range(BATCH_ITEMS)]}}}
         ingest = measure(f"{name}: recordUsageBatch ({BATCH_ITEMS} items)", url, batch, key, args, items=BATCH_ITEMS,
                          connections=min(args.connections, BATCH_CONNECTIONS))
     return [read, write, ingest]
+
+
+def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
+    """PostgreSQL requests per second with `serve --workers N` over those of one process, per request kind."""
+    by_scenario = {f.scenario: f.requests_per_second for f in figures}
+    factors = {}
+    for kind in ("balance read", "recordUsage"):
+        one = by_scenario.get(f"postgresql: {kind}")
+        several = by_scenario.get(f"postgresql, serve --workers {SCALE_OUT_WORKERS}: {kind}")
+        if one and several:
+            factors[kind] = several / one
+    return factors
 
 
 async def _admin(dsn: str, sql: str) -> None:
@@ -194,18 +214,25 @@ def main() -> None:
         try:
             base = re.sub(r"^postgresql://", "postgresql+asyncpg://", args.postgres.rsplit("/", 1)[0])
             figures += service("postgresql", f"{base}/{name}", args)
+            figures += service(f"postgresql, serve --workers {SCALE_OUT_WORKERS}", f"{base}/{name}", args,
+                               workers=SCALE_OUT_WORKERS)
         finally:
             asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures[1:]
               if f.entries_per_second is None}
+    scale_out = scale_out_factors(figures)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({"at": stamp, "args": vars(args), "figures": [asdict(f) for f in figures],
-                               "ratios": ratios}, indent=2))
+                               "ratios": ratios, "scale_out": scale_out}, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
-    print("ratios to baseline: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items()))
+    line = "ratios to baseline: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items())
+    if scale_out:
+        line += (f"; scale-out of postgresql with serve --workers {SCALE_OUT_WORKERS} (over 1): "
+                 + ", ".join(f"{name} {factor:.2f}" for name, factor in scale_out.items()))
+    print(line)
 
 
 if __name__ == "__main__":

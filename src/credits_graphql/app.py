@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -20,10 +21,10 @@ from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.api.limits import QueryLimits
 from credits_graphql.api.request_guard import RequestGuard
 from credits_graphql.api.schema import build_schema
-from credits_graphql.bootstrap import Runtime
+from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
-from credits_graphql.settings import WorkerMode
+from credits_graphql.settings import Settings, WorkerMode
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 2.0
@@ -77,6 +78,19 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
     )
     rate_limit.install(app.state, runtime.rate_limiter)
     return app
+
+
+def app_from_env() -> Starlette:
+    """The application of one `serve --workers N` process (uvicorn's factory, run in each process it starts):
+    settings from the CREDITS_* environment, which the process inherits from the `serve` that read them."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        return build_app(bootstrap(Settings.from_env()))
+    except Exception:
+        # uvicorn restarts a process that dies of anything else, forever; this one stops them all.
+        log.exception("could not build the application")
+        sys.exit(STARTUP_FAILURE)
 
 
 async def _database_trouble(_: Request, error: Exception) -> JSONResponse:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from strawberry.printer import print_schema
 
@@ -25,6 +26,7 @@ from credits_graphql.store.migrate import upgrade
 
 T = TypeVar("T")
 PROG = "credits-graphql"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _positive_int(text: str) -> int:
@@ -84,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (and the recharge worker unless CREDITS_WORKER=external)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", default=8000, type=_port)
+    serve.add_argument("--workers", default=1, type=_positive_int, metavar="N",
+                       help="API processes sharing the port (default 1: this process serves)")
     commands.add_parser("worker", help="run the recharge worker on its own")
     commands.add_parser("export-schema", help="print the GraphQL SDL that is served")
     return parser
@@ -94,13 +98,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "export-schema":
         print(print_schema(schema))
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         _fail(str(error))
     if args.command == "serve":
-        _serve(settings, args.host, args.port)
+        _serve(settings, args.host, args.port, args.workers)
     elif args.command == "worker":
         asyncio.run(_run_worker(settings))
     else:
@@ -172,15 +176,19 @@ async def _dev_welcome(runtime: Runtime, url: str) -> None:
               f"    {secret}\n\nOpen {url} and add the header  Authorization: Bearer {secret}\n", flush=True)
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from credits_graphql.app import build_app
 
     url = f"http://{host}:{port}/graphql"
-    if settings.is_dev:
+    if settings.is_dev:  # here, once, whatever the number of processes
         asyncio.run(_with_runtime(settings, lambda runtime: _dev_welcome(runtime, url)))
-    print(f"credits-graphql serving {url} (env={settings.env}, worker={settings.worker})", flush=True)
+    processes = f", {workers} processes" if workers > 1 else ""
+    print(f"credits-graphql serving {url} (env={settings.env}, worker={settings.worker}{processes})", flush=True)
+    if workers > 1:
+        _serve_processes(settings, host, port, workers)
+        return
     config = uvicorn.Config(build_app(bootstrap(settings)), host=host, port=port, log_level="info",
                             access_log=settings.access_log, lifespan="on", timeout_graceful_shutdown=30)
     # uvicorn drains requests on SIGTERM, then re-raises the signal under the handler that was there
@@ -191,6 +199,41 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
     sys.exit(0)
+
+
+def _serve_processes(settings: Settings, host: str, port: int, workers: int) -> None:
+    """`workers` uvicorn processes accepting on one socket that this process binds. Each builds its own
+    application (engine, pool, inline recharge worker) from the CREDITS_* environment it inherits, the one
+    `settings` were read from. This process supervises them: it replaces one that dies and, on SIGTERM or
+    SIGINT, sends each SIGTERM (it drains its requests, as one `serve` does), waits for all, and exits 0."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("credits_graphql.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                            log_level="info", log_config=_log_config(), access_log=settings.access_log,
+                            lifespan="on", timeout_graceful_shutdown=30)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    # uvicorn stops every process when one cannot start (it would fail the same way again): exit as one
+    # `serve` that cannot start does, not 0.
+    if any(child.exitcode == STARTUP_FAILURE for child in supervisor.processes):
+        print(f"{PROG}: error: a server process could not start; see the log above", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up plus the root logger's as `main` sets it: server processes configure their
+    logging from uvicorn's config only, and the application's records (errors with their request id, the
+    recharge worker) must reach the log from there too."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["credits"] = {"format": LOG_FORMAT}
+    config["handlers"]["credits"] = {"class": "logging.StreamHandler", "formatter": "credits",
+                                     "stream": "ext://sys.stderr"}
+    config["root"] = {"handlers": ["credits"], "level": "INFO"}
+    return config
 
 
 async def _run_worker(settings: Settings) -> None:

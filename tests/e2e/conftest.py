@@ -170,10 +170,10 @@ def wait_until_healthy(server: Server, timeout: float = START_TIMEOUT_SECONDS) -
         time.sleep(0.05)
 
 
-def start_server(launch: Launcher, env: dict[str, str]) -> Server:
-    """`credits-graphql serve` on a free port; returns once /healthz answers 200."""
+def start_server(launch: Launcher, env: dict[str, str], *args: str) -> Server:
+    """`credits-graphql serve [ARGS...]` on a free port; returns once /healthz answers 200."""
     port = free_port()
-    process = launch("serve", "--port", str(port), env=env, name=f"serve-{port}")
+    process = launch("serve", "--port", str(port), *args, env=env, name=f"serve-{port}")
     match = process.wait_for_stdout(r"serving (http://\S+)/graphql")
     base_url = match.group(1)
     key = re.search(r"Authorization: Bearer (\S+)", process.stdout)
