@@ -720,3 +720,13 @@ async def test_an_insane_client_request_id_is_replaced(http: httpx.AsyncClient, 
     echoed = response.headers["x-request-id"]
     assert echoed != given
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", echoed), echoed
+
+
+async def test_the_same_query_text_is_measured_again_for_each_page_size_it_is_sent_with(
+        http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
+    # A verdict is kept per parsed document; a page size sent as a variable must still count every time.
+    query = "query($n: Int) " + COSTLY_QUERY.replace("FIRST", "$n")
+    for n, codes in [(10, []), (100, ["QUERY_COST_EXCEEDED"]), (10, []), (100, ["QUERY_COST_EXCEEDED"])]:
+        response = await http.post("/graphql", json={"query": query, "variables": {"n": n}}, headers=auth(org))
+        assert response.status_code == 200, response.text
+        assert codes_of(response) == codes, (n, response.text[:300])

@@ -12,7 +12,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
-from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -20,7 +19,13 @@ from strawberry.types.graphql import OperationType
 from credits_graphql.api import rate_limit
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAUTHENTICATED, code_for_message
-from credits_graphql.api.media import GRAPHQL_RESPONSE_JSON, JSON, is_request_error, prefers_graphql_response_json
+from credits_graphql.api.media import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    is_request_error,
+    media_type_of,
+    prefers_graphql_response_json,
+)
 from credits_graphql.api.request_guard import BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
@@ -99,7 +104,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData | list[GraphQLRequestData]:
         # Only JSON: the content types a browser may send cross-site without a preflight (text/plain,
         # forms, multipart) never reach a resolver.
-        content_type, _ = parse_content_type(request.content_type or "")
+        content_type = media_type_of(request.content_type or "")
         if request.method == "POST" and content_type != JSON:
             raise HTTPError(415, "Send the operation as application/json.", {"Accept-Post": JSON})
         return await super().parse_http_body(request)

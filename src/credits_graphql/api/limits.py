@@ -5,9 +5,9 @@ line), and the request body limit bounds everything else."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from graphql import (
     FieldNode,
@@ -28,6 +28,7 @@ from strawberry.extensions import SchemaExtension
 from credits_graphql.api.connections import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credits_graphql.api.errors import BAD_USER_INPUT
 
+V = TypeVar("V")
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 TOO_COSTLY = "QUERY_COST_EXCEEDED"
 
@@ -179,23 +180,37 @@ class _LiteralStrings(Visitor):
         self.found.append(node.value)
 
 
+class _PerDocument(Generic[V]):
+    """What was worked out from a parsed document. ParserCache shares parsed documents between requests,
+    so each is walked once; the oldest results go first beyond `maxsize`."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._maxsize = maxsize
+        self._found: dict[Hashable, tuple[Any, V]] = {}
+
+    def get(self, document: Any, key: Hashable, work_out: Callable[[], V]) -> V:
+        cached = self._found.get(key)
+        if cached is not None and cached[0] is document:
+            return cached[1]
+        value = work_out()
+        if len(self._found) >= self._maxsize:
+            self._found.pop(next(iter(self._found)))
+        self._found[key] = (document, value)  # the document is kept, so its id is not reused meanwhile
+        return value
+
+
 def literal_strings(document: Any) -> list[str]:
-    """The string literals of a document. Parsed documents are shared between requests (ParserCache),
-    so the walk is done once per document."""
-    key = id(document)
-    cached = _LITERALS.get(key)
-    if cached is not None and cached[0] is document:
-        return cached[1]
-    literals = _LiteralStrings()
-    visit(document, literals)
-    if len(_LITERALS) >= _LITERALS_MAX:
-        _LITERALS.pop(next(iter(_LITERALS)))
-    _LITERALS[key] = (document, literals.found)  # the document is kept, so its id is not reused meanwhile
-    return literals.found
+    """The string literals of a document."""
+    def walk() -> list[str]:
+        literals = _LiteralStrings()
+        visit(document, literals)
+        return literals.found
+
+    return _LITERALS.get(document, id(document), walk)
 
 
-_LITERALS: dict[int, tuple[Any, list[str]]] = {}
-_LITERALS_MAX = 1024
+_LITERALS: _PerDocument[list[str]] = _PerDocument()
+_VERDICTS: _PerDocument[LimitExceeded | None] = _PerDocument()
 
 
 def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: QueryLimits) -> None:
@@ -226,12 +241,26 @@ class EnforceLimits(SchemaExtension):
         context = self.execution_context
         if not context.pre_execution_errors and context.graphql_document is not None:
             document = context.graphql_document
-            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-            if context.operation_name is not None:
-                operations = [o for o in operations if o.name and o.name.value == context.operation_name]
-            fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+            variables = context.variables or {}
+
+            def verdict() -> LimitExceeded | None:
+                operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+                if context.operation_name is not None:
+                    operations = [o for o in operations if o.name and o.name.value == context.operation_name]
+                fragments = {d.name.value: d for d in document.definitions
+                             if isinstance(d, FragmentDefinitionNode)}
+                try:
+                    check(operations, fragments, variables, self.limits)
+                except LimitExceeded as exceeded:
+                    return exceeded
+                return None
+
+            # The measure depends on the document and on integer variables only (page sizes).
+            key = (id(document), context.operation_name, self.limits,
+                   frozenset((name, value) for name, value in variables.items() if type(value) is int))
             try:
-                check(operations, fragments, context.variables or {}, self.limits)
+                if (exceeded := _VERDICTS.get(document, key, verdict)) is not None:
+                    raise exceeded
                 check_strings(document, context.variables, self.limits)
             except LimitExceeded as exceeded:
                 context.pre_execution_errors = [GraphQLError(str(exceeded), extensions={"code": exceeded.code})]

@@ -3,7 +3,10 @@ for it (with 400 and no `data` for requests that never reached execution), else 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
+
+from strawberry.http.parse_content_type import parse_content_type
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
@@ -27,6 +30,13 @@ def _quality(accept: str, media_type: str) -> float:
     return best
 
 
+@lru_cache(maxsize=64)
+def media_type_of(content_type: str) -> str:
+    """The media type of a Content-Type header (clients send the same few; parsing one costs ~10 us)."""
+    return parse_content_type(content_type)[0]
+
+
+@lru_cache(maxsize=64)
 def prefers_graphql_response_json(accept: str | None) -> bool:
     """Legacy clients that send no Accept header, `*/*` or only JSON keep `application/json`."""
     if not accept:
