@@ -179,7 +179,7 @@ async def _dev_welcome(runtime: Runtime, url: str) -> None:
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    from credits_graphql.app import build_app
+    from credits_graphql.app import build_app, tune_garbage_collector
 
     url = f"http://{host}:{port}/graphql"
     if settings.is_dev:  # here, once, whatever the number of processes
@@ -189,7 +189,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     if workers > 1:
         _serve_processes(settings, host, port, workers)
         return
-    config = uvicorn.Config(build_app(bootstrap(settings)), host=host, port=port, log_level="info",
+    app = build_app(bootstrap(settings))
+    tune_garbage_collector()
+    config = uvicorn.Config(app, host=host, port=port, log_level="info",
                             access_log=settings.access_log, lifespan="on", timeout_graceful_shutdown=30)
     # uvicorn drains requests on SIGTERM, then re-raises the signal under the handler that was there
     # before it: make that an orderly exit with status 0, as a process manager expects.

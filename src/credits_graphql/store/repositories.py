@@ -42,6 +42,7 @@ _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
                                    accounts.c.id.in_(bindparam("account_ids", expanding=True)))
 _SAVE_ACCOUNT = update(accounts).where(accounts.c.id == bindparam("account_id"))  # SET: the values given
 _APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id)
+_APPEND_AUDIT_EVENT = insert(audit_events).returning(audit_events.c.id)
 _ENTRY_BY_KEY = select(ledger_entries).where(ledger_entries.c.account_id == bindparam("account_id"),
                                              ledger_entries.c.idempotency_key == bindparam("key"))
 _GIVEN_KEYS = func.unnest(bindparam("account_ids", type_=ARRAY(BigInteger())), bindparam("keys", type_=ARRAY(String()))
@@ -345,11 +346,11 @@ class SqlAuditEventRepository:
         self._connection = connection
 
     async def append(self, event: AuditEvent) -> AuditEvent:
-        event_id = (await self._connection.execute(insert(audit_events).values(
+        event_id = (await self._connection.execute(_APPEND_AUDIT_EVENT, dict(
             org_id=event.org_id, api_key_id=event.api_key_id, operation=event.operation,
             account_id=event.account_id, input_summary=json.dumps(dict(event.input_summary)),
             outcome=event.outcome, error_codes=",".join(event.error_codes), occurred_at=event.occurred_at,
-        ).returning(audit_events.c.id))).scalar_one()
+        ))).scalar_one()
         return replace(event, id=event_id)
 
     async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
