@@ -39,8 +39,8 @@ async def _refuses_connections(base_url: str) -> bool:
     try:
         async with httpx.AsyncClient(timeout=2) as client:
             await client.get(f"{base_url}/healthz")
-    except httpx.ConnectError:
-        return True
+    except (httpx.ConnectError, httpx.RemoteProtocolError):  # not accepted, or accepted as the socket closed
+        return True                                          # and then dropped unanswered: not served either way
     return False
 
 

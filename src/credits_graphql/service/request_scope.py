@@ -1,5 +1,5 @@
-"""One read transaction per request: the reads of a request (the key check, then every field) share
-one connection instead of opening one each. Reads are serialised on it; a write ends it first, so
+"""One read unit of work per request: the reads of a request (the key check, then every field) share
+one connection instead of opening one each (on SQLite, one transaction and its snapshot). Reads are serialised on it; a write ends it first, so
 reads after a commit see that commit. A staged audit event is appended by the request's next write
 transaction that commits, so the event and the change it records commit together."""
 
