@@ -1,7 +1,10 @@
 """One read unit of work per request: the reads of a request (the key check, then every field) share
-one connection instead of opening one each (on SQLite, one transaction and its snapshot). Reads are serialised on it; a write ends it first, so
-reads after a commit see that commit. A staged audit event is appended by the request's next write
-transaction that commits, so the event and the change it records commit together."""
+one connection instead of opening one each (on SQLite, one transaction and its snapshot). Reads are
+serialised on it; a write ends it first, so reads after a commit see that commit.
+
+A staged audit event is appended first thing in each of the request's write transactions, until one
+commits: the event and the change it records commit together (and on PostgreSQL the insert is made
+before the use case takes its row locks, not while it holds them)."""
 
 from __future__ import annotations
 
@@ -81,7 +84,13 @@ class _AfterReads:
     async def __aenter__(self) -> UnitOfWork:
         await self._scope.close()
         self._uow = await self._inner.__aenter__()
-        self._uow.audit_on_commit = self._scope._staged
+        self._audited = self._scope._staged is not None
+        if self._scope._staged is not None:
+            try:
+                await self._uow.audit_events.append(self._scope._staged)
+            except BaseException as error:
+                await self._inner.__aexit__(type(error), error, error.__traceback__)
+                raise
         return self._uow
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -89,6 +98,6 @@ class _AfterReads:
         try:
             await self._inner.__aexit__(exc_type, exc, tb)
         finally:
-            if self._uow.committed and self._uow.audit_on_commit is not None:
+            if self._uow.committed and self._audited:
                 self._scope._staged, self._scope.audit_committed = None, True
 

@@ -154,9 +154,8 @@ class UnitOfWork(Protocol):
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
-    audit_on_commit: AuditEvent | None
-    """An event `commit()` appends in this transaction: the audit trail of the request that made it."""
     committed: bool
+    """`commit()` succeeded."""
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

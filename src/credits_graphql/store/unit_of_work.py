@@ -14,7 +14,6 @@ from credits_graphql.service.transient import StoreUnavailable, TransientConflic
 from credits_graphql.service.unit_of_work import (
     AccountRepository,
     ApiKeyRepository,
-    AuditEvent,
     AuditEventRepository,
     FundsChargeRepository,
     LedgerRepository,
@@ -45,7 +44,6 @@ class SqlUnitOfWork:
     organizations: OrganizationRepository
     api_keys: ApiKeyRepository
     audit_events: AuditEventRepository
-    audit_on_commit: AuditEvent | None = None
     committed: bool = False
 
     def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None) -> None:
@@ -106,8 +104,6 @@ class SqlUnitOfWork:
             await self.connection.close()
 
     async def commit(self) -> None:
-        if self.audit_on_commit is not None:
-            await self.audit_events.append(self.audit_on_commit)
         await self.connection.commit()
         self.committed = True
 
