@@ -1,5 +1,6 @@
 // autocannon with a fresh id per request: node load.mjs '{"url": ..., "key": ..., "body": "...__ID__...",
-// "connections": 32, "duration": 10}' prints autocannon's JSON result. (autocannon's own -I flag sends a
+// "connections": 32, "duration": 10, "accounts": [...]}' prints autocannon's JSON result; `__ACCOUNT__` in the
+// body becomes the next of `accounts` in turn. (autocannon's own -I flag sends a
 // content-length computed before the id is put in, which a strict HTTP server rightly stalls on.)
 import autocannon from 'autocannon';
 
@@ -18,6 +19,9 @@ const result = await autocannon({
     setupRequest(request) {
       counter += 1;
       request.body = config.body.replaceAll('__ID__', `${run}-${counter}`);
+      if (config.accounts.length) {
+        request.body = request.body.replaceAll('__ACCOUNT__', config.accounts[counter % config.accounts.length]);
+      }
       return request;
     },
   }],

@@ -44,6 +44,7 @@ BATCH_ITEMS = 1000
 # A partner sends batches over a few connections; 32 concurrent 1000-item batches only queue (seconds each)
 # and hit autocannon's 10 s timeout, whose abandoned requests the server still works through.
 BATCH_CONNECTIONS = 4
+SPREAD_ACCOUNTS = 100
 SCALE_OUT_WORKERS = 2  # PostgreSQL is measured again with `serve --workers 2`: the scale-out factor
 
 
@@ -92,20 +93,23 @@ def process(args: list[str], env: dict[str, str], port: int, servers: int = 1) -
         os.unlink(log.name)
 
 
-def autocannon(url: str, body: dict[str, Any], key: str | None, *, connections: int, duration: int) -> dict[str, Any]:
-    """autocannon (bench/load.mjs); `__ID__` in the body becomes a fresh id in every request."""
+def autocannon(url: str, body: dict[str, Any], key: str | None, *, connections: int, duration: int,
+               accounts: list[str] | None = None) -> dict[str, Any]:
+    """autocannon (bench/load.mjs); `__ID__` in the body becomes a fresh id in every request, and `__ACCOUNT__`
+    the next of `accounts` in turn."""
     config = {"url": f"{url}/graphql", "key": key, "body": json.dumps(body), "connections": connections,
-              "duration": duration}
+              "duration": duration, "accounts": accounts or []}
     run = subprocess.run(["node", str(LOAD), json.dumps(config)], capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(run.stdout)
     return result
 
 
 def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: argparse.Namespace,
-            items: int | None = None, connections: int | None = None) -> Figures:
+            items: int | None = None, connections: int | None = None, accounts: list[str] | None = None) -> Figures:
     runs = []
     for _ in range(args.runs):
-        raw = autocannon(url, body, key, connections=connections or args.connections, duration=args.duration)
+        raw = autocannon(url, body, key, connections=connections or args.connections, duration=args.duration,
+                         accounts=accounts)
         runs.append(Figures(name, raw["requests"]["average"], raw["latency"]["p50"], raw["latency"]["p99"],
                             raw["non2xx"], raw["errors"]))
     median = statistics.median(r.requests_per_second for r in runs)
@@ -129,25 +133,27 @@ def service_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def seed(url: str, key: str) -> str:
-    """An account with funds for every usage request of the run; returns its id."""
+def seed(url: str, key: str, *, accounts: int = 1, deposits: int = 20) -> list[str]:
+    """Accounts with funds for every usage request of the run; returns their ids."""
     def call(query: str, variables: dict[str, Any]) -> dict[str, Any]:
         response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables},
                               headers={"authorization": f"Bearer {key}"}, timeout=30)
         data: dict[str, Any] = response.json()["data"]
         return data
 
-    account = call("mutation { createAccount(input: {name: \"bench\", currencyCode: \"SEK\", "
-                   "paymentMethod: {token: \"tok_visa\"}}) { account { id } } }", {})["createAccount"]["account"]
-    for n in range(20):
-        call("mutation($id: ID!, $k: String!) { addFunds(input: {accountId: $id, amount: \"100000\", "
-             "idempotencyKey: $k}) { userErrors { code } } }", {"id": account["id"], "k": f"seed-{n}"})
-    account_id: str = account["id"]
-    return account_id
+    ids: list[str] = []
+    for _ in range(accounts):
+        account = call("mutation { createAccount(input: {name: \"bench\", currencyCode: \"SEK\", "
+                       "paymentMethod: {token: \"tok_visa\"}}) { account { id } } }", {})["createAccount"]["account"]
+        for n in range(deposits):
+            call("mutation($id: ID!, $k: String!) { addFunds(input: {accountId: $id, amount: \"100000\", "
+                 "idempotencyKey: $k}) { userErrors { code } } }", {"id": account["id"], "k": f"seed-{n}"})
+        ids.append(account["id"])
+    return ids
 
 
 def service(name: str, database_url: str, args: argparse.Namespace, workers: int = 1) -> list[Figures]:
-    """`workers` > 1: `serve --workers N`, balance read and recordUsage only (the scale-out of one request)."""
+    """`workers` > 1: `serve --workers N`, balance read and the recordUsage scenarios only (for the scale-out)."""
     env = service_env(database_url)
     cli("migrate", env=env)
     org = cli("create-org", "bench", env=env)
@@ -155,26 +161,32 @@ def service(name: str, database_url: str, args: argparse.Namespace, workers: int
     port = free_port()
     serve = [str(CLI), "serve", "--port", str(port), *(["--workers", str(workers)] if workers > 1 else [])]
     with process(serve, env, port, servers=workers) as url:
-        account = seed(url, key)
+        [account] = seed(url, key)
+        spread = seed(url, key, accounts=SPREAD_ACCOUNTS, deposits=2)
         read = measure(f"{name}: balance read", url, {"query": BALANCE, "variables": {"id": account}}, key, args)
         usage = {"query": USAGE, "variables": {"in": {"accountId": account, "service": "DOMESTIC_CALLING",
                                                        "amount": "0.01", "idempotencyKey": "__ID__"}}}
         write = measure(f"{name}: recordUsage", url, usage, key, args)
+        # As partners report it: each request on one of many accounts, which commit in parallel (on one account
+        # every write waits for the row lock, whatever the number of processes).
+        usage["variables"]["in"]["accountId"] = "__ACCOUNT__"
+        spread_write = measure(f"{name}: recordUsage, {SPREAD_ACCOUNTS} accounts", url, usage, key, args,
+                               accounts=spread)
         if workers > 1:
-            return [read, write]
+            return [read, write, spread_write]
         batch = {"query": USAGE_BATCH, "variables": {"in": {"items": [
             {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01", "idempotencyKey": f"__ID__-{n}"}
             for n in range(BATCH_ITEMS)]}}}
         ingest = measure(f"{name}: recordUsageBatch ({BATCH_ITEMS} items)", url, batch, key, args, items=BATCH_ITEMS,
                          connections=min(args.connections, BATCH_CONNECTIONS))
-    return [read, write, ingest]
+    return [read, write, spread_write, ingest]
 
 
 def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
     """PostgreSQL requests per second with `serve --workers N` over those of one process, per request kind."""
     by_scenario = {f.scenario: f.requests_per_second for f in figures}
     factors = {}
-    for kind in ("balance read", "recordUsage"):
+    for kind in ("balance read", "recordUsage", f"recordUsage, {SPREAD_ACCOUNTS} accounts"):
         one = by_scenario.get(f"postgresql: {kind}")
         several = by_scenario.get(f"postgresql, serve --workers {SCALE_OUT_WORKERS}: {kind}")
         if one and several:
