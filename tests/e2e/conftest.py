@@ -282,6 +282,22 @@ async def funded_account_with_auto_recharge(api: Api, *, funds: str, recharge_am
     return account_id
 
 
+async def usage_with_retries(api: Api, account_id: str, *, keys: int, retries: int,
+                             amount: str) -> dict[str, list[dict[str, Any]]]:
+    """`keys` recordUsage calls with distinct idempotency keys plus `retries` repeats of some of them, all sent
+    at once; each answer's `recordUsage` (all were 200 without errors), grouped by idempotency key."""
+    idempotency_keys = [f"call-{n}" for n in range(keys)] + [f"call-{n}" for n in range(0, keys, keys // retries)]
+    responses = await asyncio.gather(*(
+        api.post(RECORD_USAGE, {"id": account_id, "amount": amount, "key": k}) for k in idempotency_keys))
+    outcomes: dict[str, list[dict[str, Any]]] = {}
+    for k, response in zip(idempotency_keys, responses, strict=True):
+        body = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body
+        outcomes.setdefault(k, []).append(body["data"]["recordUsage"])
+    return outcomes
+
+
 async def wait_for_recharge(api: Api, account_id: str, within: float = 15) -> dict[str, Any]:
     """Polls the balance (a real worker process is charging) until no recharge is pending and an
     AUTO_RECHARGE entry exists; returns BALANCE data read after that.

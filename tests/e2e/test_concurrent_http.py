@@ -3,7 +3,6 @@ idempotency keys replay, and one account never has more than one PENDING recharg
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    RECORD_USAGE,
     Api,
     Launcher,
     cli_env,
@@ -20,6 +18,7 @@ from tests.e2e.conftest import (
     funded_account_with_auto_recharge,
     migrated,
     start_server,
+    usage_with_retries,
 )
 
 pytestmark = pytest.mark.slow
@@ -60,16 +59,7 @@ async def test_concurrent_usage_keeps_the_ledger_exact_and_creates_one_pending_r
         api = Api(client, key)
         account_id = await funded_account_with_auto_recharge(api, funds=str(FUNDS), recharge_amount="50",
                                                              trigger="20")
-        idempotency_keys = [f"call-{n}" for n in range(KEYS)] + [f"call-{n}" for n in range(0, KEYS, KEYS // RETRIES)]
-        responses = await asyncio.gather(*(
-            api.post(RECORD_USAGE, {"id": account_id, "amount": str(USAGE), "key": k}) for k in idempotency_keys))
-
-        outcomes: dict[str, list[dict[str, Any]]] = {}
-        for k, response in zip(idempotency_keys, responses, strict=True):
-            body = response.json()
-            assert response.status_code == 200, body
-            assert "errors" not in body, body
-            outcomes.setdefault(k, []).append(body["data"]["recordUsage"])
+        outcomes = await usage_with_retries(api, account_id, keys=KEYS, retries=RETRIES, amount=str(USAGE))
 
         succeeded, refused = set(), set()
         for k, results in outcomes.items():

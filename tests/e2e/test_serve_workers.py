@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    RECORD_USAGE,
     START_TIMEOUT_SECONDS,
     Api,
     Launcher,
@@ -28,6 +27,7 @@ from tests.e2e.conftest import (
     migrated,
     run_cli,
     start_server,
+    usage_with_retries,
 )
 
 pytestmark = pytest.mark.slow
@@ -127,16 +127,7 @@ async def test_two_processes_record_concurrent_usage_once_per_key_and_stop_on_si
         api = Api(client, key)
         account_id = await funded_account_with_auto_recharge(api, funds=str(FUNDS), recharge_amount=str(RECHARGE),
                                                              trigger="20")
-        idempotency_keys = [f"call-{n}" for n in range(KEYS)] + [f"call-{n}" for n in range(0, KEYS, KEYS // RETRIES)]
-        responses = await asyncio.gather(*(
-            api.post(RECORD_USAGE, {"id": account_id, "amount": str(USAGE), "key": k}) for k in idempotency_keys))
-
-        outcomes: dict[str, list[dict[str, Any]]] = {}
-        for k, response in zip(idempotency_keys, responses, strict=True):
-            body = response.json()
-            assert response.status_code == 200, body
-            assert "errors" not in body, body
-            outcomes.setdefault(k, []).append(body["data"]["recordUsage"])
+        outcomes = await usage_with_retries(api, account_id, keys=KEYS, retries=RETRIES, amount=str(USAGE))
         assert len(outcomes) == KEYS
         assert sum(len(results) > 1 for results in outcomes.values()) == RETRIES
 
