@@ -282,6 +282,27 @@ async def funded_account_with_auto_recharge(api: Api, *, funds: str, recharge_am
     return account_id
 
 
+LEDGER = """query($id: ID!, $after: String) {
+  account(id: $id) {
+    balance { available { amount } pendingRecharge { id } }
+    transactions(first: 100, after: $after) {
+      totalCount pageInfo { hasNextPage endCursor }
+      edges { node { id kind amount { amount } balanceAfter { amount } } } }
+    rechargeAttempts(first: 100) { totalCount edges { node { id status } } } } }"""
+
+
+async def all_transactions(api: Api, account_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The account (from the first page) and every ledger entry, newest first."""
+    first = (await api(LEDGER, {"id": account_id}))["account"]
+    entries, page = [], first
+    while True:
+        entries += [edge["node"] for edge in page["transactions"]["edges"]]
+        info = page["transactions"]["pageInfo"]
+        if not info["hasNextPage"]:
+            return first, entries
+        page = (await api(LEDGER, {"id": account_id, "after": info["endCursor"]}))["account"]
+
+
 async def usage_with_retries(api: Api, account_id: str, *, keys: int, retries: int,
                              amount: str) -> dict[str, list[dict[str, Any]]]:
     """`keys` recordUsage calls with distinct idempotency keys plus `retries` repeats of some of them, all sent

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from tests.e2e.conftest import (
     Api,
     Launcher,
+    all_transactions,
     cli_env,
     create_org_and_key,
     funded_account_with_auto_recharge,
@@ -27,27 +27,6 @@ KEYS = 100
 RETRIES = 20
 USAGE = Decimal("1.50")
 FUNDS = Decimal(100)
-
-LEDGER = """query($id: ID!, $after: String) {
-  account(id: $id) {
-    balance { available { amount } pendingRecharge { id } }
-    transactions(first: 100, after: $after) {
-      totalCount pageInfo { hasNextPage endCursor }
-      edges { node { id kind amount { amount } balanceAfter { amount } } } }
-    rechargeAttempts(first: 100) { totalCount edges { node { id status } } } } }"""
-
-
-async def _all_transactions(api: Api, account_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The account (from the first page) and every ledger entry, newest first."""
-    first = (await api(LEDGER, {"id": account_id}))["account"]
-    entries, page = [], first
-    while True:
-        entries += [edge["node"] for edge in page["transactions"]["edges"]]
-        info = page["transactions"]["pageInfo"]
-        if not info["hasNextPage"]:
-            return first, entries
-        page = (await api(LEDGER, {"id": account_id, "after": info["endCursor"]}))["account"]
-
 
 async def test_concurrent_usage_keeps_the_ledger_exact_and_creates_one_pending_recharge(
         tmp_path: Path, any_database_url: str, launch: Launcher) -> None:
@@ -78,7 +57,7 @@ async def test_concurrent_usage_keeps_the_ledger_exact_and_creates_one_pending_r
         retried = {k for k, results in outcomes.items() if len(results) > 1}
         assert len(retried) == RETRIES
 
-        account, entries = await _all_transactions(api, account_id)
+        account, entries = await all_transactions(api, account_id)
         balance = Decimal(account["balance"]["available"]["amount"])
         assert balance == FUNDS - USAGE * len(succeeded)
         assert len(entries) == account["transactions"]["totalCount"] == 1 + len(succeeded)

@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     Launcher,
     Process,
     Server,
+    all_transactions,
     cli_env,
     create_org_and_key,
     free_port,
@@ -39,15 +40,6 @@ USAGE = Decimal("1.50")
 FUNDS = Decimal(100)
 RECHARGE = Decimal(50)
 SETTLE_WITHIN_SECONDS = 20
-
-LEDGER = """query($id: ID!, $after: String) {
-  account(id: $id) {
-    balance { available { amount } pendingRecharge { id } }
-    transactions(first: 100, after: $after) {
-      totalCount pageInfo { hasNextPage endCursor }
-      edges { node { id kind amount { amount } balanceAfter { amount } } } }
-    rechargeAttempts(first: 100) { totalCount edges { node { id status } } } } }"""
-
 
 def _server_processes(process: Process, count: int) -> list[tuple[int, str]]:
     """Waits until `count` server processes have finished starting (uvicorn logs each); returns each one's
@@ -84,23 +76,11 @@ def _still_running(pid: int, started: str) -> bool:
     return stat is not None and stat[19] == started and stat[0] != "Z"
 
 
-async def _all_transactions(api: Api, account_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The account (from the first page) and every ledger entry, newest first."""
-    first = (await api(LEDGER, {"id": account_id}))["account"]
-    entries, page = [], first
-    while True:
-        entries += [edge["node"] for edge in page["transactions"]["edges"]]
-        info = page["transactions"]["pageInfo"]
-        if not info["hasNextPage"]:
-            return first, entries
-        page = (await api(LEDGER, {"id": account_id, "after": info["endCursor"]}))["account"]
-
-
 async def _settled_ledger(api: Api, account_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ledger once no recharge is pending (the servers' inline workers settle them)."""
     deadline = time.monotonic() + SETTLE_WITHIN_SECONDS
     while True:
-        account, entries = await _all_transactions(api, account_id)
+        account, entries = await all_transactions(api, account_id)
         if account["balance"]["pendingRecharge"] is None:
             return account, entries
         if time.monotonic() > deadline:

@@ -36,12 +36,18 @@ async def _events(gql: GraphQLClient, **variables: Any) -> list[dict[str, Any]]:
     return [edge["node"] for edge in (await gql(AUDIT, variables))["auditEvents"]["edges"]]
 
 
-async def test_each_money_or_settings_mutation_is_recorded_with_who_what_and_outcome(
-        gql: GraphQLClient, deps: Deps, org: Org) -> None:
+async def _funded_account(gql: GraphQLClient) -> str:
+    """An account paid by card, created and funded with 100 (two audited mutations); returns its id."""
     card = {"token": "tok_visa"}
     created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": card}})
-    account_id = created["createAccount"]["account"]["id"]
+    account_id: str = created["createAccount"]["account"]["id"]
     await gql(ADD_FUNDS, {"id": account_id, "amount": "100"})
+    return account_id
+
+
+async def test_each_money_or_settings_mutation_is_recorded_with_who_what_and_outcome(
+        gql: GraphQLClient, deps: Deps, org: Org) -> None:
+    account_id = await _funded_account(gql)
     await gql(RECHARGE, {"id": account_id})
     await gql(PAYMENT, {"id": account_id})
     await gql(USAGE, {"id": account_id}, key=org.usage_writer)
@@ -141,10 +147,7 @@ _REFUSE_AUDIT = {
 
 async def test_a_usage_report_and_its_audit_event_commit_together_or_not_at_all(
         gql: GraphQLClient, runtime: Runtime, org: Org) -> None:
-    card = {"token": "tok_visa"}
-    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": card}})
-    account_id = created["createAccount"]["account"]["id"]
-    await gql(ADD_FUNDS, {"id": account_id, "amount": "100"})
+    account_id = await _funded_account(gql)
     async with runtime.engine.begin() as connection:
         for statement in _REFUSE_AUDIT[runtime.engine.dialect.name]:
             await connection.execute(text(statement))
