@@ -1,8 +1,9 @@
-"""The SQLite driver: one trip to the connection's thread per statement, and transactions that still
-behave as SQLite's own (a folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing)."""
+"""The SQLite driver: one trip to the connection's thread per statement, transactions that still behave as
+SQLite's own (a folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a fixed pool."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credits_graphql.store.engine import WRITE_OPTION, create_engine
+from credits_graphql.store.engine import SQLITE_POOL_SIZE, WRITE_OPTION, create_engine
 
 
 @pytest.fixture
@@ -86,3 +87,19 @@ async def test_a_rollback_leaves_nothing_and_errors_surface_as_sqlalchemy_errors
             await connection.execute(text("SELECT * FROM missing"))
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+
+
+async def test_concurrent_use_keeps_a_fixed_set_of_connections(engine: AsyncEngine) -> None:
+    """Each connection is a thread; under load the pool neither grows nor opens and closes connections."""
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda dbapi_connection, _: opened.append(dbapi_connection))
+
+    async def read() -> int:
+        async with engine.connect() as connection:
+            value = (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one()
+            await asyncio.sleep(0)  # hold the connection across a turn of the loop, as a request does
+            return int(value)
+
+    for _ in range(3):
+        assert await asyncio.gather(*(read() for _ in range(32))) == [0] * 32
+    assert 1 <= len(opened) <= SQLITE_POOL_SIZE
