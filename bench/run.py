@@ -2,8 +2,8 @@
 
 For each scenario it runs autocannon (npm, bench/node_modules) `--runs` times against a fresh process and
 keeps the median run; prints a table and, last, one line of ratios to the baseline (and of `serve --workers 2`
-to one process on PostgreSQL: the scale-out factor); writes the figures to
-bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare."""
+to one process on each database: the scale-out factor; and the batches' usage entries per second); writes the
+figures to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ BATCH_ITEMS = 1000
 # and hit autocannon's 10 s timeout, whose abandoned requests the server still works through.
 BATCH_CONNECTIONS = 4
 SPREAD_ACCOUNTS = 100
-SCALE_OUT_WORKERS = 2  # PostgreSQL is measured again with `serve --workers 2`: the scale-out factor
+SCALE_OUT_WORKERS = 2  # each database is measured again with `serve --workers 2`: the scale-out factor
 
 
 @dataclass
@@ -116,7 +116,7 @@ def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: ar
     chosen = min(runs, key=lambda r: abs(r.requests_per_second - median))
     if items is not None:
         chosen.entries_per_second = chosen.requests_per_second * items
-    print(f"  {name:<44} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
+    print(f"  {name:<60} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
           f"p99 {chosen.p99_ms:>6.1f} ms  non-2xx {chosen.non_2xx}"
           + (f"  {chosen.entries_per_second:.0f} entries/s" if items is not None else ""), flush=True)
     return chosen
@@ -153,7 +153,7 @@ def seed(url: str, key: str, *, accounts: int = 1, deposits: int = 20) -> list[s
 
 
 def service(name: str, database_url: str, args: argparse.Namespace, workers: int = 1) -> list[Figures]:
-    """`workers` > 1: `serve --workers N`, balance read and the recordUsage scenarios only (for the scale-out)."""
+    """`workers` > 1: `serve --workers N`, on the same scenarios (for the scale-out)."""
     env = service_env(database_url)
     cli("migrate", env=env)
     org = cli("create-org", "bench", env=env)
@@ -172,8 +172,6 @@ def service(name: str, database_url: str, args: argparse.Namespace, workers: int
         usage["variables"]["in"]["accountId"] = "__ACCOUNT__"
         spread_write = measure(f"{name}: recordUsage, {SPREAD_ACCOUNTS} accounts", url, usage, key, args,
                                accounts=spread)
-        if workers > 1:
-            return [read, write, spread_write]
         batch = {"query": USAGE_BATCH, "variables": {"in": {"items": [
             {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01", "idempotencyKey": f"__ID__-{n}"}
             for n in range(BATCH_ITEMS)]}}}
@@ -183,14 +181,16 @@ def service(name: str, database_url: str, args: argparse.Namespace, workers: int
 
 
 def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
-    """PostgreSQL requests per second with `serve --workers N` over those of one process, per request kind."""
+    """Requests per second with `serve --workers N` over those of one process, per database and request kind."""
     by_scenario = {f.scenario: f.requests_per_second for f in figures}
     factors = {}
-    for kind in ("balance read", "recordUsage", f"recordUsage, {SPREAD_ACCOUNTS} accounts"):
-        one = by_scenario.get(f"postgresql: {kind}")
-        several = by_scenario.get(f"postgresql, serve --workers {SCALE_OUT_WORKERS}: {kind}")
-        if one and several:
-            factors[kind] = several / one
+    for database in ("sqlite", "postgresql"):
+        for kind in ("balance read", "recordUsage", f"recordUsage, {SPREAD_ACCOUNTS} accounts",
+                     f"recordUsageBatch ({BATCH_ITEMS} items)"):
+            one = by_scenario.get(f"{database}: {kind}")
+            several = by_scenario.get(f"{database}, serve --workers {SCALE_OUT_WORKERS}: {kind}")
+            if one and several:
+                factors[f"{database} {kind}"] = several / one
     return factors
 
 
@@ -220,6 +220,9 @@ def main() -> None:
     figures = [baseline]
     with tempfile.TemporaryDirectory() as directory:
         figures += service("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", args)
+        # One database file shared by the processes: SQLite takes one writer at a time, across processes too.
+        figures += service(f"sqlite, serve --workers {SCALE_OUT_WORKERS}", f"sqlite+aiosqlite:///{directory}/two.db",
+                           args, workers=SCALE_OUT_WORKERS)
     if args.postgres:
         name = f"credits_bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
@@ -242,8 +245,10 @@ def main() -> None:
     print(f"results: {out.relative_to(ROOT)}")
     line = "ratios to baseline: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items())
     if scale_out:
-        line += (f"; scale-out of postgresql with serve --workers {SCALE_OUT_WORKERS} (over 1): "
+        line += (f"; scale-out with serve --workers {SCALE_OUT_WORKERS} (over 1): "
                  + ", ".join(f"{name} {factor:.2f}" for name, factor in scale_out.items()))
+    line += "; usage entries/s in batches: " + ", ".join(
+        f"{f.scenario.split(':')[0]} {f.entries_per_second:.0f}" for f in figures if f.entries_per_second)
     print(line)
 
 
