@@ -50,7 +50,7 @@ async def test_a_write_transaction_takes_one_hop_per_statement_and_one_to_commit
         rows = (await connection.execute(text("SELECT v FROM t"))).all()
         await connection.commit()
     assert rows == [("a",)]
-    assert hops == ["_run", "_run", "commit"]
+    assert hops == ["_run", "_run", "_finish"]
 
 
 async def test_a_transaction_that_ran_nothing_costs_no_hop(engine: AsyncEngine, hops: list[str]) -> None:

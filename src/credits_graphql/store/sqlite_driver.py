@@ -5,7 +5,9 @@ loop; SQLAlchemy's adapter makes four such calls per statement (open a cursor, e
 Each hop costs more than the SQL (a usage transaction is ~40 us of SQLite). Here a statement is executed
 and fetched in one call on that thread, and a BEGIN waits to travel with the statement that follows it
 (a transaction that issues nothing else then needs no hop at all). The thread still does every sqlite3
-call, so the event loop never waits on the database file or on another process's write lock."""
+call, so the event loop never waits on the database file or on another process's write lock. A write
+transaction's BEGIN IMMEDIATE first takes its place in the writers' line of the database file
+(store/sqlite_writer_lock.py), and its COMMIT or ROLLBACK leaves it, in the same hops."""
 
 from __future__ import annotations
 
@@ -21,16 +23,25 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util.concurrency import await_
 
+from credits_graphql.store.sqlite_writer_lock import WriterLock
+
 _DEFERRED = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
 
 Description = tuple[tuple[Any, ...], ...] | None
 
 
-def _run(connection: sqlite3.Connection, pending: Sequence[str], operation: str, parameters: Any,
-         many: bool) -> tuple[Description, list[Any], int, int | None]:
+def _run(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending: Sequence[str], operation: str,
+         parameters: Any, many: bool) -> tuple[Description, list[Any], int, int | None]:
     """On the connection's thread: the deferred BEGIN, then the statement and all its rows."""
     for statement in pending:
-        connection.execute(statement)
+        if statement == "BEGIN IMMEDIATE" and writer_lock is not None:
+            writer_lock.acquire()
+        try:
+            connection.execute(statement)
+        except BaseException:
+            if writer_lock is not None:
+                writer_lock.release()
+            raise
     cursor = connection.cursor()
     try:
         if many:
@@ -73,7 +84,7 @@ class OneHopCursor:
         inner = connection._connection
         try:
             self.description, rows, self.rowcount, self.lastrowid = await_(
-                inner._execute(_run, inner._conn, pending, operation, parameters, many))
+                inner._execute(_run, inner._conn, connection.writer_lock, pending, operation, parameters, many))
         except Exception as error:
             connection._handle_exception(error)
         self._rows = deque(rows)
@@ -107,27 +118,48 @@ class OneHopCursor:
         return rows
 
 
+def _finish(connection: sqlite3.Connection, writer_lock: WriterLock | None, commit: bool) -> None:
+    """On the connection's thread: COMMIT or ROLLBACK, then the writers' line is free."""
+    try:
+        connection.commit() if commit else connection.rollback()
+    finally:
+        if writer_lock is not None:
+            writer_lock.release()
+
+
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("in_transaction", "pending")
+    __slots__ = ("in_transaction", "pending", "writer_lock")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
 
-    def __init__(self, dbapi: Any, connection: Any) -> None:  # an aiosqlite.Connection
-        super().__init__(dbapi, connection)
+    def __init__(self, dbapi: Any, connection: Any, writer_lock: WriterLock | None) -> None:
+        super().__init__(dbapi, connection)  # an aiosqlite.Connection
         self.pending: list[str] = []
         self.in_transaction = False  # a statement ran since the last commit or rollback
+        self.writer_lock = writer_lock
 
     def commit(self) -> None:
-        self._end(super().commit)
+        self._end(commit=True)
 
     def rollback(self) -> None:
-        self._end(super().rollback)
+        self._end(commit=False)
 
-    def _end(self, end: Any) -> None:
+    def _end(self, *, commit: bool) -> None:
         # A BEGIN that never travelled opened nothing; a transaction that ran nothing has nothing to end.
         # (The connection is in autocommit mode: isolation_level None, we issue BEGIN ourselves.)
         ran, self.pending, self.in_transaction = self.in_transaction, [], False
-        if ran:
-            end()
+        inner = self._connection
+        if ran and inner._connection:
+            try:
+                await_(inner._execute(_finish, inner._conn, self.writer_lock, commit))
+            except Exception as error:
+                self._handle_exception(error)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.writer_lock is not None:
+                self.writer_lock.close()
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
@@ -137,8 +169,11 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *args: Any, **kwargs: Any) -> OneHopConnection:
+        database = str(args[0] if args else kwargs["database"])
+        timeout = float(kwargs.get("timeout", 5.0))
         adapted = super().connect(*args, **kwargs)
-        return OneHopConnection(self, adapted._connection)
+        in_memory = database == ":memory:" or database.startswith("file:")
+        return OneHopConnection(self, adapted._connection, None if in_memory else WriterLock(database, timeout))
 
 
 def one_hop_dbapi() -> OneHopDBAPI:

@@ -133,8 +133,9 @@ class SqlUnitOfWorkFactory:
         self._read_engine = (engine if engine.dialect.name == "sqlite"
                              else engine.execution_options(isolation_level="AUTOCOMMIT"))
         # SQLite runs one write transaction at a time anyway; queueing this process's writers here, instead
-        # of in SQLite's busy handler (which sleeps and polls), keeps the waits short. Other processes still
-        # wait in the busy handler, and the database alone keeps the balances right.
+        # of in SQLite's busy handler (which sleeps and polls), keeps the waits short. Between processes,
+        # writers wait in the database file's writers' line (store/sqlite_writer_lock.py); the database alone
+        # keeps the balances right.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
