@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credits_graphql.store.engine import SQLITE_POOL_SIZE, WRITE_OPTION, create_engine
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/driver.db")
-    async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
-    yield engine
-    await engine.dispose()
+from credits_graphql.store.engine import SQLITE_POOL_SIZE, WRITE_OPTION
 
 
 @pytest.fixture
@@ -62,8 +52,8 @@ async def test_a_transaction_that_ran_nothing_costs_no_hop(engine: AsyncEngine, 
 
 
 async def test_a_folded_begin_immediate_holds_the_write_lock_from_the_first_statement(
-        engine: AsyncEngine, tmp_path: Path) -> None:
-    other = sqlite3.connect(tmp_path / "driver.db", timeout=0, isolation_level=None)
+        engine: AsyncEngine, database: Path) -> None:
+    other = sqlite3.connect(database, timeout=0, isolation_level=None)
     try:
         async with engine.connect() as connection:
             await connection.execution_options(**{WRITE_OPTION: True})

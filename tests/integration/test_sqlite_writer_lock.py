@@ -10,14 +10,13 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credits_graphql.store.engine import WRITE_OPTION, create_engine
+from credits_graphql.store.engine import WRITE_OPTION
 from credits_graphql.store.sqlite_writer_lock import WriterLock
 
 HOLDER = """
@@ -36,20 +35,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Path:
-    return tmp_path / "line.db"
-
-
-@pytest.fixture
-async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{database}")
-    async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
-    yield engine
-    await engine.dispose()
 
 
 def line_is_free(database: Path) -> bool:
