@@ -1,10 +1,12 @@
-// autocannon with a fresh id per request: node load.mjs '{"url": ..., "key": ..., "body": "...__ID__...",
-// "connections": 32, "duration": 10, "accounts": [...]}' prints autocannon's JSON result; `__ACCOUNT__` in the
+// autocannon with a fresh id per request: node load.mjs < '{"url": ..., "key": ..., "body": "...__ID__...",
+// "connections": 32, "duration": 10, "accounts": [...]}' (on stdin: a 1000-item batch is more than an argument
+// may hold) prints autocannon's JSON result; `__ACCOUNT__` in the
 // body becomes the next of `accounts` in turn. (autocannon's own -I flag sends a
 // content-length computed before the id is put in, which a strict HTTP server rightly stalls on.)
+import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 
-const config = JSON.parse(process.argv[2]);
+const config = JSON.parse(readFileSync(0, 'utf8'));
 let counter = 0;
 const run = process.hrtime.bigint().toString(36);
 const headers = { 'content-type': 'application/json' };

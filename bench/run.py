@@ -42,8 +42,9 @@ USAGE_BATCH = ("mutation($in: RecordUsageBatchInput!) { recordUsageBatch(input: 
                "transaction { id } userErrors { code } } } }")
 BATCH_ITEMS = 1000
 # A partner sends batches over a few connections; 32 concurrent 1000-item batches only queue (seconds each)
-# and hit autocannon's 10 s timeout, whose abandoned requests the server still works through.
-BATCH_CONNECTIONS = 4
+# and hit autocannon's 10 s timeout, whose abandoned requests the server still works through. With 8, each of
+# `serve --workers 2`'s processes gets a share (the kernel spreads connections by hash: 4 could all land on one).
+BATCH_CONNECTIONS = 8
 SPREAD_ACCOUNTS = 100
 SCALE_OUT_WORKERS = 2  # each database is measured again with `serve --workers 2`: the scale-out factor
 
@@ -99,7 +100,7 @@ def autocannon(url: str, body: dict[str, Any], key: str | None, *, connections: 
     the next of `accounts` in turn."""
     config = {"url": f"{url}/graphql", "key": key, "body": json.dumps(body), "connections": connections,
               "duration": duration, "accounts": accounts or []}
-    run = subprocess.run(["node", str(LOAD), json.dumps(config)], capture_output=True, text=True, check=True)
+    run = subprocess.run(["node", str(LOAD)], input=json.dumps(config), capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(run.stdout)
     return result
 

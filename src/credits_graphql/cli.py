@@ -204,7 +204,7 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
 
 
 def _serve_processes(settings: Settings, host: str, port: int, workers: int) -> None:
-    """`workers` uvicorn processes accepting on one socket that this process binds. Each builds its own
+    """`workers` uvicorn processes, each accepting on a socket of its own (server_processes). Each builds its own
     application (engine, pool, inline recharge worker) from the CREDITS_* environment it inherits, the one
     `settings` were read from. This process supervises them: it replaces one that dies and, on SIGTERM or
     SIGINT, sends each SIGTERM (it drains its requests, as one `serve` does), waits for all, and exits 0."""
@@ -212,11 +212,19 @@ def _serve_processes(settings: Settings, host: str, port: int, workers: int) -> 
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    from credits_graphql.server_processes import own_sockets, reuse_port_socket
+
     config = uvicorn.Config("credits_graphql.app:app_from_env", factory=True, workers=workers, host=host, port=port,
                             log_level="info", log_config=_log_config(), access_log=settings.access_log,
                             lifespan="on", timeout_graceful_shutdown=30)
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    try:
+        reserved = reuse_port_socket(host, port)
+    except OSError as error:
+        print(f"{PROG}: error: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
+    with reserved, own_sockets():
+        supervisor = Multiprocess(config, sockets=[])
+        supervisor.run()
     # uvicorn stops every process when one cannot start (it would fail the same way again): exit as one
     # `serve` that cannot start does, not 0.
     if any(child.exitcode == STARTUP_FAILURE for child in supervisor.processes):

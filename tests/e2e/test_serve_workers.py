@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,7 @@ USAGE = Decimal("1.50")
 FUNDS = Decimal(100)
 RECHARGE = Decimal(50)
 SETTLE_WITHIN_SECONDS = 20
+CONNECTIONS = 32
 
 def _server_processes(process: Process, count: int) -> list[tuple[int, str]]:
     """Waits until `count` server processes have finished starting (uvicorn logs each); returns each one's
@@ -69,6 +71,27 @@ def _stat(pid: int) -> list[str] | None:
     except FileNotFoundError:
         return None
     return text.rsplit(")", 1)[1].split()
+
+
+def _established_connections(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established TCP connections to `port` each process holds (from /proc)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if local_port == port and state == "01":  # TCP_ESTABLISHED
+                sockets.add(f"socket:[{inode}]")
+    counts = {}
+    for pid in pids:
+        links = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                links.append(fd.readlink().name)
+            except FileNotFoundError:  # closed while listed
+                continue
+        counts[pid] = sum(link in sockets for link in links)
+    return counts
 
 
 def _still_running(pid: int, started: str) -> bool:
@@ -174,3 +197,36 @@ def test_workers_must_be_a_positive_number(tmp_path: Path, sqlite_url: str) -> N
     result = run_cli("serve", "--workers", "0", env=cli_env(sqlite_url), cwd=tmp_path)
     assert result.returncode == 2
     assert "--workers: expected a positive number, got '0'" in result.stderr
+
+
+async def test_connections_opened_at_once_are_spread_over_the_processes(
+        tmp_path: Path, sqlite_url: str, launch: Launcher) -> None:
+    """A burst of keep-alive connections (a partner's pool, a proxy's upstream pool): each process takes a
+    share. On one shared socket, the first process to wake accepted nearly all of them (32/0, 31/1 seen)."""
+    url = migrated(sqlite_url, tmp_path)
+    _, key = create_org_and_key(url, tmp_path)
+    server = start_server(launch, cli_env(url), "--workers", str(WORKERS))
+    children = _server_processes(server.process, WORKERS)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as client:
+        api = Api(client, key)
+        answers = await asyncio.gather(*(api("{ accounts { totalCount } }") for _ in range(CONNECTIONS)))
+        assert answers == [{"accounts": {"totalCount": 0}}] * CONNECTIONS
+        held = _established_connections(port, [pid for pid, _ in children])
+    assert sum(held.values()) >= CONNECTIONS // 2, held
+    # Spread by the kernel (a hash per connection): fewer than 4 of 32 on a process has odds of about 1e-6.
+    assert all(count >= 4 for count in held.values()), held
+
+    _assert_all_stop_on_sigterm(server, children)
+
+
+def test_serve_stops_with_an_error_when_its_port_is_taken(tmp_path: Path, sqlite_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), "--workers", str(WORKERS),
+                         env=cli_env(migrated(sqlite_url, tmp_path)), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
