@@ -9,15 +9,15 @@ import pytest
 from credits_graphql.settings import Settings, SettingsError
 
 
-def test_the_lease_and_the_pool_default_to_60_seconds_and_5_plus_10_connections() -> None:
+def test_the_lease_and_the_pool_default_to_60_seconds_and_5_connections() -> None:
     settings = Settings.from_env({})
-    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=60), 5, 10)
+    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=60), 5, 0)
 
 
 def test_the_lease_and_the_pool_are_read_from_the_environment() -> None:
     settings = Settings.from_env({"CREDITS_RECHARGE_LEASE_SECONDS": "2", "CREDITS_DB_POOL_SIZE": "20",
-                                  "CREDITS_DB_MAX_OVERFLOW": "0"})
-    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=2), 20, 0)
+                                  "CREDITS_DB_MAX_OVERFLOW": "3"})
+    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=2), 20, 3)
 
 
 @pytest.mark.parametrize(("name", "value"), [("CREDITS_RECHARGE_LEASE_SECONDS", "0"),

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
@@ -121,6 +122,8 @@ def _translated(error: BaseException) -> Exception | None:
             return StoreUnavailable(f"database connection lost (SQLSTATE {state or 'none'})")
     if isinstance(error, OSError | TimeoutError):  # refused, unreachable, or timed out while connecting
         return StoreUnavailable(f"database unreachable ({type(error).__name__})")
+    if isinstance(error, PoolTimeout):  # every connection of the pool busy for the pool timeout: overloaded
+        return StoreUnavailable("no database connection free within the pool timeout")
     return None
 
 
