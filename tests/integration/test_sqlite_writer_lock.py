@@ -99,9 +99,11 @@ async def test_a_writer_killed_in_its_transaction_leaves_the_line_free_and_nothi
             holder.kill()
             await holder.wait()
     assert line_is_free(database)
-    async with engine.begin() as connection:
+    async with engine.connect() as connection:
         await connection.execution_options(**{WRITE_OPTION: True})
+        await connection.begin()
         await connection.execute(text("INSERT INTO t (v) VALUES ('after')"))
+        await connection.commit()
     assert await rows(engine) == ["after"]
 
 

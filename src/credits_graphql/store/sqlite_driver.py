@@ -172,8 +172,9 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
         database = str(args[0] if args else kwargs["database"])
         timeout = float(kwargs.get("timeout", 5.0))
         adapted = super().connect(*args, **kwargs)
-        in_memory = database == ":memory:" or database.startswith("file:")
-        return OneHopConnection(self, adapted._connection, None if in_memory else WriterLock(database, timeout))
+        # No file beside an in-memory database or a URI to put the line in; those wait in the busy handler.
+        no_file = database == ":memory:" or database.startswith("file:")
+        return OneHopConnection(self, adapted._connection, None if no_file else WriterLock(database, timeout))
 
 
 def one_hop_dbapi() -> OneHopDBAPI:
