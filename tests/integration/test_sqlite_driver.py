@@ -43,6 +43,25 @@ async def test_a_write_transaction_takes_one_hop_per_statement_and_one_to_commit
     assert hops == ["_run", "_run", "_finish"]
 
 
+async def test_a_read_transaction_ends_without_a_round_trip_and_before_the_next_statement(
+        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
+    other = sqlite3.connect(database, isolation_level=None)
+    try:
+        async with engine.connect() as connection:
+            hops.clear()
+            await connection.begin()
+            assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+            await connection.rollback()
+            assert hops == ["_run"]  # the ROLLBACK went without waiting for it
+            other.execute("INSERT INTO t (v) VALUES ('later')")
+            # A new transaction on the same connection: its BEGIN runs after that ROLLBACK, and sees the insert.
+            await connection.begin()
+            assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+            await connection.rollback()
+    finally:
+        other.close()
+
+
 async def test_a_transaction_that_ran_nothing_costs_no_hop(engine: AsyncEngine, hops: list[str]) -> None:
     async with engine.connect() as connection:
         hops.clear()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -76,11 +77,13 @@ class OneHopCursor:
     def _execute(self, operation: str, parameters: Any, *, many: bool) -> None:
         connection = self._adapt_connection
         if not many and not parameters and operation in _DEFERRED:
-            connection.pending.append(operation)
+            connection.begin(operation)
             self.description, self.rowcount = None, -1
             return
         pending, connection.pending = connection.pending, []
-        connection.in_transaction = connection.in_transaction or bool(pending)
+        if pending:
+            connection.in_transaction = True
+            connection.writing = connection.writing or "BEGIN IMMEDIATE" in pending
         inner = connection._connection
         try:
             self.description, rows, self.rowcount, self.lastrowid = await_(
@@ -128,14 +131,19 @@ def _finish(connection: sqlite3.Connection, writer_lock: WriterLock | None, comm
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("in_transaction", "pending", "writer_lock")
+    __slots__ = ("in_transaction", "pending", "writer_lock", "writing")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any, writer_lock: WriterLock | None) -> None:
         super().__init__(dbapi, connection)  # an aiosqlite.Connection
         self.pending: list[str] = []
         self.in_transaction = False  # a statement ran since the last commit or rollback
+        self.writing = False  # ... and the transaction is a write (BEGIN IMMEDIATE)
         self.writer_lock = writer_lock
+
+    def begin(self, statement: str = "BEGIN") -> None:
+        """`statement` (BEGIN or BEGIN IMMEDIATE) travels with the transaction's first statement."""
+        self.pending.append(statement)
 
     def commit(self) -> None:
         self._end(commit=True)
@@ -146,9 +154,14 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def _end(self, *, commit: bool) -> None:
         # A BEGIN that never travelled opened nothing; a transaction that ran nothing has nothing to end.
         # (The connection is in autocommit mode: isolation_level None, we issue BEGIN ourselves.)
-        ran, self.pending, self.in_transaction = self.in_transaction, [], False
+        ran, writing = self.in_transaction, self.writing
+        self.pending, self.in_transaction, self.writing = [], False, False
         inner = self._connection
-        if ran and inner._connection:
+        if ran and not writing and inner._connection:
+            # A read transaction has nothing to commit or lose: its end is queued on the connection's thread
+            # without a round trip, and whatever the connection runs next runs after it.
+            inner._tx.put_nowait((None, partial(_finish, inner._conn, None, commit)))
+        elif ran and inner._connection:
             try:
                 await_(inner._execute(_finish, inner._conn, self.writer_lock, commit))
             except Exception as error:
