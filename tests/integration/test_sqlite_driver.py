@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credits_graphql.store.engine import SQLITE_POOL_SIZE, WRITE_OPTION
+from credits_graphql.store.engine import SQLITE_POOL_SIZE, UNREAD_OPTION, WRITE_OPTION
 
 
 @pytest.fixture
@@ -60,6 +60,58 @@ async def test_a_read_transaction_ends_without_a_round_trip_and_before_the_next_
             await connection.rollback()
     finally:
         other.close()
+
+
+INSERT = text("INSERT INTO t (id, v) VALUES (:id, :v)")
+UNREAD = {UNREAD_OPTION: True}
+
+
+def committed_rows(database: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(database) as other:
+        return other.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+
+
+async def test_an_unread_write_travels_with_the_next_statement_and_the_last_with_the_commit(
+        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
+    async with engine.connect() as connection:
+        await connection.execution_options(**{WRITE_OPTION: True})
+        hops.clear()
+        await connection.begin()
+        await connection.execute(INSERT, {"id": 1, "v": "a"}, execution_options=UNREAD)
+        assert hops == []
+        assert (await connection.execute(text("SELECT v FROM t"))).all() == [("a",)]
+        await connection.execute(INSERT, {"id": 2, "v": "b"}, execution_options=UNREAD)
+        assert committed_rows(database) == []
+        await connection.commit()
+    assert hops == ["_run", "_finish"]
+    assert committed_rows(database) == [(1, "a"), (2, "b")]
+
+
+async def test_an_unread_write_that_fails_fails_its_transaction_at_commit_and_frees_the_writers_line(
+        engine: AsyncEngine, database: Path) -> None:
+    async with engine.connect() as connection:
+        await connection.execution_options(**{WRITE_OPTION: True})
+        await connection.begin()
+        await connection.execute(INSERT, {"id": 1, "v": "kept?"})
+        await connection.execute(INSERT, {"id": 1, "v": "same id"}, execution_options=UNREAD)
+        with pytest.raises(Exception, match="UNIQUE constraint failed"):
+            await connection.commit()
+    assert committed_rows(database) == []  # the whole transaction, not only the failed write
+    with sqlite3.connect(database, timeout=0, isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")  # neither SQLite's write lock nor the writers' line is held
+        other.execute("ROLLBACK")
+
+
+async def test_a_rollback_drops_unread_writes_without_a_hop(
+        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
+    async with engine.connect() as connection:
+        await connection.execution_options(**{WRITE_OPTION: True})
+        hops.clear()
+        await connection.begin()
+        await connection.execute(INSERT, {"id": 1, "v": "dropped"}, execution_options=UNREAD)
+        await connection.rollback()
+    assert hops == []
+    assert committed_rows(database) == []
 
 
 async def test_a_transaction_that_ran_nothing_costs_no_hop(engine: AsyncEngine, hops: list[str]) -> None:

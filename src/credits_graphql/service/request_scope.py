@@ -87,7 +87,7 @@ class _AfterReads:
         self._audited = self._scope._staged is not None
         if self._scope._staged is not None:
             try:
-                await self._uow.audit_events.append(self._scope._staged)
+                await self._uow.audit_events.record(self._scope._staged)
             except BaseException as error:
                 await self._inner.__aexit__(type(error), error, error.__traceback__)
                 raise

@@ -7,12 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from credits_graphql.store.sqlite_driver import OneHopConnection, one_hop_dbapi
 
 WRITE_OPTION = "credits_write"
+UNREAD_OPTION = "credits_unread"
+"""For a write whose result (row count included) the caller does not read: on SQLite it is sent with the
+transaction's next statement or its COMMIT, and an error it raises surfaces there (store/sqlite_driver.py)."""
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # Each SQLite connection is a thread of its own (aiosqlite), and SQLite runs one writer at a time. SQLAlchemy's
 # default (5, plus 10 opened under load and closed when given back) kept opening connections and starting
@@ -55,3 +58,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # SQLAlchemy, the BEGIN cost a sixth of a balance read's CPU.
         dbapi_connection: OneHopConnection = connection.connection.dbapi_connection  # type: ignore[assignment]
         dbapi_connection.begin("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def on_execute(_connection: Connection, cursor: Any, _statement: str, _parameters: Any,
+                   context: ExecutionContext | None, _executemany: bool) -> None:
+        if context is not None and context.execution_options.get(UNREAD_OPTION):
+            cursor.unread()

@@ -23,6 +23,7 @@ from credits_graphql.domain.ledger import (
 )
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
 from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, Organization
+from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.tables import (
     accounts,
     api_keys,
@@ -45,6 +46,8 @@ _APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id)
 _APPEND_ENTRIES = insert(ledger_entries).returning(ledger_entries.c.id, ledger_entries.c.account_id,
                                                    ledger_entries.c.idempotency_key)
 _APPEND_AUDIT_EVENT = insert(audit_events).returning(audit_events.c.id)
+_RECORD_AUDIT_EVENT = insert(audit_events)
+_UNREAD = {UNREAD_OPTION: True}
 _ENTRY_BY_KEY = select(ledger_entries).where(ledger_entries.c.account_id == bindparam("account_id"),
                                              ledger_entries.c.idempotency_key == bindparam("key"))
 _GIVEN_KEYS = func.unnest(bindparam("account_ids", type_=ARRAY(BigInteger())), bindparam("keys", type_=ARRAY(String()))
@@ -93,7 +96,8 @@ class SqlAccountRepository:
         return [_account(row) for row in rows]
 
     async def save(self, account: Account) -> None:
-        await self._connection.execute(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)})
+        await self._connection.execute(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)},
+                                       execution_options=_UNREAD)
 
     async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
         query = select(accounts).where(accounts.c.org_id == org_id)
@@ -200,7 +204,8 @@ class SqlRechargeAttemptRepository:
     async def save(self, attempt: RechargeAttempt) -> None:
         values = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
         await self._connection.execute(
-            update(recharge_attempts).where(recharge_attempts.c.id == attempt.id).values(values))
+            update(recharge_attempts).where(recharge_attempts.c.id == attempt.id).values(values),
+            execution_options=_UNREAD)
 
     async def get(self, attempt_id: int, *, for_update: bool = False) -> RechargeAttempt | None:
         query = select(recharge_attempts).where(recharge_attempts.c.id == attempt_id)
@@ -304,7 +309,8 @@ class SqlApiKeyRepository:
         return bool(result.rowcount)
 
     async def touch(self, key_id: int, at: datetime) -> None:
-        await self._connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+        await self._connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at),
+                                       execution_options=_UNREAD)
 
 
 
@@ -320,7 +326,8 @@ class SqlFundsChargeRepository:
 
     async def save(self, charge: FundsCharge) -> None:
         values = {name: getattr(charge, name) for name in _FUNDS_CHARGE_FIELDS}
-        await self._connection.execute(update(funds_charges).where(funds_charges.c.id == charge.id).values(values))
+        await self._connection.execute(update(funds_charges).where(funds_charges.c.id == charge.id).values(values),
+                                       execution_options=_UNREAD)
 
     async def get(self, charge_id: int, *, for_update: bool = False) -> FundsCharge | None:
         query = select(funds_charges).where(funds_charges.c.id == charge_id)
@@ -351,12 +358,11 @@ class SqlAuditEventRepository:
         self._connection = connection
 
     async def append(self, event: AuditEvent) -> AuditEvent:
-        event_id = (await self._connection.execute(_APPEND_AUDIT_EVENT, dict(
-            org_id=event.org_id, api_key_id=event.api_key_id, operation=event.operation,
-            account_id=event.account_id, input_summary=json.dumps(dict(event.input_summary)),
-            outcome=event.outcome, error_codes=",".join(event.error_codes), occurred_at=event.occurred_at,
-        ))).scalar_one()
+        event_id = (await self._connection.execute(_APPEND_AUDIT_EVENT, _audit_values(event))).scalar_one()
         return replace(event, id=event_id)
+
+    async def record(self, event: AuditEvent) -> None:
+        await self._connection.execute(_RECORD_AUDIT_EVENT, _audit_values(event), execution_options=_UNREAD)
 
     async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
         row = (await self._connection.execute(select(audit_events).where(
@@ -460,6 +466,12 @@ def _api_key(row: Row[Any]) -> ApiKey:
     return ApiKey(id=row.id, org_id=row.org_id, role=Role(row.role), prefix=row.prefix,
                   created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at,
                   expires_at=row.expires_at, key_hash=row.key_hash)
+
+
+def _audit_values(event: AuditEvent) -> dict[str, Any]:
+    return dict(org_id=event.org_id, api_key_id=event.api_key_id, operation=event.operation,
+                account_id=event.account_id, input_summary=json.dumps(dict(event.input_summary)),
+                outcome=event.outcome, error_codes=",".join(event.error_codes), occurred_at=event.occurred_at)
 
 
 def _audit_event(row: Row[Any]) -> AuditEvent:

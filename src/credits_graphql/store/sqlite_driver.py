@@ -1,19 +1,20 @@
-"""SQLAlchemy's aiosqlite adapter, with one thread hop per statement instead of four.
+"""SQLAlchemy's aiosqlite adapter, with one thread hop per statement instead of four, and none for what can wait.
 
 aiosqlite runs each sqlite3 call on the connection's own thread and hands the result back to the event
 loop; SQLAlchemy's adapter makes four such calls per statement (open a cursor, execute, fetch, close).
 Each hop costs more than the SQL (a usage transaction is ~40 us of SQLite). Here a statement is executed
-and fetched in one call on that thread, and a BEGIN waits to travel with the statement that follows it
-(a transaction that issues nothing else then needs no hop at all). The thread still does every sqlite3
-call, so the event loop never waits on the database file or on another process's write lock. A write
-transaction's BEGIN IMMEDIATE first takes its place in the writers' line of the database file
-(store/sqlite_writer_lock.py), and its COMMIT or ROLLBACK leaves it, in the same hops."""
+and fetched in one call on that thread. What needs no answer waits to travel with the next statement: a BEGIN,
+and a write whose result the caller does not read (a statement executed with UNREAD_OPTION; an error it raises
+surfaces at that next statement or at COMMIT, and fails the transaction as it would have). A read
+transaction's ROLLBACK is queued without waiting for it. The thread still does every sqlite3 call, so the event
+loop never waits on the database file or on another process's write lock. A write transaction's BEGIN
+IMMEDIATE first takes its place in the writers' line of the database file (store/sqlite_writer_lock.py),
+and its COMMIT or ROLLBACK leaves it, in the same hops."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -26,23 +27,31 @@ from sqlalchemy.util.concurrency import await_
 
 from credits_graphql.store.sqlite_writer_lock import WriterLock
 
-_DEFERRED = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
+_BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
+_WRITE_BEGIN = "BEGIN IMMEDIATE"
 
 Description = tuple[tuple[Any, ...], ...] | None
+Pending = list[tuple[str, Any]]
+"""Statements and their parameters, waiting to travel with the next statement or the COMMIT."""
 
 
-def _run(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending: Sequence[str], operation: str,
-         parameters: Any, many: bool) -> tuple[Description, list[Any], int, int | None]:
-    """On the connection's thread: the deferred BEGIN, then the statement and all its rows."""
-    for statement in pending:
-        if statement == "BEGIN IMMEDIATE" and writer_lock is not None:
+def _send(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending: Pending) -> None:
+    for statement, parameters in pending:
+        if statement == _WRITE_BEGIN and writer_lock is not None:
             writer_lock.acquire()
-        try:
-            connection.execute(statement)
-        except BaseException:
-            if writer_lock is not None:
-                writer_lock.release()
-            raise
+            try:
+                connection.execute(statement)
+            except BaseException:
+                writer_lock.release()  # no transaction began; one that did is left at ROLLBACK
+                raise
+        else:
+            connection.execute(statement, parameters)
+
+
+def _run(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending: Pending, operation: str,
+         parameters: Any, many: bool) -> tuple[Description, list[Any], int, int | None]:
+    """On the connection's thread: what was waiting, then the statement and all its rows."""
+    _send(connection, writer_lock, pending)
     cursor = connection.cursor()
     try:
         if many:
@@ -53,6 +62,10 @@ def _run(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending
         return cursor.description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+async def _nothing() -> None:
+    pass
 
 
 class OneHopCursor:
@@ -67,6 +80,11 @@ class OneHopCursor:
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._rows: deque[Any] = deque()
+        self._unread = False
+
+    def unread(self) -> None:
+        """The next statement's result will not be read: it waits to travel with the one after it."""
+        self._unread = True
 
     def execute(self, operation: str, parameters: Any = None) -> None:
         self._execute(operation, parameters or (), many=False)
@@ -76,14 +94,16 @@ class OneHopCursor:
 
     def _execute(self, operation: str, parameters: Any, *, many: bool) -> None:
         connection = self._adapt_connection
-        if not many and not parameters and operation in _DEFERRED:
-            connection.begin(operation)
+        if self._unread and not many:
+            self._unread = False
+            connection.pending.append((operation, parameters))
             self.description, self.rowcount = None, -1
+            await_(_nothing())  # SQLAlchemy requires an async driver to await in each execute
             return
         pending, connection.pending = connection.pending, []
         if pending:
             connection.in_transaction = True
-            connection.writing = connection.writing or "BEGIN IMMEDIATE" in pending
+            connection.writing = connection.writing or (_WRITE_BEGIN, ()) in pending
         inner = connection._connection
         try:
             self.description, rows, self.rowcount, self.lastrowid = await_(
@@ -121,10 +141,20 @@ class OneHopCursor:
         return rows
 
 
-def _finish(connection: sqlite3.Connection, writer_lock: WriterLock | None, commit: bool) -> None:
-    """On the connection's thread: COMMIT or ROLLBACK, then the writers' line is free."""
+def _finish(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending: Pending,
+            commit: bool) -> None:
+    """On the connection's thread: what was waiting and COMMIT, or ROLLBACK; then the writers' line is free."""
     try:
-        connection.commit() if commit else connection.rollback()
+        if commit:
+            try:
+                _send(connection, writer_lock, pending)
+            except BaseException:
+                if connection.in_transaction:
+                    connection.rollback()
+                raise
+            connection.commit()
+        else:
+            connection.rollback()
     finally:
         if writer_lock is not None:
             writer_lock.release()
@@ -136,14 +166,14 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     def __init__(self, dbapi: Any, connection: Any, writer_lock: WriterLock | None) -> None:
         super().__init__(dbapi, connection)  # an aiosqlite.Connection
-        self.pending: list[str] = []
+        self.pending: Pending = []
         self.in_transaction = False  # a statement ran since the last commit or rollback
         self.writing = False  # ... and the transaction is a write (BEGIN IMMEDIATE)
         self.writer_lock = writer_lock
 
     def begin(self, statement: str = "BEGIN") -> None:
         """`statement` (BEGIN or BEGIN IMMEDIATE) travels with the transaction's first statement."""
-        self.pending.append(statement)
+        self.pending.append((statement, ()))
 
     def commit(self) -> None:
         self._end(commit=True)
@@ -154,18 +184,23 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def _end(self, *, commit: bool) -> None:
         # A BEGIN that never travelled opened nothing; a transaction that ran nothing has nothing to end.
         # (The connection is in autocommit mode: isolation_level None, we issue BEGIN ourselves.)
-        ran, writing = self.in_transaction, self.writing
+        # A COMMIT takes the writes still waiting with it; a ROLLBACK drops them.
+        ran, writing, pending = self.in_transaction, self.writing, self.pending if commit else []
         self.pending, self.in_transaction, self.writing = [], False, False
+        if pending and all(statement in _BEGINS for statement, _ in pending):
+            pending = []  # a BEGIN with nothing after it opens and commits nothing
         inner = self._connection
-        if ran and not writing and inner._connection:
-            # A read transaction has nothing to commit or lose: its end is queued on the connection's thread
-            # without a round trip, and whatever the connection runs next runs after it.
-            inner._tx.put_nowait((None, partial(_finish, inner._conn, None, commit)))
-        elif ran and inner._connection:
-            try:
-                await_(inner._execute(_finish, inner._conn, self.writer_lock, commit))
-            except Exception as error:
-                self._handle_exception(error)
+        if not inner._connection or not (ran or pending):
+            return
+        if not commit and not writing:
+            # A read's rollback has nothing to lose: it is queued on the connection's thread without a round
+            # trip, and whatever the connection runs next runs after it.
+            inner._tx.put_nowait((None, partial(_finish, inner._conn, None, [], False)))
+            return
+        try:
+            await_(inner._execute(_finish, inner._conn, self.writer_lock, pending, commit))
+        except Exception as error:
+            self._handle_exception(error)
 
     def close(self) -> None:
         try:
