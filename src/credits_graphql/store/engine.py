@@ -55,7 +55,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(WRITE_OPTION, False)
         # Straight to the driver, which sends it with the first statement: as a statement of its own through
-        # SQLAlchemy, the BEGIN cost a sixth of a balance read's CPU.
+        # SQLAlchemy's pipeline (exec_driver_sql), the BEGIN took a sixth of the first statement's execution.
         dbapi_connection: OneHopConnection = connection.connection.dbapi_connection  # type: ignore[assignment]
         dbapi_connection.begin("BEGIN IMMEDIATE" if write else "BEGIN")
 
