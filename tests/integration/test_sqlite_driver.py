@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credits_graphql.store.engine import SQLITE_POOL_SIZE, UNREAD_OPTION, WRITE_OPTION
 
@@ -30,10 +32,17 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-async def test_a_write_transaction_takes_one_hop_per_statement_and_one_to_commit(
-        engine: AsyncEngine, hops: list[str]) -> None:
+@asynccontextmanager
+async def writer(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection whose transactions are writes (BEGIN IMMEDIATE)."""
     async with engine.connect() as connection:
         await connection.execution_options(**{WRITE_OPTION: True})
+        yield connection
+
+
+async def test_a_write_transaction_takes_one_hop_per_statement_and_one_to_commit(
+        engine: AsyncEngine, hops: list[str]) -> None:
+    async with writer(engine) as connection:
         hops.clear()
         await connection.begin()
         await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
@@ -67,14 +76,13 @@ UNREAD = {UNREAD_OPTION: True}
 
 
 def committed_rows(database: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(database) as other:
+    with closing(sqlite3.connect(database)) as other:
         return other.execute("SELECT id, v FROM t ORDER BY id").fetchall()
 
 
 async def test_an_unread_write_travels_with_the_next_statement_and_the_last_with_the_commit(
         engine: AsyncEngine, database: Path, hops: list[str]) -> None:
-    async with engine.connect() as connection:
-        await connection.execution_options(**{WRITE_OPTION: True})
+    async with writer(engine) as connection:
         hops.clear()
         await connection.begin()
         await connection.execute(INSERT, {"id": 1, "v": "a"}, execution_options=UNREAD)
@@ -89,23 +97,21 @@ async def test_an_unread_write_travels_with_the_next_statement_and_the_last_with
 
 async def test_an_unread_write_that_fails_fails_its_transaction_at_commit_and_frees_the_writers_line(
         engine: AsyncEngine, database: Path) -> None:
-    async with engine.connect() as connection:
-        await connection.execution_options(**{WRITE_OPTION: True})
+    async with writer(engine) as connection:
         await connection.begin()
         await connection.execute(INSERT, {"id": 1, "v": "kept?"})
         await connection.execute(INSERT, {"id": 1, "v": "same id"}, execution_options=UNREAD)
         with pytest.raises(Exception, match="UNIQUE constraint failed"):
             await connection.commit()
     assert committed_rows(database) == []  # the whole transaction, not only the failed write
-    with sqlite3.connect(database, timeout=0, isolation_level=None) as other:
+    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")  # neither SQLite's write lock nor the writers' line is held
         other.execute("ROLLBACK")
 
 
 async def test_a_rollback_drops_unread_writes_without_a_hop(
         engine: AsyncEngine, database: Path, hops: list[str]) -> None:
-    async with engine.connect() as connection:
-        await connection.execution_options(**{WRITE_OPTION: True})
+    async with writer(engine) as connection:
         hops.clear()
         await connection.begin()
         await connection.execute(INSERT, {"id": 1, "v": "dropped"}, execution_options=UNREAD)
@@ -126,8 +132,7 @@ async def test_a_folded_begin_immediate_holds_the_write_lock_from_the_first_stat
         engine: AsyncEngine, database: Path) -> None:
     other = sqlite3.connect(database, timeout=0, isolation_level=None)
     try:
-        async with engine.connect() as connection:
-            await connection.execution_options(**{WRITE_OPTION: True})
+        async with writer(engine) as connection:
             await connection.begin()
             await connection.execute(text("SELECT count(*) FROM t"))  # a read, yet the write lock is held
             with pytest.raises(sqlite3.OperationalError, match="locked"):

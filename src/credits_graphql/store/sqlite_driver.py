@@ -171,7 +171,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self.writing = False  # ... and the transaction is a write (BEGIN IMMEDIATE)
         self.writer_lock = writer_lock
 
-    def begin(self, statement: str = "BEGIN") -> None:
+    def begin(self, statement: str) -> None:
         """`statement` (BEGIN or BEGIN IMMEDIATE) travels with the transaction's first statement."""
         self.pending.append((statement, ()))
 
