@@ -52,6 +52,7 @@ bench/node_modules/.package-lock.json: bench/package-lock.json
 
 # Not part of `make test`: several minutes of load on both cores.
 bench: dev $(VENV)/.installed-bench bench/node_modules/.package-lock.json
+	$(BIN)/python bench/breakdown.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/history.py
 

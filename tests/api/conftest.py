@@ -1,12 +1,16 @@
-"""Fixtures of the API tests: an account made through the API, with or without funds."""
+"""Fixtures of the API tests: an account made through the API, with or without funds; the ledger rule checked
+after each test."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import pytest
 
 from credits_graphql.service.deps import Deps
 from tests.api.documents import add_funds, create_account
 from tests.conftest import GraphQLClient, Org, make_org
+from tests.service.support import assert_every_ledger_consistent
 
 
 @pytest.fixture
@@ -28,3 +32,10 @@ async def funded_id(gql: GraphQLClient, account_id: str) -> str:
 async def other_org(deps: Deps, org: Org) -> Org:
     """A second organization with its own keys (created after `org`)."""
     return await make_org(deps, "Globex")
+
+
+@pytest.fixture(autouse=True)
+async def ledger_rule_holds_afterwards(deps: Deps) -> AsyncIterator[None]:
+    """Every API test ends by checking the ledger rule on every account (tests/service/conftest.py)."""
+    yield
+    await assert_every_ledger_consistent(deps)

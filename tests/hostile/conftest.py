@@ -15,11 +15,17 @@ import pytest
 
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
+from credits_graphql.service.deps import Deps
 from credits_graphql.settings import Environment, Settings
 from tests.conftest import GraphQLClient
+from tests.service.support import assert_every_ledger_consistent
 
 SNAPSHOT = """query($id: ID!) {
-  account(id: $id) { name status balance { available { amount } } transactions(first: 100) { totalCount } }
+  account(id: $id) {
+    name status balance { available { amount } } transactions(first: 100) { totalCount }
+    rechargeSettings { status rechargeAmount { amount } triggerBalance { amount } updatedAt }
+    paymentMethod { brand last4 updatedAt } rechargeAttempts(first: 1) { totalCount }
+  }
   accounts(first: 100) { totalCount }
 }"""
 
@@ -33,13 +39,18 @@ class Snapshot:
     balance: str
     transactions: int
     accounts: int
+    recharge_settings: dict[str, Any]
+    payment_method: dict[str, Any] | None
+    recharge_attempts: int
 
 
 async def snapshot(gql: GraphQLClient, account_id: str) -> Snapshot:
     data = await gql(SNAPSHOT, {"id": account_id})
     account = data["account"]
     return Snapshot(name=account["name"], status=account["status"], balance=account["balance"]["available"]["amount"],
-                    transactions=account["transactions"]["totalCount"], accounts=data["accounts"]["totalCount"])
+                    transactions=account["transactions"]["totalCount"], accounts=data["accounts"]["totalCount"],
+                    recharge_settings=account["rechargeSettings"], payment_method=account["paymentMethod"],
+                    recharge_attempts=account["rechargeAttempts"]["totalCount"])
 
 
 def codes_of(response: httpx.Response) -> list[str]:
@@ -144,3 +155,11 @@ async def client_for(runtime: Runtime, settings: Settings, *, raise_app_exceptio
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
+
+
+@pytest.fixture
+async def ledger_rule_holds_afterwards(deps: Deps) -> AsyncIterator[None]:
+    """The test ends by checking the ledger rule on every account (tests/service/conftest.py). Not for the fuzz
+    test: its database outlives a test's own (`deps` would empty it)."""
+    yield
+    await assert_every_ledger_consistent(deps)

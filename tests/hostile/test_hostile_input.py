@@ -22,6 +22,8 @@ from tests.hostile.conftest import Snapshot, Stopwatch, client_for, codes_of, me
 MiB = 1024 * 1024
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
+pytestmark = pytest.mark.usefixtures("ledger_rule_holds_afterwards")
+
 
 def add_funds(account_id: str, key: str = "hostile", selection: str = "transaction { id } userErrors { code }",
               ) -> str:
@@ -332,18 +334,19 @@ def fragment_bomb(levels: int) -> str:
 async def test_a_fragment_bomb_is_answered_at_once(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
     before = await snapshot(gql, funded_id)
-    query = fragment_bomb(20)
-    assert len(query) < 1000
+    query = fragment_bomb(30)
+    assert len(query) < 1500
     started = time.perf_counter()
-    response = await stopwatch.time("fragment bomb: 20 fragments spreading the next twice (0.8 kB)",
+    response = await stopwatch.time("fragment bomb: 30 fragments spreading the next twice (1.3 kB)",
                                     lambda: http.post("/graphql", json={"query": query}, headers=auth(org)))
     elapsed = time.perf_counter() - started
-    assert response.status_code in (200, 400), response.text
-    body = response.json()
-    assert body.get("data") == {"__typename": "Query"} or codes_of(response), body
+    # Each fragment is walked once: the document asks for one field, and gets it.
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"__typename": "Query"}}
     await unchanged(gql, funded_id, before)
-    # Each further level doubles the time: 30 levels (1.3 kB) hold the event loop for about ten minutes.
-    assert elapsed < 0.3, f"{elapsed:.2f} s for a 0.8 kB document"
+    # Walked path by path (2**30 paths), the document would hold the event loop for about ten minutes. The
+    # bound leaves a slow machine room and still catches that.
+    assert elapsed < 10, f"{elapsed:.2f} s for a 1.3 kB document"
 
 
 # --- arguments: page sizes, ids, cursors, strings ------------------------------------------------------

@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from credits_graphql.service.deps import Deps
-from tests.service.support import all_account_ids, assert_ledger_consistent
+from tests.service.support import assert_every_ledger_consistent
 
 
 @pytest.fixture(autouse=True)
 async def ledger_rule_holds_afterwards(deps: Deps) -> AsyncIterator[None]:
     yield
-    for account_id in await all_account_ids(deps):
-        await assert_ledger_consistent(deps, account_id)
+    await assert_every_ledger_consistent(deps)

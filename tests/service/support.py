@@ -94,6 +94,11 @@ async def all_account_ids(deps: Deps) -> list[int]:
         return [row.id for row in rows]
 
 
+async def assert_every_ledger_consistent(deps: Deps) -> None:
+    for account_id in await all_account_ids(deps):
+        await assert_ledger_consistent(deps, account_id)
+
+
 async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
     """The ledger rule: balance == sum of entries == newest balanceAfter, each entry chains on the one before,
     the balance never negative, at most one PENDING recharge attempt, and entry counters that match."""

@@ -88,6 +88,9 @@ async def test_a_closed_account_refuses_a_new_payment_method(deps: Deps, org: Or
     await accounts.close_account(deps, org.id, account.id)
     with violation(ErrorCode.ACCOUNT_CLOSED):
         await accounts.update_payment_method(deps, org.id, account.id, "tok_mastercard")
+    method = (await reload(deps, account.id)).payment_method
+    assert method is not None
+    assert method.token == "tok_visa"
 
 
 async def test_another_organizations_account_cannot_be_seen_closed_or_changed(deps: Deps, org: Org) -> None:

@@ -145,10 +145,13 @@ async def test_another_organizations_account_is_not_found_and_not_charged(deps: 
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])
-async def test_an_empty_or_overlong_idempotency_key_is_invalid_input(deps: Deps, org: Org, key: str) -> None:
+async def test_an_empty_or_overlong_idempotency_key_is_invalid_input(deps: Deps, org: Org, key: str,
+                                                                     gateway: SandboxGateway) -> None:
     account = await open_account(deps, org.id)
     with violation(ErrorCode.INVALID_INPUT, ["input", "idempotencyKey"]):
         await fund(deps, org.id, account.id, "50", key=key)
+    assert gateway.charges == []
+    assert (await reload(deps, account.id)).balance_micros == 0
 
 
 async def test_funds_replayed_after_the_account_closed_return_the_first_credit(deps: Deps, org: Org,

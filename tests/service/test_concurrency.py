@@ -63,23 +63,37 @@ async def test_concurrent_usage_with_the_worker_running_keeps_the_ledger_exact(d
     await fund(deps, org.id, account.id, "30")
     await enable_recharge(deps, org.id, account.id, amount="50", trigger="20")
 
+    usage_answered = asyncio.Event()
+    settled_so_far = [0]
+
     async def worker() -> int:
+        """Settles due recharges while usage is reported, until every report is answered and at least one
+        recharge has been settled (bounded, so a recharge that never comes fails the test below)."""
         settled = 0
-        for _ in range(10):
-            settled += await recharges.run_due(deps)
+        for _ in range(2000):
+            if usage_answered.is_set() and settled_so_far[0]:
+                break
+            done = await recharges.run_due(deps)
+            settled += done
+            settled_so_far[0] += done
         return settled
 
-    results = await asyncio.gather(*(_usage(deps, org, account.id, "4", f"u{i}") for i in range(CALLS)),
-                                   worker(), worker())
-    usage_results = results[:CALLS]
+    async def report_usage() -> list[ledger.Recorded | RuleViolation]:
+        try:
+            return await asyncio.gather(*(_usage(deps, org, account.id, "4", f"u{i}") for i in range(CALLS)))
+        finally:
+            usage_answered.set()
+
+    usage_results, *settled_by_worker = await asyncio.gather(report_usage(), worker(), worker())
     recorded = [r for r in usage_results if isinstance(r, ledger.Recorded)]
     refused = [r for r in usage_results if isinstance(r, RuleViolation)]
     assert recorded
+    assert sum(settled_by_worker) >= 1
     assert {r.code for r in refused} <= {ErrorCode.INSUFFICIENT_FUNDS}
     assert len(await entries(deps, account.id, [EntryKind.USAGE])) == len(recorded)
     credits = await entries(deps, account.id, [EntryKind.AUTO_RECHARGE])
     succeeded = [a for a in await attempts(deps, account.id) if a.status is AttemptStatus.SUCCEEDED]
-    assert len(credits) == len(succeeded) == sum(results[CALLS:])  # type: ignore[arg-type]
+    assert len(credits) == len(succeeded) == sum(settled_by_worker)
     assert sorted(a.transaction_id for a in succeeded) == sorted(c.id for c in credits)  # type: ignore[type-var]
     balance = (await assert_ledger_consistent(deps, account.id)).balance_micros
     assert balance == micros("30") + len(credits) * micros("50") - len(recorded) * micros("4")
