@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from credits_graphql.api import rate_limit
+from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE
 from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.api.limits import QueryLimits
 from credits_graphql.api.request_guard import RequestGuard
@@ -69,7 +70,8 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
             await runtime.close()
 
     app = Starlette(
-        exception_handlers={StoreUnavailable: _database_trouble, TransientConflict: _database_trouble},
+        exception_handlers={StoreUnavailable: _database_trouble, TransientConflict: _database_trouble,
+                            Exception: _unexpected},
         routes=[
             Route("/graphql", endpoint),
             Route("/healthz", healthz),
@@ -113,3 +115,12 @@ async def _database_trouble(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"errors": [{"message": "The service is temporarily unavailable; retry shortly.",
                                      "extensions": {"code": "SERVICE_UNAVAILABLE"}}]},
                         status_code=503, headers={"Retry-After": "1"})
+
+
+async def _unexpected(request: Request, _: Exception) -> JSONResponse:
+    """What escaped every other handler answers in JSON with a code, like any error; Starlette re-raises it
+    afterwards, so the server logs it with its traceback."""
+    request_id = str(request.scope.get("state", {}).get("request_id", ""))
+    return JSONResponse({"errors": [{"message": INTERNAL_MESSAGE,
+                                     "extensions": {"code": INTERNAL, "requestId": request_id}}]},
+                        status_code=500, headers={"X-Request-ID": request_id} if request_id else None)

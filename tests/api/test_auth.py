@@ -175,3 +175,25 @@ async def test_an_unknown_and_a_foreign_account_answer_the_same(gql: GraphQLClie
     assert foreign == missing
     assert own["account"]["id"] != funded_id
     assert [e["node"]["name"] for e in (await other(ACCOUNTS))["accounts"]["edges"]] == ["Mine"]
+
+
+async def test_a_mutation_document_with_one_forbidden_field_runs_none_of_its_fields(
+        gql: GraphQLClient, funded_id: str, org: Org) -> None:
+    # Run one by one, recordUsage would move money and the FORBIDDEN addFunds would null the whole answer.
+    before = await _snapshot(gql, funded_id)
+    document = f"""mutation {{
+      used: recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, amount: "7", idempotencyKey: "m1"}})
+        {{ transaction {{ id }} }}
+      funded: addFunds(input: {{accountId: "{funded_id}", amount: "50", idempotencyKey: "m2"}})
+        {{ transaction {{ id }} }}
+    }}"""
+    response = await gql.post(document, key=org.usage_writer)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] is None
+    assert codes_of(response) == ["FORBIDDEN"]
+    assert body["errors"][0]["path"] == ["funded"]
+    assert await _snapshot(gql, funded_id) == before
+    # Each on its own, the allowed one goes through.
+    document = document.replace(document[document.index("funded:"):document.rindex("}")], "")
+    assert (await gql(document, key=org.usage_writer))["used"]["transaction"]["id"]

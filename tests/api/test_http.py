@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from tests.api.documents import create_account
@@ -53,3 +55,12 @@ async def test_graphql_responses_are_json(gql: GraphQLClient) -> None:
     response = await gql.post("{ accounts { totalCount } }")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
+
+
+async def test_the_content_type_is_matched_without_regard_to_case(http: httpx.AsyncClient, org: Org) -> None:
+    # Media types are case-insensitive (RFC 9110, 8.3.1).
+    response = await http.post("/graphql", content=json.dumps({"query": "{ accounts { totalCount } }"}),
+                               headers={"Authorization": f"Bearer {org.reader}",
+                                        "Content-Type": "Application/JSON; charset=UTF-8"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"accounts": {"totalCount": 0}}}

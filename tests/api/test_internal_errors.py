@@ -9,6 +9,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.money import Money
@@ -73,3 +74,21 @@ async def test_a_failing_gateway_on_add_funds_is_masked_and_moves_no_money(broke
 async def test_queries_keep_working_beside_a_broken_gateway(broken: GraphQLClient, gql: GraphQLClient) -> None:
     await create_account(gql, "Ops", "SEK", token=None)
     assert (await broken(ACCOUNTS))["accounts"]["totalCount"] == 1
+
+
+async def test_a_failure_outside_graphql_execution_is_answered_in_json_with_a_code(
+        runtime: Runtime, org: Org, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    async def broken_run(*_: object, **__: object) -> None:
+        raise RuntimeError(SECRET)
+
+    monkeypatch.setattr(GraphQLEndpoint, "run", broken_run)
+    app = build_app(runtime, run_worker=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/graphql", json={"query": ACCOUNTS},
+                                     headers={"Authorization": f"Bearer {org.admin}", "X-Request-ID": "req-42"})
+    assert response.status_code == 500
+    assert response.json() == {"errors": [{"message": "Internal server error.",
+                                           "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-42"}}]}
+    assert response.headers["x-request-id"] == "req-42"
+    assert SECRET not in response.text

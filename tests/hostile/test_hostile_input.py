@@ -99,6 +99,49 @@ async def test_a_json_body_that_is_not_utf8_is_bad_request_and_changes_nothing(
     assert codes_of(response) == ["BAD_REQUEST"]
 
 
+@pytest.mark.parametrize(("label", "body"), [
+    ("JSON integer of 4,400 digits", '{"query": "QUERY", "pad": 1' + "0" * 4400 + "}"),
+    ("JSON nested 5,000 levels deep", '{"query": "QUERY", "variables": {"pad": ' + "[" * 5000 + "]" * 5000 + "}}"),
+])
+async def test_json_that_python_cannot_load_is_bad_request_and_changes_nothing(
+        gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, body: str) -> None:
+    before = await snapshot(gql, funded_id)
+    content = body.replace("QUERY", f"mutation {{ {add_funds(funded_id)} }}".replace('"', '\\"'))
+    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
+        response = await stopwatch.time(label, lambda: client.post(
+            "/graphql", content=content, headers={**auth(org), "Content-Type": "application/json"}))
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_lone_surrogate_in_the_operation_name_is_bad_request_and_changes_nothing(
+        gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    body = json.dumps({"query": f"mutation M {{ {add_funds(funded_id)} }}", "operationName": "M\ud800"})
+    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
+        response = await stopwatch.time("lone surrogate in operationName", lambda: client.post(
+            "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+    assert response.headers["content-type"].startswith("application/json")
+    await unchanged(gql, funded_id, before)
+
+
+async def test_two_operations_without_an_operation_name_run_neither(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    document = f"mutation Fund {{ {add_funds(funded_id)} }} query Read {{ accounts {{ totalCount }} }}"
+    response = await stopwatch.time("two operations, no operationName", lambda: http.post(
+        "/graphql", json={"query": document}, headers=auth(org)))
+    assert response.status_code == 200, response.text  # a request error, answered as application/json asks
+    assert response.json()["data"] is None
+    assert codes_of(response) == ["BAD_REQUEST"]
+    assert "operationName" in messages_of(response)[0]
+    await unchanged(gql, funded_id, before)
+
+
 async def test_a_batch_of_operations_is_bad_request_and_runs_none_of_them(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
     before = await snapshot(gql, funded_id)
@@ -733,3 +776,21 @@ async def test_the_same_query_text_is_measured_again_for_each_page_size_it_is_se
         response = await http.post("/graphql", json={"query": query, "variables": {"n": n}}, headers=auth(org))
         assert response.status_code == 200, response.text
         assert codes_of(response) == codes, (n, response.text[:300])
+
+
+@pytest.mark.parametrize(("label", "arguments"), [
+    ("page of 500 in a mutation's payload", "first: 500"),
+    ("malformed cursor in a mutation's payload", 'after: "junk"'),
+])
+async def test_a_bad_page_argument_in_a_mutations_payload_refuses_the_mutation_before_it_runs(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, arguments: str) -> None:
+    before = await snapshot(gql, funded_id)
+    document = (f'mutation {{ recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, amount: "3", '
+                f'idempotencyKey: "paged"}}) {{ transaction {{ id }} account {{ transactions({arguments}) '
+                "{ totalCount } } } }")
+    response = await stopwatch.time(label, lambda: http.post("/graphql", json={"query": document}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] is None
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    await unchanged(gql, funded_id, before)

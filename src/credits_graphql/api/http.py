@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,7 +45,10 @@ class HTTPError(HTTPException):
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     code = _STATUS_CODES.get(status_code, "BAD_REQUEST")
-    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]},
+    # A message may repeat what the client sent (an unknown operation's name), which need not be valid
+    # Unicode: a lone surrogate cannot be encoded as UTF-8.
+    text = message.encode("utf-8", "replace").decode("utf-8")
+    return JSONResponse({"errors": [{"message": text, "extensions": {"code": code}}]},
                         status_code=status_code, headers=headers)
 
 
@@ -54,7 +57,17 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+class _RequestAdapter(StarletteRequestAdapter):
+    @property
+    def content_type(self) -> str | None:
+        # Media types are case-insensitive (RFC 9110, 8.3.1); Strawberry compares them as given.
+        content_type = super().content_type
+        return content_type.lower() if content_type else content_type
+
+
 class GraphQLEndpoint(GraphQL[Context | None, None]):
+    request_adapter_class = _RequestAdapter
+
     def __init__(self, schema: CreditsSchema, deps: Deps, *, graphiql: bool) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=True)
         self.deps = deps
@@ -97,6 +110,9 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
             parsed = super().parse_json(data)
         except UnicodeDecodeError:
             raise HTTPError(400, "The request body must be UTF-8 encoded JSON.") from None
+        except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than Python's stack
+            raise HTTPError(400, "The request body is JSON this server does not read: integers of at most 4300 "
+                            "digits, nesting at most a few hundred levels deep.") from None
         if not isinstance(parsed, dict | list):  # lists are batches, which the base view refuses with a 400
             raise HTTPError(400, "The request body must be a JSON object with a `query`.")
         return parsed

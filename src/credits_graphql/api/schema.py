@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 from credits_graphql.api.errors import ErrorCodes, log_internal, request_id_of
 from credits_graphql.api.limits import EnforceLimits, QueryLimits
 from credits_graphql.api.mutations import Mutation
+from credits_graphql.api.preflight import Preflight
 from credits_graphql.api.queries import Query
 from credits_graphql.api.scalars import SCALARS
 from credits_graphql.api.types import AccountNode, RechargeAttemptNode, TransactionNode
@@ -28,10 +29,10 @@ class CreditsSchema(strawberry.Schema):
 def build_schema(*, introspection: bool = True, field_suggestions: bool = True,
                  limits: QueryLimits | None = None) -> CreditsSchema:
     # Order matters: ErrorCodes swaps in its validation rule before ValidationCache validates, and
-    # EnforceLimits runs on a document that validated.
+    # EnforceLimits, then Preflight, run on a document that validated.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes, lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024),
-        lambda: EnforceLimits(limits or QueryLimits())]
+        lambda: EnforceLimits(limits or QueryLimits()), Preflight]
     if not introspection:
         extensions.append(DisableIntrospection)
     return CreditsSchema(query=Query, mutation=Mutation, types=[AccountNode, TransactionNode, RechargeAttemptNode],
