@@ -102,8 +102,9 @@ async def test_an_unknown_transaction_kind_filter_is_bad_user_input(gql: GraphQL
 
 
 async def test_a_bad_cursor_is_bad_user_input(gql: GraphQLClient, funded_id: str) -> None:
-    # garbage, an account id, "k1:-1", "k1:x", "k1:0"
-    for cursor in ["not-a-cursor", "!!!", "", "QWNjb3VudDox", "azE6LTE=", "azE6eA==", "azE6MA=="]:
+    # garbage, an account id, "k1:-1", "k1:x", "k1:0", "k1:60" with a stray character, "k1: 60", "k1:060"
+    for cursor in ["not-a-cursor", "!!!", "", "QWNjb3VudDox", "azE6LTE=", "azE6eA==", "azE6MA==", "azE6NjA=x",
+                   "azE6IDYw", "azE6MDYw"]:
         assert_bad_input(await gql.post(TRANSACTIONS, {"id": funded_id, "after": cursor}))
         assert_bad_input(await gql.post(ACCOUNTS, {"after": cursor}))
 
@@ -118,8 +119,10 @@ async def test_a_page_size_outside_zero_to_one_hundred_is_bad_user_input(gql: Gr
 
 
 async def test_an_undecodable_global_id_is_bad_user_input(gql: GraphQLClient, funded_id: str) -> None:
-    # garbage, "Account", "Account:abc", "Account:-1"
-    for bad_id in ["%%%", "not base64", "QWNjb3VudA==", "QWNjb3VudDphYmM=", "QWNjb3VudDotMQ=="]:
+    # garbage, "Account", "Account:abc", "Account:-1"; and account 1 or 3 spelled otherwise than handed out:
+    # "Account: 1", "Account:" with an Arabic-Indic 3, a trailing newline, "Account:01"
+    for bad_id in ["%%%", "not base64", "QWNjb3VudA==", "QWNjb3VudDphYmM=", "QWNjb3VudDotMQ==",
+                   "QWNjb3VudDogMQ==", "QWNjb3VudDrZow==", "QWNjb3VudDox\n", "QWNjb3VudDowMQ=="]:
         assert_bad_input(await gql.post(NODE, {"id": bad_id}))
         assert_bad_input(await gql.post("query($id: ID!) { account(id: $id) { id } }", {"id": bad_id}))
         assert_bad_input(await gql.post(BALANCE, {"id": bad_id}))

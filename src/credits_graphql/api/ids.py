@@ -30,7 +30,9 @@ def decode_id(value: str, expected_type: str | None = None) -> tuple[str, int] |
         row_id = int(gid.node_id)
     except (GlobalIDValueError, ValueError, TypeError):
         raise bad_input(f"{value[:80]!r} is not a valid id") from None
-    if not 0 < row_id <= MAX_ID:
+    # Only the spelling this service hands out: int() and base64 also take " 1", non-ASCII digits, "01" and
+    # stray characters, and one row must not answer to several ids.
+    if not 0 < row_id <= MAX_ID or str(global_id(gid.type_name, row_id)) != value:
         raise bad_input(f"{value[:80]!r} is not a valid id")
     if expected_type is not None and gid.type_name != expected_type:
         return None
@@ -51,6 +53,6 @@ def decode_cursor(cursor: str | None) -> int | None:
         row_id = int(text[len(_CURSOR_PREFIX):])
     except (ValueError, UnicodeError, binascii.Error):
         raise bad_input(f"{cursor[:80]!r} is not a valid cursor") from None
-    if not 0 < row_id <= MAX_ID:
+    if not 0 < row_id <= MAX_ID or encode_cursor(row_id) != cursor:  # as for ids: only the spelling handed out
         raise bad_input(f"{cursor[:80]!r} is not a valid cursor")
     return row_id
