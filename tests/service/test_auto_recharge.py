@@ -268,6 +268,16 @@ async def test_closing_the_account_cancels_an_idle_pending_attempt(deps: Deps, o
     assert len(gateway.charges) == charges_before
 
 
+async def test_closing_the_account_turns_auto_recharge_off_and_keeps_its_amounts(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id, amount="50", trigger="20")
+    await accounts.close_account(deps, org.id, account_id)
+    settings = (await reload(deps, account_id)).recharge
+    assert settings.status is RechargeStatus.DISABLED  # ACTIVE would say it still triggers
+    assert (settings.amount_micros, settings.trigger_micros) == (micros("50"), micros("20"))
+    assert not settings.is_due(micros("10"))
+
+
 async def test_an_attempt_whose_lease_expired_is_taken_over_and_charged_once(
         deps: Deps, org: Org, clock: Clock, gateway: SandboxGateway) -> None:
     account_id = await _funded(deps, org, "10")

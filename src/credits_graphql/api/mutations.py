@@ -145,8 +145,8 @@ class Mutation:
         return RecordUsageBatchPayload(results=[result for result in results if result is not None])
 
     @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("closeAccount")],
-                         description="Stops all money movement on the account (ACCOUNT_CLOSED afterwards); "
-                         "its history stays readable.")
+                         description="Stops all money movement on the account (ACCOUNT_CLOSED afterwards) and "
+                         "turns auto-recharge off (DISABLED, its amounts kept); its history stays readable.")
     async def close_account(self, info: Info[Context, None], input: CloseAccountInput) -> CloseAccountPayload:
         try:
             account = await accounts.close_account(info.context.deps, info.context.org_id,

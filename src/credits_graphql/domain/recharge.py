@@ -40,6 +40,13 @@ class RechargeSettings:
             and balance_micros < self.trigger_micros
         )
 
+    def turn_off(self, at: datetime) -> None:
+        """DISABLED, keeping the last amounts for display (a closed account recharges no more)."""
+        if self.status is not RechargeStatus.DISABLED:
+            self.status = RechargeStatus.DISABLED
+            self.consecutive_failures = 0
+            self.updated_at = at
+
     def reactivate(self, at: datetime) -> bool:
         """A new payment method lifts a suspension. Returns whether it did."""
         if self.status is not RechargeStatus.SUSPENDED:

@@ -65,6 +65,7 @@ async def close_account(deps: Deps, org_id: int, account_id: int) -> Account:
         if account.is_closed:
             return account
         account.status = AccountStatus.CLOSED
+        account.recharge.turn_off(deps.clock())
         await _cancel_idle_pending(uow, account, "account closed", deps.clock())
         await uow.accounts.save(account)
         await uow.commit()
