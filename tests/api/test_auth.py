@@ -87,6 +87,19 @@ async def test_a_mutation_without_a_key_changes_nothing(gql: GraphQLClient, http
     assert (await gql(ACCOUNTS))["accounts"]["totalCount"] == 0
 
 
+async def test_every_mutation_with_an_unknown_or_revoked_admin_key_changes_nothing(
+        gql: GraphQLClient, deps: Deps, funded_id: str, org: Org) -> None:
+    key, revoked = await access.create_api_key(deps, org.id, access.Role.ADMIN)
+    assert await access.revoke_api_key(deps, key.id)
+    before = await _snapshot(gql, funded_id)
+    for secret in [revoked, "cgk_unknown", f"{org.admin}x"]:
+        for mutation, (document, variables) in _mutations(funded_id).items():
+            response = await gql.post(document, variables, key=secret)
+            _assert_unauthenticated(response)
+            assert "data" not in response.json(), mutation
+    assert await _snapshot(gql, funded_id) == before
+
+
 # roles
 
 async def test_a_reader_may_run_every_query(gql: GraphQLClient, funded_id: str, org: Org) -> None:

@@ -77,3 +77,20 @@ async def fetchval(dsn: str, sql: str, *args: object) -> object:
         return await connection.fetchval(sql, *args)
     finally:
         await connection.close()
+
+
+async def assert_balances_are_sums(dsn: str) -> None:
+    """The ledger rule on every account: balance == sum of its entries == its newest entry's balanceAfter."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        drifted = await connection.fetch("""
+            SELECT a.id, a.balance_micros, coalesce(sum(e.amount_micros), 0) AS total,
+                   (SELECT balance_after_micros FROM ledger_entries WHERE account_id = a.id ORDER BY id DESC LIMIT 1)
+                       AS newest
+            FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
+            GROUP BY a.id HAVING a.balance_micros <> coalesce(sum(e.amount_micros), 0)
+                OR a.balance_micros <> (SELECT balance_after_micros FROM ledger_entries
+                                        WHERE account_id = a.id ORDER BY id DESC LIMIT 1)""")
+    finally:
+        await connection.close()
+    assert drifted == [], f"balance is not the sum of the ledger: {drifted}"

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.crash.conftest import asyncpg_dsn, crash_env, start_servers, wait_for
+from tests.crash.conftest import assert_balances_are_sums, asyncpg_dsn, crash_env, start_servers, wait_for
 from tests.e2e.conftest import (
     RECORD_USAGE,
     Api,
@@ -159,5 +159,6 @@ async def test_a_database_outage_gives_clean_errors_and_the_service_recovers_wit
         assert await _ready(client) == 200
 
     assert await _entries(dsn) == before + 2
+    await assert_balances_are_sums(dsn)
     assert server.process.terminate() == 0
     assert "Traceback" not in server.process.stdout

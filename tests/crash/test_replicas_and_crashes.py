@@ -20,6 +20,7 @@ import pytest
 
 from tests.crash.conftest import (
     LEASE_SECONDS,
+    assert_balances_are_sums,
     asyncpg_dsn,
     crash_env,
     start_servers,
@@ -153,17 +154,9 @@ def _journal(path: Path) -> list[tuple[str, int, str | None]]:
 
 
 async def _assert_money_is_exact(dsn: str, journal: Path) -> dict[str, int]:
+    await assert_balances_are_sums(dsn)
     connection = await asyncpg.connect(dsn)
     try:
-        drifted = await connection.fetch("""
-            SELECT a.id, a.balance_micros, coalesce(sum(e.amount_micros), 0) AS total,
-                   (SELECT balance_after_micros FROM ledger_entries WHERE account_id = a.id ORDER BY id DESC LIMIT 1)
-                       AS newest
-            FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
-            GROUP BY a.id HAVING a.balance_micros <> coalesce(sum(e.amount_micros), 0)
-                OR a.balance_micros <> (SELECT balance_after_micros FROM ledger_entries
-                                        WHERE account_id = a.id ORDER BY id DESC LIMIT 1)""")
-        assert drifted == [], f"balance is not the sum of the ledger: {drifted}"
         succeeded = await connection.fetch("""
             SELECT r.id, r.amount_micros, count(e.id) AS entries, min(e.amount_micros) AS credited
             FROM recharge_attempts r LEFT JOIN ledger_entries e
