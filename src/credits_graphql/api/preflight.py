@@ -59,28 +59,33 @@ class Preflight(SchemaExtension):
                 if chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context.context, Context):
                     try:
                         _check_roles(context.schema, chosen[0], fragments, context.context)
-                        _check_page_arguments(chosen[0].selection_set, fragments, context.variables or {}, set())
+                        _check_page_arguments(chosen[0], fragments, context.variables or {})
                     except GraphQLError as error:
                         context.pre_execution_errors = [error]
         yield
 
 
-def _root_fields(selection_set: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode],
-                 seen: set[str]) -> Iterator[FieldNode]:
-    for selection in selection_set.selections:
+def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode], *,
+            nested: bool, seen: set[str] | None = None) -> Iterator[FieldNode]:
+    """The fields selected, through inline fragments and each named fragment once (linear in the document);
+    with `nested`, at every depth."""
+    seen = set() if seen is None else seen
+    for selection in selection_set.selections if selection_set else ():
         if isinstance(selection, FieldNode):
             yield selection
+            if nested:
+                yield from _fields(selection.selection_set, fragments, nested=True, seen=seen)
         elif isinstance(selection, InlineFragmentNode):
-            yield from _root_fields(selection.selection_set, fragments, seen)
+            yield from _fields(selection.selection_set, fragments, nested=nested, seen=seen)
         elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
             seen.add(selection.name.value)
             if (fragment := fragments.get(selection.name.value)) is not None:
-                yield from _root_fields(fragment.selection_set, fragments, seen)
+                yield from _fields(fragment.selection_set, fragments, nested=nested, seen=seen)
 
 
 def _check_roles(schema: Schema, operation: OperationDefinitionNode,
                  fragments: Mapping[str, FragmentDefinitionNode], context: Context) -> None:
-    fields = [field for field in _root_fields(operation.selection_set, fragments, set())
+    fields = [field for field in _fields(operation.selection_set, fragments, nested=False)
               if field.name.value != "__typename"]
     if len(fields) < 2:
         return
@@ -108,23 +113,15 @@ def _mutation_permissions(schema: Schema) -> dict[str, Allowed]:
     return _PERMISSIONS[id(schema)]
 
 
-def _check_page_arguments(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode],
-                          variables: Mapping[str, Any], seen: set[str]) -> None:
+def _check_page_arguments(operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDefinitionNode],
+                          variables: Mapping[str, Any]) -> None:
     """Raises the BAD_USER_INPUT the connection's resolver would raise for a bad `first` or `after`."""
-    for selection in selection_set.selections if selection_set else ():
-        if isinstance(selection, FieldNode):
-            for argument in selection.arguments or ():
-                value = argument.value
-                given = (variables.get(value.name.value) if isinstance(value, VariableNode)
-                         else value.value if isinstance(value, IntValueNode | StringValueNode) else None)
-                if argument.name.value == "first" and given is not None:
-                    page_size(int(given))
-                elif argument.name.value == "after" and isinstance(given, str):
-                    after_id(given)
-            _check_page_arguments(selection.selection_set, fragments, variables, seen)
-        elif isinstance(selection, InlineFragmentNode):
-            _check_page_arguments(selection.selection_set, fragments, variables, seen)
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
-            seen.add(selection.name.value)
-            if (fragment := fragments.get(selection.name.value)) is not None:
-                _check_page_arguments(fragment.selection_set, fragments, variables, seen)
+    for field in _fields(operation.selection_set, fragments, nested=True):
+        for argument in field.arguments or ():
+            value = argument.value
+            given = (variables.get(value.name.value) if isinstance(value, VariableNode)
+                     else value.value if isinstance(value, IntValueNode | StringValueNode) else None)
+            if argument.name.value == "first" and given is not None:
+                page_size(int(given))
+            elif argument.name.value == "after" and isinstance(given, str):
+                after_id(given)

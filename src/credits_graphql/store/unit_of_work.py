@@ -59,21 +59,18 @@ class SqlUnitOfWork:
             self._holding = True
         try:
             self.connection = await self._engine.connect()
+            if self._write:
+                try:
+                    await self.connection.execution_options(**{WRITE_OPTION: True})
+                    await self.connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
+                except Exception:
+                    await self._close()
+                    raise
         except Exception as error:
             self._release_writers()
             if (translated := _translated(error)) is None:
                 raise
             raise translated from error
-        if self._write:
-            try:
-                await self.connection.execution_options(**{WRITE_OPTION: True})
-                await self.connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
-            except Exception as error:
-                await self._close()
-                self._release_writers()
-                if (translated := _translated(error)) is None:
-                    raise
-                raise translated from error
         self.accounts = SqlAccountRepository(self.connection)
         self.ledger = SqlLedgerRepository(self.connection)
         self.attempts = SqlRechargeAttemptRepository(self.connection)
