@@ -76,8 +76,8 @@ async def test_a_dev_server_prints_an_admin_key_and_its_inline_worker_settles_a_
 
 
 async def test_an_external_worker_process_settles_the_recharge_that_the_server_leaves_pending(
-        tmp_path: Path, sqlite_url: str, launch: Launcher) -> None:
-    env = cli_env(migrated(sqlite_url, tmp_path), CREDITS_ENV="dev", CREDITS_WORKER="external")
+        tmp_path: Path, any_database_url: str, launch: Launcher) -> None:
+    env = cli_env(migrated(any_database_url, tmp_path), CREDITS_ENV="dev", CREDITS_WORKER="external")
     server = start_server(launch, env)
     assert server.dev_key, server.process.stdout
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:

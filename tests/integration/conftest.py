@@ -1,4 +1,5 @@
-"""Fixtures of the SQLite driver tests: a database file with one table, `t`, and an engine on it."""
+"""Fixtures of the SQLite driver tests: a database file with one table, `t`, and an engine on it; and fresh,
+unmigrated databases of both kinds for the migration tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from credits_graphql.store.engine import create_engine
+from tests.e2e.conftest import any_database_url, postgres_url, sqlite_url  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ entry counters that totalCount reads (0004) and existing keys stay usable."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import UTC, datetime
 
 from alembic import command
 from sqlalchemy import text
@@ -23,8 +23,8 @@ ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount_micros, balance_a
          "occurred_at, created_at) VALUES (1, :kind, :amount, :after, 'SEK', :at, :at)")
 
 
-async def test_existing_histories_are_counted_when_the_counters_arrive(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+async def test_existing_histories_are_counted_when_the_counters_arrive(any_database_url: str) -> None:
+    url = any_database_url
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
@@ -41,7 +41,7 @@ async def test_existing_histories_are_counted_when_the_counters_arrive(tmp_path:
             for kind, amount in history:
                 balance += amount
                 await connection.execute(text(ENTRY), {"kind": kind, "amount": amount, "after": balance,
-                                                       "at": "2026-01-01"})
+                                                       "at": datetime(2026, 1, 1, tzinfo=UTC)})
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade, url, "head")
             counts = (await connection.execute(text(
