@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import httpx
+from starlette.types import Message
 
+from credits_graphql.app import build_app
+from credits_graphql.bootstrap import Runtime
 from tests.api.documents import create_account
 from tests.conftest import GraphQLClient, Org
 
@@ -64,3 +67,23 @@ async def test_the_content_type_is_matched_without_regard_to_case(http: httpx.As
                                         "Content-Type": "Application/JSON; charset=UTF-8"})
     assert response.status_code == 200, response.text
     assert response.json() == {"data": {"accounts": {"totalCount": 0}}}
+
+
+async def test_a_client_that_leaves_before_its_body_is_read_is_not_answered_and_raises_nothing(
+        runtime: Runtime, org: Org) -> None:
+    app = build_app(runtime, run_worker=False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100"),
+               (b"authorization", f"Bearer {org.admin}".encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/graphql", "raw_path": b"/graphql", "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # uvicorn logs a traceback for anything raised here
+    assert sent == []

@@ -778,18 +778,36 @@ async def test_the_same_query_text_is_measured_again_for_each_page_size_it_is_se
         assert codes_of(response) == codes, (n, response.text[:300])
 
 
-@pytest.mark.parametrize(("label", "arguments"), [
-    ("page of 500 in a mutation's payload", "first: 500"),
-    ("malformed cursor in a mutation's payload", 'after: "junk"'),
+@pytest.mark.parametrize(("label", "definitions", "arguments", "variables"), [
+    ("page of 500 in a mutation's payload", "", "first: 500", {}),
+    ("malformed cursor in a mutation's payload", "", 'after: "junk"', {}),
+    ("page of 101 by a variable's default", "($f: Int = 101)", "first: $f", {}),
+    ("malformed cursor by a variable's default", '($c: String = "junk")', "after: $c", {}),
+    ("page of 500 by a variable", "($f: Int)", "first: $f", {"f": 500}),
+    ("page size of the wrong type by a variable", "($f: Int)", "first: $f", {"f": "abc"}),
 ])
 async def test_a_bad_page_argument_in_a_mutations_payload_refuses_the_mutation_before_it_runs(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
-        label: str, arguments: str) -> None:
+        label: str, definitions: str, arguments: str, variables: dict[str, Any]) -> None:
     before = await snapshot(gql, funded_id)
-    document = (f'mutation {{ recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, amount: "3", '
-                f'idempotencyKey: "paged"}}) {{ transaction {{ id }} account {{ transactions({arguments}) '
-                "{ totalCount } } } }")
-    response = await stopwatch.time(label, lambda: http.post("/graphql", json={"query": document}, headers=auth(org)))
+    document = (f'mutation{definitions} {{ recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, '
+                f'amount: "3", idempotencyKey: "paged"}}) {{ transaction {{ id }} account {{ '
+                f"transactions({arguments}) {{ totalCount }} }} }} }}")
+    response = await stopwatch.time(label, lambda: http.post(
+        "/graphql", json={"query": document, "variables": variables}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] is None
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_malformed_id_in_a_later_field_of_a_mutation_runs_none_of_its_fields(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    malformed = "QWNjb3VudDowMQ=="  # "Account:01": account 1, spelled otherwise than handed out
+    document = f"mutation {{ a: {add_funds(funded_id, 'first')} b: {add_funds(malformed, 'second')} }}"
+    response = await stopwatch.time("malformed id in the second field of a mutation", lambda: http.post(
+        "/graphql", json={"query": document}, headers=auth(org)))
     assert response.status_code == 200, response.text
     assert response.json()["data"] is None
     assert codes_of(response) == ["BAD_USER_INPUT"]

@@ -96,6 +96,35 @@ async def test_refused_and_forbidden_mutations_are_recorded_with_their_codes(gql
     assert events[0]["accountId"] is None
 
 
+async def test_a_mutation_document_refused_before_it_runs_is_recorded_for_the_field_at_fault(
+        gql: GraphQLClient, deps: Deps, org: Org) -> None:
+    account_id = await _funded_account(gql)
+    mixed = f"""mutation {{
+      used: recordUsage(input: {{accountId: "{account_id}", service: TOLL_FREE, amount: "1", idempotencyKey: "m1"}})
+        {{ transaction {{ id }} }}
+      paid: addFunds(input: {{accountId: "{account_id}", amount: "50", idempotencyKey: "m2"}})
+        {{ transaction {{ id }} }}
+    }}"""
+    refused = await gql.post(mixed, key=org.usage_writer)
+    assert refused.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    malformed = mixed.replace(f'accountId: "{account_id}", amount: "50"', 'accountId: "QWNjb3VudDowMQ==", amount: "50"')
+    refused = await gql.post(malformed)
+    assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    events = await _events(gql, first=2)
+    assert [(e["operation"], e["outcome"], e["errorCodes"]) for e in events] == [
+        ("addFunds", "ERROR", ["BAD_USER_INPUT"]),
+        ("addFunds", "ERROR", ["FORBIDDEN"]),
+    ]
+    assert events[1]["apiKeyId"] == str(await key_id(deps, org.id, Role.USAGE_WRITER))
+    assert events[1]["accountId"] == account_id
+    assert {field["name"]: field["value"] for field in events[1]["input"]} == {"amount": "50", "idempotencyKey": "m2"}
+    assert events[0]["accountId"] is None
+    # Neither document ran its recordUsage: the newest before them is the funding of the account.
+    assert (await _events(gql, first=3))[2]["operation"] == "addFunds"
+    assert (await _events(gql, first=3))[2]["outcome"] == "OK"
+
+
 async def test_only_admins_read_the_audit_trail_and_only_their_organizations(
         gql: GraphQLClient, deps: Deps, org: Org) -> None:
     await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK"}})

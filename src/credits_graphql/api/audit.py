@@ -30,29 +30,30 @@ log = logging.getLogger(__name__)
 
 strawberry.enum(AuditOutcome, name="AuditOutcome")
 
-# Input fields an audit event may repeat, by Python name (GraphQL name as value). Anything else that was
-# given (payment methods and their tokens, fields added later) shows only as REDACTED.
-_SAFE_FIELDS = {"name": "name", "currency_code": "currencyCode", "amount": "amount",
-                "idempotency_key": "idempotencyKey", "enabled": "enabled", "recharge_amount": "rechargeAmount",
-                "trigger_balance": "triggerBalance", "service": "service", "minutes": "minutes",
-                "reference": "reference", "occurred_at": "occurredAt"}
+# Input fields an audit event may repeat, by GraphQL name. Anything else that was given (payment methods and
+# their tokens, fields added later) shows only as REDACTED.
+_SAFE_FIELDS = frozenset({"name", "currencyCode", "amount", "idempotencyKey", "enabled", "rechargeAmount",
+                          "triggerBalance", "service", "minutes", "reference", "occurredAt"})
 REDACTED = "[redacted]"
+
+
+def _given(value: object) -> Mapping[str, Any]:
+    """An input's fields by GraphQL name: as Strawberry built it (a dataclass) or as sent (a mapping)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {_camel(item.name): getattr(value, item.name) for item in dataclasses.fields(value)}
+    return value if isinstance(value, Mapping) else {}
 
 
 def input_summary(value: object) -> dict[str, str | None]:
     """The input's safe fields as text; fields not given are left out."""
-    if not dataclasses.is_dataclass(value):
-        return {}
     summary: dict[str, str | None] = {}
-    for item in dataclasses.fields(value):
-        given = getattr(value, item.name)
-        if given is None or item.name == "account_id":
+    for name, given in _given(value).items():
+        if given is None or name == "accountId":
             continue
         if isinstance(given, list):  # a batch: its size only, never its items
-            summary[_camel(item.name)] = str(len(given))
+            summary[name] = str(len(given))
             continue
-        name = _SAFE_FIELDS.get(item.name)
-        summary[name or _camel(item.name)] = _text(given) if name else REDACTED
+        summary[name] = _text(given) if name in _SAFE_FIELDS else REDACTED
     return summary
 
 
@@ -74,7 +75,7 @@ def _camel(name: str) -> str:
 
 
 def _account_id_of(value: object) -> int | None:
-    named = getattr(value, "account_id", None)
+    named = _given(value).get("accountId")
     if not isinstance(named, str):
         return None
     try:
@@ -111,7 +112,7 @@ class Audited(FieldExtension):
         try:
             payload = await next_(source, info, **kwargs)
         except Exception as error:
-            await self._record(info, account_id, summary, AuditOutcome.ERROR, [_error_code(error)])
+            await record(info.context, self.operation, given, AuditOutcome.ERROR, [_error_code(error)])
             raise
         finally:
             if scope is not None:
@@ -122,20 +123,24 @@ class Audited(FieldExtension):
         account = getattr(payload, "account", None)
         if account_id is None and isinstance(account, AccountNode):
             account_id = account.row_id
-        await self._record(info, account_id, summary, AuditOutcome.USER_ERROR if codes else AuditOutcome.OK, codes)
+        outcome = AuditOutcome.USER_ERROR if codes else AuditOutcome.OK
+        await record(info.context, self.operation, given, outcome, codes, account_id)
         return payload
 
-    async def _record(self, info: Info[Context, None], account_id: int | None, summary: dict[str, str | None],
-                      outcome: AuditOutcome, codes: list[str]) -> None:
-        context = info.context
-        try:
-            await audit.record_audit_event(context.deps, audit.new_audit_event(
-                context.deps, context.principal, self.operation, account_id, summary, outcome, codes))
-        except Exception:
-            # The mutation has committed: turning its answer into an error would invite a retry that
-            # creates a second account. The failure is logged loudly instead.
-            log.exception("audit event of %s by key %s (%s) was not recorded", self.operation,
-                          context.principal.key_id, outcome)
+
+async def record(context: Context, operation: str, given: object, outcome: AuditOutcome, codes: list[str],
+                 account_id: int | None = None) -> None:
+    """Records one call of `operation` with its input (`given`), in a transaction of its own. The account is
+    the one the input names, unless `account_id` is given."""
+    try:
+        await audit.record_audit_event(context.deps, audit.new_audit_event(
+            context.deps, context.principal, operation, account_id if account_id is not None else
+            _account_id_of(given), input_summary(given), outcome, codes))
+    except Exception:
+        # The mutation may have committed: turning its answer into an error would invite a retry that
+        # creates a second account. The failure is logged loudly instead.
+        log.exception("audit event of %s by key %s (%s) was not recorded", operation, context.principal.key_id,
+                      outcome)
 
 
 def audited(operation: str, *, in_transaction: bool = False) -> Audited:

@@ -7,7 +7,7 @@ from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -81,6 +81,8 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         request.state.deps = replace(self.deps, uow=reads)
         try:
             response = await self.run(request)
+        except ClientDisconnect:
+            return  # the client left before its request was read: there is no one to answer
         except HTTPException as error:
             response = error_response(error.status_code, error.reason, getattr(error, "headers", None))
         except BodyTooLarge as error:

@@ -1,16 +1,16 @@
 """Checks of the whole operation before any of it runs, where running part of it would leave the caller
-guessing what happened.
+guessing what happened: the fields of a mutation run one after the other, and a GraphQL error in one of them
+nulls the whole answer (their payloads are non-null), hiding what the fields before it did.
 
 - A document of several operations needs `operationName` (Strawberry would run the first one).
-- A mutation whose root fields include one the key's role may not call runs none of them: otherwise the
-  fields before it would move money while the answer, nulled by the FORBIDDEN error, shows nothing.
-  (A mutation of one forbidden field is refused by its field, which records the attempt in the audit trail.)
-- A mutation's page arguments (`first`, `after`) are checked before it moves money, not when its payload is
-  read afterwards."""
+- A mutation with a root field the key's role may not call runs none of its fields: FORBIDDEN, recorded in
+  the audit trail. (A mutation of one forbidden field is refused by its field, which records it the same way.)
+- A mutation's ids and page arguments (`first`, `after`) are checked before any of its fields runs: a
+  malformed one is BAD_USER_INPUT, as its resolver would answer after the fields before it moved money."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from graphql import (
@@ -18,22 +18,30 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLScalarType,
     InlineFragmentNode,
-    IntValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    StringValueNode,
-    VariableNode,
+    Undefined,
+    get_nullable_type,
+    value_from_ast_untyped,
 )
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import PermissionExtension
 from strawberry.schema import Schema
 
+from credits_graphql.api.audit import record
 from credits_graphql.api.connections import after_id, page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
+from credits_graphql.api.ids import decode_id
 from credits_graphql.api.permissions import Allowed
+from credits_graphql.service.unit_of_work import AuditOutcome
 
 BAD_REQUEST = "BAD_REQUEST"
 _PERMISSIONS: dict[int, dict[str, Allowed]] = {}
@@ -42,7 +50,7 @@ _PERMISSIONS: dict[int, dict[str, Allowed]] = {}
 class Preflight(SchemaExtension):
     """Runs after validation and the query limits, before execution."""
 
-    def on_validate(self) -> Iterator[None]:
+    async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
         document = context.graphql_document
         if not context.pre_execution_errors and document is not None:
@@ -50,19 +58,103 @@ class Preflight(SchemaExtension):
             fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
             # Strawberry's ExecutionContext.operation_name falls back to the first operation's name.
             named = getattr(context, "_provided_operation_name", None)
+            chosen = [o for o in operations if named is None or (o.name and o.name.value == named)]
             if len(operations) > 1 and named is None:
                 context.pre_execution_errors = [GraphQLError(
                     "The document holds several operations: send operationName to choose one.",
                     extensions={"code": BAD_REQUEST})]
-            else:
-                chosen = [o for o in operations if named is None or (o.name and o.name.value == named)]
-                if chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context.context, Context):
-                    try:
-                        _check_roles(context.schema, chosen[0], fragments, context.context)
-                        _check_page_arguments(chosen[0], fragments, context.variables or {})
-                    except GraphQLError as error:
-                        context.pre_execution_errors = [error]
+            elif chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context.context, Context):
+                mutation = _Mutation(context.schema, chosen[0], fragments, context.variables or {})
+                try:
+                    await mutation.check_roles(context.context)
+                    await mutation.check_arguments(context.context)
+                except GraphQLError as error:
+                    context.pre_execution_errors = [error]
         yield
+
+
+class _Mutation:
+    def __init__(self, schema: Schema, operation: OperationDefinitionNode,
+                 fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> None:
+        self.schema = schema
+        self.operation = operation
+        self.fragments = fragments
+        # As the operation will run: the variables given, else their defaults. Not coerced yet: a value of the
+        # wrong type is skipped here, and refused when the variables are coerced, before anything runs.
+        self.variables = dict(variables)
+        for definition in operation.variable_definitions or ():
+            name = definition.variable.name.value
+            if name not in self.variables and definition.default_value is not None:
+                self.variables[name] = value_from_ast_untyped(definition.default_value)
+
+    def root_fields(self) -> list[tuple[FieldNode, GraphQLField]]:
+        mutation_type = self.schema._schema.mutation_type
+        assert mutation_type is not None
+        return [(node, mutation_type.fields[node.name.value])
+                for node in _fields(self.operation.selection_set, self.fragments, nested=False)
+                if node.name.value in mutation_type.fields]
+
+    async def check_roles(self, context: Context) -> None:
+        fields = self.root_fields()
+        if len(fields) < 2:
+            return
+        permissions = _mutation_permissions(self.schema)
+        refused = [(node, permission) for node, _ in fields
+                   if (permission := permissions.get(node.name.value)) is not None
+                   and not context.principal.may(permission.action)]
+        for node, _ in refused:
+            await record(context, node.name.value, self._argument(node, "input"), AuditOutcome.ERROR, [FORBIDDEN])
+        if refused:
+            node, permission = refused[0]
+            key = node.alias.value if node.alias else node.name.value
+            raise GraphQLError(f"{permission.message} Nothing in this request was run.", nodes=[node], path=[key],
+                               extensions={"code": FORBIDDEN})
+
+    async def check_arguments(self, context: Context) -> None:
+        """Raises the BAD_USER_INPUT a resolver would raise for a malformed id, `first` or `after`, and records
+        the root field it belongs to in the audit trail, as the field itself would have."""
+        for root, definition in self.root_fields():
+            try:
+                for argument in root.arguments or ():
+                    if (argument_definition := definition.args.get(argument.name.value)) is not None:
+                        _check_ids(self._argument(root, argument.name.value), argument_definition.type)
+                for node in _fields(root.selection_set, self.fragments, nested=True):
+                    self._check_page(node)
+            except GraphQLError as error:
+                code = str((error.extensions or {}).get("code"))
+                await record(context, root.name.value, self._argument(root, "input"), AuditOutcome.ERROR, [code])
+                raise
+
+    def _check_page(self, node: FieldNode) -> None:
+        first, after = self._argument(node, "first"), self._argument(node, "after")
+        if isinstance(first, float) and first.is_integer():
+            first = int(first)
+        if isinstance(first, int) and not isinstance(first, bool):
+            page_size(first)
+        if isinstance(after, str):
+            after_id(after)
+
+    def _argument(self, node: FieldNode, name: str) -> Any:
+        """The argument's value as given (a literal, or a variable's value), or None."""
+        argument = next((a for a in node.arguments or () if a.name.value == name), None)
+        if argument is None:
+            return None
+        value = value_from_ast_untyped(argument.value, self.variables)
+        return None if value is Undefined else value
+
+
+def _check_ids(value: Any, type_: GraphQLInputType) -> None:
+    """Every ID in an input value is one this service could have handed out (decode_id raises otherwise)."""
+    nullable = get_nullable_type(type_)
+    if isinstance(nullable, GraphQLList):
+        for item in value if isinstance(value, list) else [value]:
+            _check_ids(item, nullable.of_type)
+    elif isinstance(nullable, GraphQLInputObjectType) and isinstance(value, Mapping):
+        for name, field in nullable.fields.items():
+            if name in value:
+                _check_ids(value[name], field.type)
+    elif isinstance(nullable, GraphQLScalarType) and nullable.name == "ID" and isinstance(value, str):
+        decode_id(value)
 
 
 def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode], *,
@@ -83,21 +175,6 @@ def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, Frag
                 yield from _fields(fragment.selection_set, fragments, nested=nested, seen=seen)
 
 
-def _check_roles(schema: Schema, operation: OperationDefinitionNode,
-                 fragments: Mapping[str, FragmentDefinitionNode], context: Context) -> None:
-    fields = [field for field in _fields(operation.selection_set, fragments, nested=False)
-              if field.name.value != "__typename"]
-    if len(fields) < 2:
-        return
-    permissions = _mutation_permissions(schema)
-    for field in fields:
-        permission = permissions.get(field.name.value)
-        if permission is not None and not context.principal.may(permission.action):
-            key = field.alias.value if field.alias else field.name.value
-            raise GraphQLError(f"{permission.message} Nothing in this request was run.", nodes=[field], path=[key],
-                               extensions={"code": FORBIDDEN})
-
-
 def _mutation_permissions(schema: Schema) -> dict[str, Allowed]:
     """The Allowed check of each mutation field, by GraphQL field name."""
     if id(schema) not in _PERMISSIONS:
@@ -111,17 +188,3 @@ def _mutation_permissions(schema: Schema) -> dict[str, Allowed]:
                             found[schema.config.name_converter.get_graphql_name(field)] = permission
         _PERMISSIONS[id(schema)] = found
     return _PERMISSIONS[id(schema)]
-
-
-def _check_page_arguments(operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDefinitionNode],
-                          variables: Mapping[str, Any]) -> None:
-    """Raises the BAD_USER_INPUT the connection's resolver would raise for a bad `first` or `after`."""
-    for field in _fields(operation.selection_set, fragments, nested=True):
-        for argument in field.arguments or ():
-            value = argument.value
-            given = (variables.get(value.name.value) if isinstance(value, VariableNode)
-                     else value.value if isinstance(value, IntValueNode | StringValueNode) else None)
-            if argument.name.value == "first" and given is not None:
-                page_size(int(given))
-            elif argument.name.value == "after" and isinstance(given, str):
-                after_id(given)
