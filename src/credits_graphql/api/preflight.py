@@ -113,9 +113,12 @@ class _Mutation:
     async def check_arguments(self, context: Context) -> None:
         """Raises the BAD_USER_INPUT a resolver would raise for a malformed id, `first` or `after`, and records
         the root field it belongs to in the audit trail, as the field itself would have."""
-        for root, definition in self.root_fields():
+        roots = self.root_fields()
+        for root, definition in roots:
             try:
-                for argument in root.arguments or ():
+                # A lone field's resolver checks its ids before it does anything (and is audited doing so).
+                arguments = (root.arguments or ()) if len(roots) > 1 else ()
+                for argument in arguments:
                     if (argument_definition := definition.args.get(argument.name.value)) is not None:
                         _check_ids(self._argument(root, argument.name.value), argument_definition.type)
                 for node in _fields(root.selection_set, self.fragments, nested=True):
