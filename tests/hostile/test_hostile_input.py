@@ -87,13 +87,19 @@ async def test_a_json_body_that_is_not_an_object_is_bad_request_and_changes_noth
     await unchanged(gql, funded_id, before)
 
 
+async def post_raw(runtime: Runtime, org: Org, stopwatch: Stopwatch, label: str, content: str | bytes,
+                   ) -> httpx.Response:
+    """POSTs `content` as application/json through a client that answers what the app raises, as uvicorn does."""
+    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
+        return await stopwatch.time(label, lambda: client.post(
+            "/graphql", content=content, headers={**auth(org), "Content-Type": "application/json"}))
+
+
 async def test_a_json_body_that_is_not_utf8_is_bad_request_and_changes_nothing(
         gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
     before = await snapshot(gql, funded_id)
     body = json.dumps({"query": f"mutation {{ {add_funds(funded_id)} }}"}).encode().replace(b"hostile", b"\xff\xfe")
-    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
-        response = await stopwatch.time("JSON body that is not UTF-8", lambda: client.post(
-            "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    response = await post_raw(runtime, org, stopwatch, "JSON body that is not UTF-8", body)
     await unchanged(gql, funded_id, before)
     assert response.status_code == 400, response.text
     assert codes_of(response) == ["BAD_REQUEST"]
@@ -108,9 +114,7 @@ async def test_json_that_python_cannot_load_is_bad_request_and_changes_nothing(
         label: str, body: str) -> None:
     before = await snapshot(gql, funded_id)
     content = body.replace("QUERY", f"mutation {{ {add_funds(funded_id)} }}".replace('"', '\\"'))
-    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
-        response = await stopwatch.time(label, lambda: client.post(
-            "/graphql", content=content, headers={**auth(org), "Content-Type": "application/json"}))
+    response = await post_raw(runtime, org, stopwatch, label, content)
     assert response.status_code == 400, response.text
     assert codes_of(response) == ["BAD_REQUEST"]
     await unchanged(gql, funded_id, before)
@@ -120,9 +124,7 @@ async def test_a_lone_surrogate_in_the_operation_name_is_bad_request_and_changes
         gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
     before = await snapshot(gql, funded_id)
     body = json.dumps({"query": f"mutation M {{ {add_funds(funded_id)} }}", "operationName": "M\ud800"})
-    async with client_for(runtime, runtime.settings, raise_app_exceptions=False) as client:
-        response = await stopwatch.time("lone surrogate in operationName", lambda: client.post(
-            "/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"}))
+    response = await post_raw(runtime, org, stopwatch, "lone surrogate in operationName", body)
     assert response.status_code == 400, response.text
     assert codes_of(response) == ["BAD_REQUEST"]
     assert response.headers["content-type"].startswith("application/json")

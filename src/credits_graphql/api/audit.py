@@ -103,7 +103,7 @@ class Audited(FieldExtension):
     async def resolve_async(self, next_: AsyncExtensionResolver, source: Any, info: Info[Context, None],
                             **kwargs: Any) -> Any:
         given = kwargs.get("input")
-        summary, account_id = input_summary(given), _account_id_of(given)
+        summary, account_id = summarize(given)
         deps, principal = info.context.deps, info.context.principal
         scope = None
         if self.in_transaction:
@@ -112,7 +112,7 @@ class Audited(FieldExtension):
         try:
             payload = await next_(source, info, **kwargs)
         except Exception as error:
-            await record(info.context, self.operation, given, AuditOutcome.ERROR, [_error_code(error)])
+            await record(info.context, self.operation, summary, account_id, AuditOutcome.ERROR, [_error_code(error)])
             raise
         finally:
             if scope is not None:
@@ -124,18 +124,21 @@ class Audited(FieldExtension):
         if account_id is None and isinstance(account, AccountNode):
             account_id = account.row_id
         outcome = AuditOutcome.USER_ERROR if codes else AuditOutcome.OK
-        await record(info.context, self.operation, given, outcome, codes, account_id)
+        await record(info.context, self.operation, summary, account_id, outcome, codes)
         return payload
 
 
-async def record(context: Context, operation: str, given: object, outcome: AuditOutcome, codes: list[str],
-                 account_id: int | None = None) -> None:
-    """Records one call of `operation` with its input (`given`), in a transaction of its own. The account is
-    the one the input names, unless `account_id` is given."""
+def summarize(given: object) -> tuple[dict[str, str | None], int | None]:
+    """An input's audit summary and the account it names, if any."""
+    return input_summary(given), _account_id_of(given)
+
+
+async def record(context: Context, operation: str, summary: dict[str, str | None], account_id: int | None,
+                 outcome: AuditOutcome, codes: list[str]) -> None:
+    """Records one call of `operation`, in a transaction of its own."""
     try:
         await audit.record_audit_event(context.deps, audit.new_audit_event(
-            context.deps, context.principal, operation, account_id if account_id is not None else
-            _account_id_of(given), input_summary(given), outcome, codes))
+            context.deps, context.principal, operation, account_id, summary, outcome, codes))
     except Exception:
         # The mutation may have committed: turning its answer into an error would invite a retry that
         # creates a second account. The failure is logged loudly instead.

@@ -35,7 +35,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.permission import PermissionExtension
 from strawberry.schema import Schema
 
-from credits_graphql.api.audit import record
+from credits_graphql.api.audit import record, summarize
 from credits_graphql.api.connections import after_id, page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
@@ -103,7 +103,8 @@ class _Mutation:
                    if (permission := permissions.get(node.name.value)) is not None
                    and not context.principal.may(permission.action)]
         for node, _ in refused:
-            await record(context, node.name.value, self._argument(node, "input"), AuditOutcome.ERROR, [FORBIDDEN])
+            await record(context, node.name.value, *summarize(self._argument(node, "input")), AuditOutcome.ERROR,
+                         [FORBIDDEN])
         if refused:
             node, permission = refused[0]
             key = node.alias.value if node.alias else node.name.value
@@ -125,7 +126,8 @@ class _Mutation:
                     self._check_page(node)
             except GraphQLError as error:
                 code = str((error.extensions or {}).get("code"))
-                await record(context, root.name.value, self._argument(root, "input"), AuditOutcome.ERROR, [code])
+                await record(context, root.name.value, *summarize(self._argument(root, "input")), AuditOutcome.ERROR,
+                             [code])
                 raise
 
     def _check_page(self, node: FieldNode) -> None:
