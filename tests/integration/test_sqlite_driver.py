@@ -1,35 +1,29 @@
-"""The SQLite driver: one trip to the connection's thread per statement, transactions that still behave as
-SQLite's own (a folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a fixed pool."""
+"""The SQLite driver: one trip to the connection's thread per statement, none for a point read in a read
+transaction (on the loop's thread, never waiting on a lock), transactions that still behave as SQLite's own (a
+folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a fixed pool."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from credits_graphql.store.engine import SQLITE_POOL_SIZE, UNREAD_OPTION, WRITE_OPTION
-
-
-@pytest.fixture
-def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the calls run on a connection's thread."""
-    calls: list[str] = []
-    run_on_thread = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(getattr(fn, "__name__", repr(fn)))
-        return await run_on_thread(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return calls
+from credits_graphql.store import sqlite_driver
+from credits_graphql.store.engine import (
+    INLINE_OPTION,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SQLITE_POOL_SIZE,
+    UNREAD_OPTION,
+    WRITE_OPTION,
+)
 
 
 @asynccontextmanager
@@ -169,3 +163,100 @@ async def test_concurrent_use_keeps_a_fixed_set_of_connections(engine: AsyncEngi
     for _ in range(3):
         assert await asyncio.gather(*(read() for _ in range(32))) == [0] * 32
     assert 1 <= len(opened) <= SQLITE_POOL_SIZE
+
+
+INLINE = {INLINE_OPTION: True}
+BUSY_TIMEOUT = text("PRAGMA busy_timeout")
+
+
+async def test_point_reads_in_a_read_transaction_take_no_hop_and_share_its_snapshot(
+        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
+    with closing(sqlite3.connect(database, isolation_level=None)) as other:
+        other.execute("INSERT INTO t (id, v) VALUES (1, 'a')")
+        async with engine.connect() as connection:
+            hops.clear()
+            await connection.begin()
+            first = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).all()
+            other.execute("UPDATE t SET v = 'b' WHERE id = 1")
+            again = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).all()
+            await connection.rollback()
+            assert hops == []
+            assert first == again == [("a",)]  # one snapshot for the whole read transaction
+            await connection.begin()
+            assert (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)
+                    ).all() == [("b",)]
+            await connection.rollback()
+
+
+async def test_a_point_read_does_not_wait_for_a_writer_that_holds_the_lock(
+        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
+    with closing(sqlite3.connect(database, isolation_level=None)) as other:
+        other.execute("INSERT INTO t (id, v) VALUES (1, 'committed')")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE t SET v = 'uncommitted' WHERE id = 1")
+        async with engine.connect() as connection:
+            hops.clear()
+            async with connection.begin():
+                row = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).one()
+        other.execute("COMMIT")
+    assert row == ("committed",)
+    assert hops == []
+
+
+async def test_a_point_read_in_a_write_transaction_runs_on_the_connections_thread(
+        engine: AsyncEngine, hops: list[str]) -> None:
+    async with writer(engine) as connection:
+        hops.clear()
+        await connection.begin()
+        assert (await connection.execute(text("SELECT count(*) FROM t"), execution_options=INLINE)).scalar() == 0
+        await connection.commit()
+    assert hops == ["_run", "_finish"]
+
+
+async def test_on_the_loop_thread_sqlite_never_waits_and_on_the_connections_thread_it_waits_its_timeout(
+        engine: AsyncEngine, hops: list[str]) -> None:
+    async with engine.connect() as connection:
+        for _ in range(2):
+            assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == 0
+            assert (await connection.execute(BUSY_TIMEOUT)).scalar() == SQLITE_BUSY_TIMEOUT_SECONDS * 1000
+    assert hops == ["_run", "_run"]
+
+
+@pytest.fixture
+def busy_once_on_the_loop_thread(monkeypatch: pytest.MonkeyPatch, database: Path) -> list[str]:
+    """The first statement run on the loop's thread fails as SQLite does when the database is busy (a real
+    SQLITE_BUSY error, taken from a second connection that could not get the write lock)."""
+    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as holder, \
+            closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as refused:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            refused.execute("BEGIN IMMEDIATE")
+        holder.execute("ROLLBACK")
+    busy = caught.value
+    assert busy.sqlite_errorcode == sqlite3.SQLITE_BUSY
+    failed: list[str] = []
+    run = sqlite_driver._run
+
+    def busy_once(*args: Any) -> Any:
+        if not failed and threading.current_thread() is threading.main_thread():
+            failed.append(args[3])
+            raise busy
+        return run(*args)
+
+    monkeypatch.setattr(sqlite_driver, "_run", busy_once)
+    return failed
+
+
+async def test_a_point_read_that_finds_the_database_busy_waits_for_it_on_the_connections_thread(
+        engine: AsyncEngine, hops: list[str], busy_once_on_the_loop_thread: list[str]) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(INSERT, {"id": 1, "v": "a"})
+        await connection.commit()
+        hops.clear()
+        async with connection.begin():
+            row = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).one()
+            assert busy_once_on_the_loop_thread == ["SELECT v FROM t WHERE id = 1"]
+            assert hops == ["_run_waiting"]
+            # It waited with the busy timeout, which is 0 again for the next statement on the loop's thread.
+            assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == 0
+    assert row == ("a",)

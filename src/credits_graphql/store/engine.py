@@ -16,6 +16,9 @@ WRITE_OPTION = "credits_write"
 UNREAD_OPTION = "credits_unread"
 """For a write whose result (row count included) the caller does not read: on SQLite it is sent with the
 transaction's next statement or its COMMIT, and an error it raises surfaces there (store/sqlite_driver.py)."""
+INLINE_OPTION = "credits_inline"
+"""For a point read (an index lookup of a few rows): on SQLite, in a read transaction, it runs on the event loop's
+thread and never waits on a lock (store/sqlite_driver.py)."""
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # Each SQLite connection is a thread of its own (aiosqlite), and SQLite runs one writer at a time. SQLAlchemy's
 # default (5, plus 10 opened under load and closed when given back) kept opening connections and starting
@@ -62,5 +65,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def on_execute(_connection: Connection, cursor: Any, _statement: str, _parameters: Any,
                    context: ExecutionContext | None, _executemany: bool) -> None:
-        if context is not None and context.execution_options.get(UNREAD_OPTION):
-            cursor.unread()
+        if context is not None:
+            options = context.execution_options
+            if options.get(UNREAD_OPTION):
+                cursor.unread()
+            elif options.get(INLINE_OPTION):
+                cursor.inline()

@@ -37,7 +37,7 @@ from credits_graphql.domain.ledger import (
 )
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
 from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, Organization
-from credits_graphql.store.engine import UNREAD_OPTION
+from credits_graphql.store.engine import INLINE_OPTION, UNREAD_OPTION
 from credits_graphql.store.tables import (
     accounts,
     api_keys,
@@ -49,12 +49,18 @@ from credits_graphql.store.tables import (
 )
 
 # The statements of the hot paths (every request, every usage report) are built once: building a select and
-# its cache key costs more than SQLite takes to run it.
-_KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
+# its cache key costs more than SQLite takes to run it. Point reads are INLINE_OPTION (see store.engine).
+_INLINE = {INLINE_OPTION: True}
+_KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash")).execution_options(**_INLINE)
 _ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
 _ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
+_ACCOUNT = _ACCOUNT.execution_options(**_INLINE)
 _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
-                                   accounts.c.id.in_(bindparam("account_ids", expanding=True)))
+                                   accounts.c.id.in_(bindparam("account_ids", expanding=True))
+                                   ).execution_options(**_INLINE)
+_PENDING_ATTEMPTS = select(recharge_attempts).where(
+    recharge_attempts.c.account_id.in_(bindparam("account_ids", expanding=True)),
+    recharge_attempts.c.status == AttemptStatus.PENDING).execution_options(**_INLINE)
 _SAVE_ACCOUNT = update(accounts).where(accounts.c.id == bindparam("account_id"))  # SET: the values given
 _APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id)
 _APPEND_ENTRIES = insert(ledger_entries).returning(ledger_entries.c.id, ledger_entries.c.account_id,
@@ -231,9 +237,7 @@ class SqlRechargeAttemptRepository:
         return await self._one(query.with_for_update() if for_update else query)
 
     async def pending_for_accounts(self, account_ids: Collection[int]) -> list[RechargeAttempt]:
-        rows = await self._connection.execute(select(recharge_attempts).where(
-            recharge_attempts.c.account_id.in_(list(account_ids)),
-            recharge_attempts.c.status == AttemptStatus.PENDING))
+        rows = await self._connection.execute(_PENDING_ATTEMPTS, {"account_ids": list(account_ids)})
         return [_attempt(row) for row in rows]
 
     async def triggered_by(self, entry_id: int) -> RechargeAttempt | None:
