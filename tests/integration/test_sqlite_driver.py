@@ -260,3 +260,28 @@ async def test_a_point_read_that_finds_the_database_busy_waits_for_it_on_the_con
             # It waited with the busy timeout, which is 0 again for the next statement on the loop's thread.
             assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == 0
     assert row == ("a",)
+
+
+async def test_a_call_whose_wait_was_cancelled_keeps_the_loops_thread_off_the_connection_until_it_has_run(
+        engine: AsyncEngine, hops: list[str]) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def blocked(database: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    async with engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).dbapi_connection
+        assert isinstance(raw, sqlite_driver.OneHopConnection)
+        waiting = asyncio.create_task(connection.run_sync(lambda _: raw.on_thread(blocked)))
+        await asyncio.to_thread(started.wait, 30)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not raw.may_run_inline()  # the call still runs on the connection's thread
+        release.set()
+        hops.clear()
+        assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == (
+            SQLITE_BUSY_TIMEOUT_SECONDS * 1000)  # it went to the thread, after the blocked call
+        assert hops == ["_run"]
+        assert raw.may_run_inline()

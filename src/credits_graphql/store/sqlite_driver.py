@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -38,6 +39,7 @@ _BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
 _WRITE_BEGIN = "BEGIN IMMEDIATE"
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
+T = TypeVar("T")
 Description = tuple[tuple[Any, ...], ...] | None
 Pending = list[tuple[str, Any]]
 """Statements and their parameters, waiting to travel with the next statement or the COMMIT."""
@@ -138,14 +140,8 @@ class OneHopCursor:
             connection.writing = connection.writing or (_WRITE_BEGIN, ()) in pending
         connection.wait_when_busy(pending)
         connection.only_point_reads = False
-        inner = connection._connection
-        try:
-            self.description, rows, self.rowcount, self.lastrowid = await_(
-                inner._execute(_run, inner._conn, connection.writer_lock, pending, operation, parameters, many))
-        except Exception as error:
-            connection._handle_exception(error)
-        finally:
-            connection.queued = False  # the thread runs its calls in order: what was queued before has run
+        self.description, rows, self.rowcount, self.lastrowid = connection.on_thread(
+            _run, connection.writer_lock, pending, operation, parameters, many)
         self._rows = deque(rows)
 
     def _execute_inline(self, operation: str, parameters: Any) -> None:
@@ -166,8 +162,8 @@ class OneHopCursor:
                 if error.sqlite_errorcode not in _BUSY:
                     raise
                 connection.only_point_reads = False
-                self.description, rows, self.rowcount, self.lastrowid = await_(
-                    inner._execute(_run_waiting, database, connection.busy_timeout_ms, operation, parameters))
+                self.description, rows, self.rowcount, self.lastrowid = connection.on_thread(
+                    _run_waiting, connection.busy_timeout_ms, operation, parameters)
         except Exception as error:
             connection._handle_exception(error)
         self._rows = deque(rows)
@@ -285,12 +281,22 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             return
         if commit:
             self.wait_when_busy(pending)  # sent before the COMMIT's writes; a ROLLBACK waits on nothing
+        self.on_thread(_finish, self.writer_lock, pending, commit)
+
+    def on_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(sqlite3 connection, *args)` on the connection's thread, waited for.
+
+        Until it has run the connection stays `queued`: a wait that ends early (a cancelled request) leaves
+        it on its way to the thread, and the loop's thread must not use the connection meanwhile."""
+        inner = self._connection
+        self.queued = True
         try:
-            await_(inner._execute(_finish, inner._conn, self.writer_lock, pending, commit))
+            result: T = await_(inner._execute(function, inner._conn, *args))
         except Exception as error:
+            self.queued = False  # it ran, and failed
             self._handle_exception(error)
-        finally:
-            self.queued = False
+        self.queued = False  # the thread runs its calls in order: anything queued before has run too
+        return result
 
     def close(self) -> None:
         try:
