@@ -5,6 +5,8 @@ folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a f
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -222,10 +224,15 @@ async def test_on_the_loop_thread_sqlite_never_waits_and_on_the_connections_thre
     assert hops == ["_run", "_run"]
 
 
-@pytest.fixture
-def busy_once_on_the_loop_thread(monkeypatch: pytest.MonkeyPatch, database: Path) -> list[str]:
+SQLITE_BUSY_RECOVERY = 261  # another connection is recovering the WAL (an extended code)
+
+
+@pytest.fixture(params=[sqlite3.SQLITE_BUSY, SQLITE_BUSY_RECOVERY, sqlite3.SQLITE_LOCKED])
+def busy_once_on_the_loop_thread(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                                 database: Path) -> list[str]:
     """The first statement run on the loop's thread fails as SQLite does when the database is busy (a real
-    SQLITE_BUSY error, taken from a second connection that could not get the write lock)."""
+    SQLITE_BUSY error, taken from a second connection that could not get the write lock, its code set to the
+    parameter's)."""
     with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as holder, \
             closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as refused:
         holder.execute("BEGIN IMMEDIATE")
@@ -234,6 +241,7 @@ def busy_once_on_the_loop_thread(monkeypatch: pytest.MonkeyPatch, database: Path
         holder.execute("ROLLBACK")
     busy = caught.value
     assert busy.sqlite_errorcode == sqlite3.SQLITE_BUSY
+    busy.sqlite_errorcode = request.param
     failed: list[str] = []
     run = sqlite_driver._run
 
@@ -285,3 +293,66 @@ async def test_a_call_whose_wait_was_cancelled_keeps_the_loops_thread_off_the_co
             SQLITE_BUSY_TIMEOUT_SECONDS * 1000)  # it went to the thread, after the blocked call
         assert hops == ["_run"]
         assert raw.may_run_inline()
+
+
+async def test_a_point_read_after_an_unread_write_runs_on_the_connections_thread_as_does_the_commit(
+        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
+    """A write in a transaction begun as a read (not the store's way, but allowed): nothing of it, the COMMIT
+    included, runs on the loop's thread, where it could not wait for the lock."""
+    async with engine.connect() as connection:
+        hops.clear()
+        await connection.begin()
+        await connection.execute(INSERT, {"id": 1, "v": "w"}, execution_options=UNREAD)
+        assert (await connection.execute(text("SELECT count(*) FROM t"), execution_options=INLINE)).scalar() == 1
+        await connection.commit()
+    assert hops == ["_run", "_finish"]
+    assert committed_rows(database) == [(1, "w")]
+
+
+def writers_line_is_free(database: Path) -> bool:
+    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as other:
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        other.execute("ROLLBACK")
+    fd = os.open(f"{database}-writer", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+async def test_a_write_cancelled_on_the_connections_thread_leaves_the_lock_and_the_writers_line(
+        engine: AsyncEngine, database: Path) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def block() -> int:
+        started.set()
+        release.wait(timeout=30)
+        return 1
+
+    async def write() -> None:
+        async with writer(engine) as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            raw._conn.create_function("block", 0, block)
+            await connection.begin()
+            await connection.execute(INSERT, {"id": 1, "v": "never"})  # BEGIN IMMEDIATE: lock and line taken
+            await connection.execute(text("SELECT block()"))
+            await connection.commit()
+
+    task = asyncio.create_task(write())
+    await asyncio.to_thread(started.wait, 30)
+    assert not writers_line_is_free(database)
+    task.cancel()  # as when the client leaves: SQLAlchemy invalidates the connection and terminates it
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert writers_line_is_free(database)
+    assert committed_rows(database) == []
+    async with writer(engine) as connection, connection.begin():  # the next writer gets in at once
+        await connection.execute(INSERT, {"id": 2, "v": "next"})
+    assert committed_rows(database) == [(2, "next")]

@@ -12,10 +12,12 @@ leaves it, in the same hops.
 
 A point read in a read transaction (a statement executed with INLINE_OPTION: the API key of every request, an
 account by id, its pending recharge) takes no hop: it runs on the event loop's thread with SQLite's busy timeout
-at 0, so it never waits on a lock. In WAL mode a reader takes no lock that a writer holds; when SQLite still
-answers busy (another connection recovering the WAL, or closing the database last), the statement goes to the
-connection's thread and waits there. What it reads is the few pages of an index lookup, from SQLite's cache or the
-OS's. The end of a transaction that ran only such reads lets go of its snapshot on the loop's thread too.
+at 0, so it never waits in SQLite's busy handler for a lock. In WAL mode a reader takes no lock that a writer
+holds; when SQLite still answers busy (another connection recovering the WAL, or closing the database last), the
+statement goes to the connection's thread and waits there. (SQLite's WAL read path still retries on its own for a
+moment when it races a checkpoint, and a read that finds the WAL index in need of recovery, after a crash, runs
+the recovery: both are rare and short.) What it reads is the few pages of an index lookup, from SQLite's cache or
+the OS's. The end of a transaction that ran only such reads lets go of its snapshot on the loop's thread too.
 Everything else, every write included, runs on the connection's thread."""
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ class OneHopCursor:
                 self.description, rows, self.rowcount, self.lastrowid = _run(
                     database, None, [], operation, parameters, False)
             except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode not in _BUSY:
+                if error.sqlite_errorcode & 0xFF not in _BUSY:  # SQLITE_BUSY_RECOVERY, ... are extended codes
                     raise
                 connection.only_point_reads = False
                 self.description, rows, self.rowcount, self.lastrowid = connection.on_thread(
@@ -233,7 +235,10 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self.busy_waits = True  # SQLite's busy timeout is busy_timeout_ms (the thread's), not 0 (the loop's)
 
     def may_run_inline(self) -> bool:
-        return not self.writing and not self.queued and (_WRITE_BEGIN, ()) not in self.pending
+        """In a read transaction, with nothing on its way to the connection's thread, and nothing waiting to be
+        sent but a read's BEGIN (not a BEGIN IMMEDIATE, nor an unread write)."""
+        return (not self.writing and not self.queued
+                and all(statement == "BEGIN" for statement, _ in self.pending))
 
     def wait_when_busy(self, pending: Pending) -> None:
         """On the connection's thread SQLite waits for a lock, up to its busy timeout: set it back first."""
@@ -304,6 +309,27 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         finally:
             if self.writer_lock is not None:
                 self.writer_lock.close()
+
+    # An invalidated connection (a request cancelled while its statement ran on the thread, say) is terminated,
+    # not closed: its writers' line goes too, once the thread has closed the database, and not before (a
+    # COMMIT or ROLLBACK still on its way there leaves the line itself).
+    async def _terminate_graceful_close(self) -> None:
+        await super()._terminate_graceful_close()
+        if self.writer_lock is not None:
+            self.writer_lock.close()
+
+    def _terminate_force_close(self) -> None:
+        inner, lock = self._connection, self.writer_lock
+
+        def close_database_then_line() -> None:
+            if inner._connection is not None:
+                inner._connection.close()
+                inner._connection = None
+            if lock is not None:
+                lock.close()
+
+        inner._tx.put_nowait((None, close_database_then_line))
+        super()._terminate_force_close()
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:

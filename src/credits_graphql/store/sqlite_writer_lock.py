@@ -48,4 +48,6 @@ class WriterLock:
 
     def close(self) -> None:
         self.held = False
-        os.close(self._fd)  # releases the lock if held
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # releases the lock if held
