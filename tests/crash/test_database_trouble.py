@@ -145,7 +145,8 @@ async def test_a_database_outage_gives_clean_errors_and_the_service_recovers_wit
         retried = await api(RECORD_USAGE, {"id": account_id, "amount": "5", "key": "outage-0"})
         assert retried["recordUsage"]["transaction"]["amount"]["amount"] == "-5.00"
 
-        # Backends killed under the pool (a PostgreSQL restart looks like this): pre-ping reconnects.
+        # Backends killed under the pool (a PostgreSQL restart looks like this): the dead connections are
+        # replaced at checkout, or the request's first read runs again on a new one.
         killer = await asyncpg.connect(dsn)
         try:
             killed = await killer.fetchval(

@@ -27,14 +27,26 @@ class StoreUnavailable(Exception):
     unless the connection died during COMMIT itself; idempotency keys make a client's retry safe either way."""
 
 
+class ReadConnectionLost(StoreUnavailable):
+    """A read-only unit of work lost its connection (one that had been dead in the pool, say): it changed
+    nothing, and runs again once, at once, on a new connection."""
+
+
 def retry_on_conflict(use_case: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Runs `use_case` (one transaction) again on a TransientConflict, up to MAX_ATTEMPTS times in all."""
+    """Runs `use_case` (one transaction) again on a TransientConflict, up to MAX_ATTEMPTS times in all, and once on
+    a ReadConnectionLost."""
 
     @functools.wraps(use_case)
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        lost_before = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return await use_case(*args, **kwargs)
+            except ReadConnectionLost:
+                if lost_before:
+                    raise
+                lost_before = True
+                log.info("%s lost its database connection while reading; running it again", use_case.__name__)
             except TransientConflict:
                 if attempt == MAX_ATTEMPTS:
                     raise

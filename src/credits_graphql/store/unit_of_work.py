@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from credits_graphql.service.transient import StoreUnavailable, TransientConflict
+from credits_graphql.service.transient import ReadConnectionLost, StoreUnavailable, TransientConflict
 from credits_graphql.service.unit_of_work import (
     AccountRepository,
     ApiKeyRepository,
@@ -68,7 +68,7 @@ class SqlUnitOfWork:
                     raise
         except Exception as error:
             self._release_writers()
-            if (translated := _translated(error)) is None:
+            if (translated := _translated(error, reading=not self._write)) is None:
                 raise
             raise translated from error
         self.accounts = SqlAccountRepository(self.connection)
@@ -86,7 +86,7 @@ class SqlUnitOfWork:
             await self._close()
         finally:
             self._release_writers()
-        if exc is not None and (translated := _translated(exc)) is not None:
+        if exc is not None and (translated := _translated(exc, reading=not self._write)) is not None:
             raise translated from exc
 
     def _release_writers(self) -> None:
@@ -109,14 +109,16 @@ class SqlUnitOfWork:
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
 
-def _translated(error: BaseException) -> Exception | None:
-    """The service-level error for a driver error that is not the use case's fault, else None."""
+def _translated(error: BaseException, *, reading: bool) -> Exception | None:
+    """The service-level error for a driver error that is not the use case's fault, else None. A read that lost
+    its connection may run again (ReadConnectionLost); a write may not know whether its COMMIT took."""
     if isinstance(error, DBAPIError):
         state = getattr(error.orig, "sqlstate", None) or ""
         if state in _CONFLICT_STATES:
             return TransientConflict(f"database conflict (SQLSTATE {state})")
         if error.connection_invalidated or state.startswith(("08", "57P")):
-            return StoreUnavailable(f"database connection lost (SQLSTATE {state or 'none'})")
+            lost = ReadConnectionLost if reading else StoreUnavailable
+            return lost(f"database connection lost (SQLSTATE {state or 'none'})")
     if isinstance(error, OSError | TimeoutError):  # refused, unreachable, or timed out while connecting
         return StoreUnavailable(f"database unreachable ({type(error).__name__})")
     if isinstance(error, PoolTimeout):  # every connection of the pool busy for the pool timeout: overloaded

@@ -1,0 +1,124 @@
+"""PostgreSQL connections that the server dropped while they sat in the pool: found at checkout and replaced
+(a closed one at no cost, one idle for a while by a ping; one in steady use is not pinged, a round trip per
+request saved), and a read that meets a dead connection anyway runs again, once, on a new one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from credits_graphql.service.transient import ReadConnectionLost, StoreUnavailable, retry_on_conflict
+from credits_graphql.store import engine as engine_module
+from credits_graphql.store.engine import create_engine
+from credits_graphql.store.unit_of_work import SqlUnitOfWorkFactory
+from tests.crash.conftest import wait_for
+
+BACKEND = text("SELECT pg_backend_pid()")
+
+
+@pytest.fixture
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def pings(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The connections pinged at checkout."""
+    pinged: list[object] = []
+    ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pinged.append(dbapi_connection)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    return pinged
+
+
+async def terminate(postgres_url: str, pid: int) -> None:
+    """Ends the server process of a connection, as a restart of the server would, and waits until it is gone."""
+    admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+        async def gone() -> bool:
+            return not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+
+        await wait_for(gone, f"server process {pid} gone", 10)
+    finally:
+        await admin.close()
+
+
+async def backend(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(BACKEND)).scalar_one())
+
+
+async def test_a_connection_in_steady_use_is_not_pinged(engine: AsyncEngine, pings: list[object]) -> None:
+    first = await backend(engine)
+    assert [await backend(engine) for _ in range(3)] == [first] * 3
+    assert pings == []
+
+
+async def test_a_connection_idle_in_the_pool_for_a_while_is_pinged_first(
+        engine: AsyncEngine, pings: list[object], monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await backend(engine)
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert await backend(engine) == first
+    assert len(pings) == 1
+
+
+async def test_a_connection_the_server_closed_is_replaced_at_checkout(
+        engine: AsyncEngine, postgres_url: str, pings: list[object]) -> None:
+    first = await backend(engine)
+    await terminate(postgres_url, first)
+    assert await backend(engine) != first
+    assert pings == []  # seen closed without a round trip
+
+
+@pytest.mark.parametrize("write", [False, True])
+async def test_a_unit_of_work_that_loses_its_connection_is_told_whether_it_may_run_again(
+        engine: AsyncEngine, postgres_url: str, write: bool) -> None:
+    uow = SqlUnitOfWorkFactory(engine)
+
+    async def lose_the_connection() -> None:
+        async with uow(write=write) as work:
+            await terminate(postgres_url, int((await work.connection.execute(BACKEND)).scalar_one()))
+            await work.connection.execute(text("SELECT 1"))
+
+    with pytest.raises(StoreUnavailable, match="connection lost") as lost:
+        await lose_the_connection()
+    # A read changed nothing and may run again; a write cannot know whether its COMMIT took.
+    assert isinstance(lost.value, ReadConnectionLost) is not write
+    async with uow(write=write) as work:  # the pool has a new connection
+        assert (await work.connection.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_use_case_whose_read_lost_its_connection_runs_again_once(
+        engine: AsyncEngine, postgres_url: str) -> None:
+    uow = SqlUnitOfWorkFactory(engine)
+    runs: list[int] = []
+
+    @retry_on_conflict
+    async def read(losses: int) -> int:
+        async with uow() as work:
+            pid = int((await work.connection.execute(BACKEND)).scalar_one())
+            runs.append(pid)
+            if len(runs) <= losses:
+                await terminate(postgres_url, pid)
+            return int((await work.connection.execute(text("SELECT 1"))).scalar_one())
+
+    assert await read(1) == 1
+    assert len(runs) == 2
+    assert runs[0] != runs[1]
+    runs.clear()
+    with pytest.raises(ReadConnectionLost):
+        await read(2)
+    assert len(runs) == 2
