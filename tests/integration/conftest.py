@@ -3,6 +3,8 @@ unmigrated databases of both kinds for the migration tests."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,3 +28,15 @@ async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
         await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
     yield engine
     await engine.dispose()
+
+
+def line_is_free(database: Path) -> bool:
+    """No connection holds the writers' line of `database` (store/sqlite_writer_lock.py)."""
+    fd = os.open(f"{database}-writer", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -5,8 +5,6 @@ folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a f
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -26,6 +24,7 @@ from credits_graphql.store.engine import (
     UNREAD_OPTION,
     WRITE_OPTION,
 )
+from tests.integration.conftest import line_is_free
 
 
 @asynccontextmanager
@@ -310,20 +309,14 @@ async def test_a_point_read_after_an_unread_write_runs_on_the_connections_thread
 
 
 def writers_line_is_free(database: Path) -> bool:
+    """Neither SQLite's write lock nor the writers' line is held."""
     with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as other:
         try:
             other.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
             return False
         other.execute("ROLLBACK")
-    fd = os.open(f"{database}-writer", os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+    return line_is_free(database)
 
 
 async def test_a_write_cancelled_on_the_connections_thread_leaves_the_lock_and_the_writers_line(

@@ -5,8 +5,6 @@ up on after the busy timeout with SQLite's own error."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import signal
 import sqlite3
 import sys
@@ -18,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from credits_graphql.store.engine import WRITE_OPTION
 from credits_graphql.store.sqlite_writer_lock import WriterLock
+from tests.integration.conftest import line_is_free
 
 HOLDER = """
 import asyncio, sys
@@ -35,17 +34,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-def line_is_free(database: Path) -> bool:
-    fd = os.open(f"{database}-writer", os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 async def rows(engine: AsyncEngine) -> list[str]:
