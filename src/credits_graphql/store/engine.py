@@ -64,7 +64,8 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
-        if dbapi_connection.driver_connection.is_closed():
+        is_closed = getattr(dbapi_connection.driver_connection, "is_closed", None)  # asyncpg: free, no round trip
+        if is_closed is not None and is_closed():
             raise DisconnectionError("the server closed the connection")
         idle_since = record.info.get(_IDLE_SINCE)
         if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
