@@ -69,9 +69,9 @@ def accounts_at(entries: int) -> int:
     return min(MAX_ACCOUNTS, max(100, entries // 100))
 
 
-def encode_cursor(entry_id: int) -> str:
-    """As api/ids.py encode_cursor: base64 of "k1:<entry id>" (the bench only talks to the API over HTTP)."""
-    return base64.urlsafe_b64encode(f"k1:{entry_id}".encode()).decode()
+def encode_cursor(account_id: int, entry_id: int) -> str:
+    """As api/ids.py encode_cursor for the account's transactions (the bench only talks to the API over HTTP)."""
+    return base64.urlsafe_b64encode(f"k2:transactions.{account_id}:{entry_id}".encode()).decode()
 
 
 @dataclass
@@ -338,7 +338,7 @@ async def run_database(database: str, database_url: str, seeder_dsn: str, args: 
                 deep_id = await seeder.entry_id_at(history_account, (deep_depth - 1) * PAGE - 1)
                 sql = await seeder.sql_medians_us(org, history_account, deep_id, args.samples)
                 measured = measure_size(url, key, database, ledger, accounts, gid("Account", history_account),
-                                        encode_cursor(deep_id), deep_depth, args)
+                                        encode_cursor(history_account, deep_id), deep_depth, args)
                 for timing in measured:
                     timing.sql_us = sql[timing.query]
                 timings += measured

@@ -3,22 +3,28 @@ GRAPHQL_PARSE_FAILED or GRAPHQL_VALIDATION_FAILED; no error carries a stack trac
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import httpx
 
 from tests.api.documents import (
+    ACCOUNT_TRANSACTIONS,
     ACCOUNTS,
     ADD_FUNDS,
     BALANCE,
     NODE,
+    RECHARGE_ATTEMPTS,
     RECORD_USAGE,
     TRANSACTIONS,
     UPDATE_SETTINGS,
+    add_funds,
     codes_of,
+    create_account,
     errors_of,
     history,
+    transactions,
 )
 from tests.conftest import GraphQLClient
 
@@ -101,12 +107,36 @@ async def test_an_unknown_transaction_kind_filter_is_bad_user_input(gql: GraphQL
     assert_bad_input(await gql.post(literal, {"id": funded_id}))
 
 
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
 async def test_a_bad_cursor_is_bad_user_input(gql: GraphQLClient, funded_id: str) -> None:
-    # garbage, an account id, "k1:-1", "k1:x", "k1:0", "k1:60" with a stray character, "k1: 60", "k1:060"
+    # garbage, an account id, "k1:-1", "k1:x", "k1:0", "k1:60" with a stray character, "k1: 60", "k1:060" (the
+    # earlier spelling), and today's spelling with a bad position
     for cursor in ["not-a-cursor", "!!!", "", "QWNjb3VudDox", "azE6LTE=", "azE6eA==", "azE6MA==", "azE6NjA=x",
-                   "azE6IDYw", "azE6MDYw"]:
+                   "azE6IDYw", "azE6MDYw", b64("k1:60"), b64("k2:accounts:-1"), b64("k2:accounts:x"),
+                   b64("k2:accounts:0"), b64("k2:accounts: 60"), b64("k2:accounts:060"), b64("k2:accounts:60") + "x",
+                   b64("k2::60"), b64("k2:60")]:
         assert_bad_input(await gql.post(TRANSACTIONS, {"id": funded_id, "after": cursor}))
         assert_bad_input(await gql.post(ACCOUNTS, {"after": cursor}))
+
+
+async def test_a_cursor_of_another_list_is_bad_user_input(gql: GraphQLClient, funded_id: str) -> None:
+    """Paging one account's history from a place in another's (an app mixing up its lists) would answer a page
+    of the wrong entries, or none."""
+    other = (await create_account(gql, "Other", "SEK", "tok_visa"))["id"]
+    await add_funds(gql, other, "5", "other-seed")
+    cursor = (await transactions(gql, funded_id, first=1))["pageInfo"]["endCursor"]
+    for response in [await gql.post(TRANSACTIONS, {"id": other, "after": cursor}),
+                     await gql.post(ACCOUNTS, {"after": cursor}),
+                     await gql.post(RECHARGE_ATTEMPTS, {"id": funded_id, "after": cursor})]:
+        assert_bad_input(response)
+        assert "cursor of another list" in response.json()["errors"][0]["message"]
+    # The list that gave it takes it, nested or filtered: a filter only thins the account's history.
+    nested = await gql(ACCOUNT_TRANSACTIONS, {"id": funded_id, "after": cursor, "kinds": ["USAGE"]})
+    assert nested["account"]["transactions"]["edges"] == []
+    assert (await transactions(gql, funded_id, after=cursor))["pageInfo"]["hasPreviousPage"] is True
 
 
 async def test_a_page_size_outside_zero_to_one_hundred_is_bad_user_input(gql: GraphQLClient, funded_id: str) -> None:

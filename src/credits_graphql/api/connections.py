@@ -42,13 +42,15 @@ def page_size(first: int | None) -> int:
     return first
 
 
-def after_id(after: str | None) -> int | None:
-    return decode_cursor(after)
+def after_id(after: str | None, list_name: str | None) -> int | None:
+    """The keyset position of `after`, a cursor of the list named `list_name` (see api.ids.encode_cursor); for
+    None, of any list (the cursor is only checked to be one this service handed out)."""
+    return decode_cursor(after, list_name)
 
 
-def build(rows: Sequence[RowT], has_next: bool, after: str | None, row_id: Callable[[RowT], int],
+def build(rows: Sequence[RowT], has_next: bool, after: str | None, list_name: str, row_id: Callable[[RowT], int],
           to_node: Callable[[RowT], NodeT], count: Callable[[], Awaitable[int]]) -> Connection[NodeT]:
-    edges = [Edge(node=to_node(row), cursor=encode_cursor(row_id(row))) for row in rows]
+    edges = [Edge(node=to_node(row), cursor=encode_cursor(list_name, row_id(row))) for row in rows]
     return Connection(
         edges=edges,
         page_info=relay.PageInfo(

@@ -1,4 +1,5 @@
-"""Relay global ids and keyset cursors. Both are opaque to clients; malformed ones are BAD_USER_INPUT."""
+"""Relay global ids and keyset cursors. Both are opaque to clients; malformed ones are BAD_USER_INPUT, and so is
+a cursor of another list (another account's transactions, say), which would page from a stranger's position."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from graphql import GraphQLError
 from strawberry.relay import GlobalID, GlobalIDValueError
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
-_CURSOR_PREFIX = "k1:"
+_CURSOR_PREFIX = "k2:"
 MAX_ID = 2**63 - 1
 
 
@@ -39,20 +40,25 @@ def decode_id(value: str, expected_type: str | None = None) -> tuple[str, int] |
     return gid.type_name, row_id
 
 
-def encode_cursor(row_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{row_id}".encode()).decode()
+def encode_cursor(list_name: str, row_id: int) -> str:
+    """`list_name` names the list the cursor pages (e.g. "transactions.7", account 7's transactions)."""
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{list_name}:{row_id}".encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> int | None:
+def decode_cursor(cursor: str | None, list_name: str | None) -> int | None:
+    """The row id of a cursor that `encode_cursor(list_name, ...)` handed out (any list's, for None)."""
     if cursor is None:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
-        row_id = int(text[len(_CURSOR_PREFIX):])
+        named, _, digits = text[len(_CURSOR_PREFIX):].rpartition(":")
+        row_id = int(digits)
     except (ValueError, UnicodeError, binascii.Error):
         raise bad_input(f"{cursor[:80]!r} is not a valid cursor") from None
-    if not 0 < row_id <= MAX_ID or encode_cursor(row_id) != cursor:  # as for ids: only the spelling handed out
+    if not 0 < row_id <= MAX_ID or encode_cursor(named, row_id) != cursor:  # as for ids: only the spelling handed out
         raise bad_input(f"{cursor[:80]!r} is not a valid cursor")
+    if list_name is not None and named != list_name:
+        raise bad_input(f"{cursor[:80]!r} is a cursor of another list: pass `after` the endCursor this list gave")
     return row_id

@@ -137,7 +137,7 @@ class _Mutation:
         if isinstance(first, int) and not isinstance(first, bool):
             page_size(first)
         if isinstance(after, str):
-            after_id(after)
+            after_id(after, None)  # which list's it must be is the field's to check
 
     def _argument(self, node: FieldNode, name: str) -> Any:
         """The argument's value as given (a literal, or a variable's value), or None."""

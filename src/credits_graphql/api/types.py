@@ -192,9 +192,10 @@ class AccountNode(relay.Node):
     @strawberry.field(description="Newest first.")
     async def recharge_attempts(self, info: Info[Context, None], first: int | None = None,
                                 after: str | None = None) -> connections.Connection[RechargeAttemptNode]:
-        deps, limit, before = info.context.deps, connections.page_size(first), connections.after_id(after)
+        listed = f"rechargeAttempts.{self.model.id}"
+        deps, limit, before = info.context.deps, connections.page_size(first), connections.after_id(after, listed)
         page = await queries.attempts_page(deps, self.model.id, before, limit)
-        return connections.build(page.items, page.has_next, after, _row_id, RechargeAttemptNode.of,
+        return connections.build(page.items, page.has_next, after, listed, _row_id, RechargeAttemptNode.of,
                                  lambda: queries.count_attempts(deps, self.model.id))
 
 
@@ -247,9 +248,11 @@ class TransactionNode(relay.Node):
 
 async def transactions_of(info: Info[Context, None], account_id: int, first: int | None, after: str | None,
                           kinds: list[ledger.EntryKind] | None) -> connections.Connection[TransactionNode]:
-    deps, limit, before = info.context.deps, connections.page_size(first), connections.after_id(after)
+    # One list whatever `kinds`: a cursor marks a place in the account's history, which a filter only thins.
+    listed = f"transactions.{account_id}"
+    deps, limit, before = info.context.deps, connections.page_size(first), connections.after_id(after, listed)
     page = await queries.entries_page(deps, account_id, kinds, before, limit)
-    return connections.build(page.items, page.has_next, after, _row_id, TransactionNode.of,
+    return connections.build(page.items, page.has_next, after, listed, _row_id, TransactionNode.of,
                              lambda: queries.count_entries(deps, account_id, kinds))
 
 
