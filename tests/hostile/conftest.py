@@ -15,6 +15,7 @@ import pytest
 
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
+from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service.deps import Deps
 from credits_graphql.settings import Environment, Settings
 from tests.conftest import GraphQLClient
@@ -42,6 +43,19 @@ class Snapshot:
     recharge_settings: dict[str, Any]
     payment_method: dict[str, Any] | None
     recharge_attempts: int
+    card_charges: int
+    """Charges the payment gateway made: a refused request charges no card either."""
+
+
+_gateway: list[SandboxGateway] = []
+"""The test's gateway, which its app charges (set by `snapshots_see_the_gateway`)."""
+
+
+@pytest.fixture(autouse=True)
+def snapshots_see_the_gateway(gateway: SandboxGateway) -> Iterator[None]:
+    _gateway.append(gateway)
+    yield
+    _gateway.remove(gateway)
 
 
 async def snapshot(gql: GraphQLClient, account_id: str) -> Snapshot:
@@ -50,7 +64,8 @@ async def snapshot(gql: GraphQLClient, account_id: str) -> Snapshot:
     return Snapshot(name=account["name"], status=account["status"], balance=account["balance"]["available"]["amount"],
                     transactions=account["transactions"]["totalCount"], accounts=data["accounts"]["totalCount"],
                     recharge_settings=account["rechargeSettings"], payment_method=account["paymentMethod"],
-                    recharge_attempts=account["rechargeAttempts"]["totalCount"])
+                    recharge_attempts=account["rechargeAttempts"]["totalCount"],
+                    card_charges=len(_gateway[-1].charges))
 
 
 def codes_of(response: httpx.Response) -> list[str]:

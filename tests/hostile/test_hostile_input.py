@@ -57,6 +57,16 @@ def account_chain(levels: int, start: int = 0) -> list[str]:
 # --- the body: JSON, batches, size -------------------------------------------------------------------
 
 
+async def test_the_snapshot_counts_the_cards_charged_so_a_refused_request_must_charge_none(
+        gql: GraphQLClient, funded_id: str) -> None:
+    before = await snapshot(gql, funded_id)
+    assert (await gql(f"mutation {{ {add_funds(funded_id, 'charged')} }}"))["addFunds"]["userErrors"] == []
+    after = await snapshot(gql, funded_id)
+    assert after.card_charges == before.card_charges + 1
+    assert after == replace(before, balance=after.balance, transactions=before.transactions + 1,
+                            card_charges=after.card_charges)
+
+
 async def test_a_body_of_broken_json_is_bad_request_and_changes_nothing(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
     before = await snapshot(gql, funded_id)
