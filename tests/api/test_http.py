@@ -39,6 +39,24 @@ async def test_a_mutation_sent_with_get_is_method_not_allowed_and_changes_nothin
     assert (await gql("{ accounts { totalCount } }"))["accounts"]["totalCount"] == 0
 
 
+async def test_a_get_of_several_operations_needs_an_operation_name_like_a_post(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org) -> None:
+    document = ('mutation Open { createAccount(input: {name: "X", currencyCode: "SEK"}) { account { id } } } '
+                "query Count { accounts { totalCount } }")
+    headers = {"Authorization": f"Bearer {org.admin}", "Accept": "application/json"}
+    unnamed = await http.get("/graphql", params={"query": document}, headers=headers)
+    assert unnamed.status_code == 400, unnamed.text
+    [error] = unnamed.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+    assert "operationName" in error["message"]
+    assert (await gql.post(document)).json()["errors"][0]["message"] == error["message"]  # as a POST is told
+    named = await http.get("/graphql", params={"query": document, "operationName": "Count"}, headers=headers)
+    assert named.json() == {"data": {"accounts": {"totalCount": 0}}}
+    mutation = await http.get("/graphql", params={"query": document, "operationName": "Open"}, headers=headers)
+    assert mutation.status_code == 405
+    assert (await gql("{ accounts { totalCount } }"))["accounts"]["totalCount"] == 0
+
+
 async def test_a_browser_gets_graphiql_without_a_key(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationDefinitionNode, parse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -26,6 +26,7 @@ from credits_graphql.api.media import (
     media_type_of,
     prefers_graphql_response_json,
 )
+from credits_graphql.api.preflight import SEVERAL_OPERATIONS
 from credits_graphql.api.request_guard import BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
@@ -153,6 +154,10 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
                 allowed_operation_types=OperationType.from_http(request_adapter.method),
                 operation_extensions=request_data.extensions)
         except InvalidOperationTypeError as error:
+            # Strawberry took the first operation of the document: without operationName, the mistake is not the
+            # method (Preflight answers a POST of that document the same).
+            if request_data.operation_name is None and _operation_count(request_data.query) > 1:
+                raise HTTPError(400, SEVERAL_OPERATIONS) from error
             # GraphQL over HTTP: a mutation over GET is 405 Method Not Allowed, with the methods that work.
             raise HTTPError(405, error.as_http_error_reason(request_adapter.method), {"Allow": "POST"}) from error
         except Exception as error:  # missing query, unknown operation name, ...
@@ -165,6 +170,11 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         if result.errors:
             result.errors = [_with_code(error) for error in result.errors]
         return await super().process_result(request, result)
+
+
+def _operation_count(query: str | None) -> int:
+    """Of a document that parsed already."""
+    return sum(isinstance(d, OperationDefinitionNode) for d in parse(query or "").definitions)
 
 
 def _with_code(error: GraphQLError) -> GraphQLError:

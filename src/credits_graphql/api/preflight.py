@@ -44,6 +44,7 @@ from credits_graphql.api.permissions import Allowed
 from credits_graphql.service.unit_of_work import AuditOutcome
 
 BAD_REQUEST = "BAD_REQUEST"
+SEVERAL_OPERATIONS = "The document holds several operations: send operationName to choose one."
 _PERMISSIONS: dict[int, dict[str, Allowed]] = {}
 
 
@@ -60,9 +61,7 @@ class Preflight(SchemaExtension):
             named = getattr(context, "_provided_operation_name", None)
             chosen = [o for o in operations if named is None or (o.name and o.name.value == named)]
             if len(operations) > 1 and named is None:
-                context.pre_execution_errors = [GraphQLError(
-                    "The document holds several operations: send operationName to choose one.",
-                    extensions={"code": BAD_REQUEST})]
+                context.pre_execution_errors = [GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST})]
             elif chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context.context, Context):
                 mutation = _Mutation(context.schema, chosen[0], fragments, context.variables or {})
                 try:
