@@ -158,6 +158,16 @@ async def get_balance(gql: GraphQLClient, account_id: str) -> dict[str, Any]:
     return data
 
 
+def usage_and_funds(account_id: str, used: str) -> str:
+    """One mutation document of two fields: `used`, a recordUsage of `used` (allowed to USAGE_WRITER keys), and
+    `funded`, an addFunds of 50 (not allowed to them)."""
+    return f"""mutation {{
+      used: recordUsage(input: {{accountId: "{account_id}", service: TOLL_FREE, amount: "{used}",
+                                 idempotencyKey: "m1"}}) {{ transaction {{ id }} }}
+      funded: addFunds(input: {{accountId: "{account_id}", amount: "50", idempotencyKey: "m2"}})
+        {{ transaction {{ id }} }}
+    }}"""
+
 async def get_account(gql: GraphQLClient, account_id: str) -> dict[str, Any]:
     account: dict[str, Any] = (await gql(ACCOUNT, {"id": account_id}))["account"]
     return account

@@ -25,6 +25,7 @@ from tests.api.documents import (
     codes_of,
     get_account,
     history,
+    usage_and_funds,
     user_error,
 )
 from tests.conftest import GraphQLClient, Org
@@ -194,12 +195,7 @@ async def test_a_mutation_document_with_one_forbidden_field_runs_none_of_its_fie
         gql: GraphQLClient, funded_id: str, org: Org) -> None:
     # Run one by one, recordUsage would move money and the FORBIDDEN addFunds would null the whole answer.
     before = await _snapshot(gql, funded_id)
-    document = f"""mutation {{
-      used: recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, amount: "7", idempotencyKey: "m1"}})
-        {{ transaction {{ id }} }}
-      funded: addFunds(input: {{accountId: "{funded_id}", amount: "50", idempotencyKey: "m2"}})
-        {{ transaction {{ id }} }}
-    }}"""
+    document = usage_and_funds(funded_id, "7")
     response = await gql.post(document, key=org.usage_writer)
     assert response.status_code == 200
     body = response.json()

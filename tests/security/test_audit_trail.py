@@ -11,6 +11,7 @@ from sqlalchemy import text
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.access import Role
 from credits_graphql.service.deps import Deps
+from tests.api.documents import usage_and_funds
 from tests.conftest import GraphQLClient, Org, make_org
 from tests.security.conftest import key_id
 
@@ -99,12 +100,7 @@ async def test_refused_and_forbidden_mutations_are_recorded_with_their_codes(gql
 async def test_a_mutation_document_refused_before_it_runs_is_recorded_for_the_field_at_fault(
         gql: GraphQLClient, deps: Deps, org: Org) -> None:
     account_id = await _funded_account(gql)
-    mixed = f"""mutation {{
-      used: recordUsage(input: {{accountId: "{account_id}", service: TOLL_FREE, amount: "1", idempotencyKey: "m1"}})
-        {{ transaction {{ id }} }}
-      paid: addFunds(input: {{accountId: "{account_id}", amount: "50", idempotencyKey: "m2"}})
-        {{ transaction {{ id }} }}
-    }}"""
+    mixed = usage_and_funds(account_id, "1")
     refused = await gql.post(mixed, key=org.usage_writer)
     assert refused.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     malformed = mixed.replace(f'accountId: "{account_id}", amount: "50"', 'accountId: "QWNjb3VudDowMQ==", amount: "50"')

@@ -52,9 +52,10 @@ from credits_graphql.store.tables import (
 # its cache key costs more than SQLite takes to run it. Point reads are INLINE_OPTION (see store.engine).
 _INLINE = {INLINE_OPTION: True}
 _KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash")).execution_options(**_INLINE)
-_ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
-_ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
-_ACCOUNT = _ACCOUNT.execution_options(**_INLINE)
+_ACCOUNT_BY_ID = select(accounts).where(accounts.c.id == bindparam("account_id"),
+                                        accounts.c.org_id == bindparam("org_id"))
+_ACCOUNT = _ACCOUNT_BY_ID.execution_options(**_INLINE)
+_ACCOUNT_FOR_UPDATE = _ACCOUNT_BY_ID.with_for_update()  # in a write transaction: on the connection's thread
 _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
                                    accounts.c.id.in_(bindparam("account_ids", expanding=True))
                                    ).execution_options(**_INLINE)
