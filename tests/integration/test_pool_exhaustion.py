@@ -24,8 +24,8 @@ async def test_no_free_connection_within_the_pool_timeout_is_store_unavailable(d
             while engine.pool.checkedout() < engine.pool.size():  # type: ignore[attr-defined]
                 busy.append(await held.enter_async_context(engine.connect()))
             with pytest.raises(StoreUnavailable, match="pool timeout"):
-                async with uow(write=write):
-                    pass
+                async with uow(write=write) as work:  # a write checks out a connection at once, a read at its
+                    await work.organizations.count()  # first statement that is not a point read
         async with uow(write=write) as free:  # given back: served again
             assert await free.organizations.count() == 0
     finally:

@@ -21,7 +21,8 @@ UNREAD_OPTION = "credits_unread"
 transaction's next statement or its COMMIT, and an error it raises surfaces there (store/sqlite_driver.py)."""
 INLINE_OPTION = "credits_inline"
 """For a point read (an index lookup of a few rows): on SQLite, in a read transaction, it runs on the event loop's
-thread and never waits on a lock (store/sqlite_driver.py)."""
+thread and never waits on a lock (store/sqlite_driver.py). A read unit of work runs these on a connection outside
+the pool first (store/point_reads.py); a pooled connection runs them when that one could not."""
 PING_AFTER_IDLE_SECONDS = 1.0
 _IDLE_SINCE = "credits_idle_since"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30

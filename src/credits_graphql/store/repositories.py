@@ -23,7 +23,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from credits_graphql.domain.access import Role
 from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
@@ -37,6 +36,7 @@ from credits_graphql.domain.ledger import (
 )
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
 from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, Organization
+from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import INLINE_OPTION, UNREAD_OPTION
 from credits_graphql.store.tables import (
     accounts,
@@ -59,6 +59,9 @@ _ACCOUNT_FOR_UPDATE = _ACCOUNT_BY_ID.with_for_update()  # in a write transaction
 _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
                                    accounts.c.id.in_(bindparam("account_ids", expanding=True))
                                    ).execution_options(**_INLINE)
+_PENDING_ATTEMPT = select(recharge_attempts).where(
+    recharge_attempts.c.account_id == bindparam("account_id"),
+    recharge_attempts.c.status == AttemptStatus.PENDING).execution_options(**_INLINE)
 _PENDING_ATTEMPTS = select(recharge_attempts).where(
     recharge_attempts.c.account_id.in_(bindparam("account_ids", expanding=True)),
     recharge_attempts.c.status == AttemptStatus.PENDING).execution_options(**_INLINE)
@@ -82,7 +85,7 @@ _ENTRIES_BY_KEYS_POSTGRESQL = select(_ENTRY_OF_GIVEN_KEY).select_from(_GIVEN_KEY
 
 
 class SqlAccountRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def add(self, account: Account) -> Account:
@@ -92,8 +95,11 @@ class SqlAccountRepository:
         return account
 
     async def get(self, org_id: int, account_id: int, *, for_update: bool = False) -> Account | None:
-        row = (await self._connection.execute(_ACCOUNT_FOR_UPDATE if for_update else _ACCOUNT,
-                                              {"account_id": account_id, "org_id": org_id})).first()
+        values = {"account_id": account_id, "org_id": org_id}
+        if for_update:
+            row = (await self._connection.execute(_ACCOUNT_FOR_UPDATE, values)).first()
+        else:
+            row = next(iter(await self._connection.point_read(_ACCOUNT, values)), None)
         return _account(row) if row is not None else None
 
     async def get_any(self, account_id: int, *, for_update: bool = False) -> Account | None:
@@ -135,7 +141,7 @@ class SqlAccountRepository:
 
 
 class SqlLedgerRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def append(self, entry: LedgerEntry) -> LedgerEntry:
@@ -151,7 +157,7 @@ class SqlLedgerRepository:
         # each entry's (account, idempotency key), which is unique.
         values = [_fields(entry, _ENTRY_FIELDS) for entry in entries]
         rows = await self._connection.execute(_APPEND_ENTRIES, values)
-        ids = {(account_id, key): entry_id for entry_id, account_id, key in rows}
+        ids = {(row.account_id, row.idempotency_key): row.id for row in rows}
         # LedgerEntry(**) on the values already at hand: dataclasses.replace() costs ~3 ms per 1000 entries.
         return [LedgerEntry(id=ids[value["account_id"], value["idempotency_key"]], **value) for value in values]
 
@@ -212,7 +218,7 @@ class SqlLedgerRepository:
 
 
 class SqlRechargeAttemptRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def add(self, attempt: RechargeAttempt) -> RechargeAttempt:
@@ -238,7 +244,11 @@ class SqlRechargeAttemptRepository:
         return await self._one(query.with_for_update() if for_update else query)
 
     async def pending_for_accounts(self, account_ids: Collection[int]) -> list[RechargeAttempt]:
-        rows = await self._connection.execute(_PENDING_ATTEMPTS, {"account_ids": list(account_ids)})
+        if len(account_ids) == 1:
+            [account_id] = account_ids
+            rows = await self._connection.point_read(_PENDING_ATTEMPT, {"account_id": account_id})
+        else:
+            rows = (await self._connection.execute(_PENDING_ATTEMPTS, {"account_ids": list(account_ids)})).all()
         return [_attempt(row) for row in rows]
 
     async def triggered_by(self, entry_id: int) -> RechargeAttempt | None:
@@ -279,7 +289,7 @@ class SqlRechargeAttemptRepository:
 
 
 class SqlOrganizationRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def add(self, name: str, at: datetime) -> Organization:
@@ -296,7 +306,7 @@ class SqlOrganizationRepository:
 
 
 class SqlApiKeyRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def add(self, org_id: int, role: Role, key_hash: str, prefix: str, at: datetime,
@@ -308,7 +318,7 @@ class SqlApiKeyRepository:
                       revoked_at=None, expires_at=expires_at, key_hash=key_hash)
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
-        row = (await self._connection.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
+        row = next(iter(await self._connection.point_read(_KEY_BY_HASH, {"key_hash": key_hash})), None)
         return _api_key(row) if row is not None else None
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
@@ -327,7 +337,7 @@ class SqlApiKeyRepository:
 
 
 class SqlFundsChargeRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def add(self, charge: FundsCharge) -> FundsCharge:
@@ -362,7 +372,7 @@ class SqlFundsChargeRepository:
 
 
 class SqlAuditEventRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
 
     async def append(self, event: AuditEvent) -> AuditEvent:
@@ -388,7 +398,7 @@ class SqlAuditEventRepository:
         return await _count(self._connection, select(func.count()).where(audit_events.c.org_id == org_id))
 
 
-async def _count(connection: AsyncConnection, query: Select[Any]) -> int:
+async def _count(connection: StoreConnection, query: Select[Any]) -> int:
     return int((await connection.execute(query)).scalar_one())
 
 
@@ -443,11 +453,11 @@ def _fields(source: object, names: Sequence[str]) -> dict[str, Any]:
     return {name: getattr(source, name) for name in names}
 
 
-async def _insert_returning_id(connection: AsyncConnection, table: Table, values: dict[str, Any]) -> int:
+async def _insert_returning_id(connection: StoreConnection, table: Table, values: dict[str, Any]) -> int:
     return int((await connection.execute(insert(table).values(values).returning(table.c.id))).scalar_one())
 
 
-async def _update_unread(connection: AsyncConnection, table: Table, row_id: int | None,
+async def _update_unread(connection: StoreConnection, table: Table, row_id: int | None,
                          values: dict[str, Any]) -> None:
     """Updates the row; nobody reads the row count, so on SQLite it travels with the next statement."""
     await connection.execute(update(table).where(table.c.id == row_id).values(values), execution_options=_UNREAD)

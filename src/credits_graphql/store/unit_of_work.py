@@ -7,9 +7,10 @@ import contextlib
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from credits_graphql.service.transient import ReadConnectionLost, StoreUnavailable, TransientConflict
 from credits_graphql.service.unit_of_work import (
@@ -21,7 +22,9 @@ from credits_graphql.service.unit_of_work import (
     OrganizationRepository,
     RechargeAttemptRepository,
 )
+from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import WRITE_OPTION
+from credits_graphql.store.point_reads import SqlitePointReader, sqlite_point_reader
 from credits_graphql.store.repositories import (
     SqlAccountRepository,
     SqlApiKeyRepository,
@@ -37,7 +40,7 @@ class SqlUnitOfWork:
     """On a Core connection: the repositories issue Core statements only, and an ORM session's
     bookkeeping would cost more than the SQL on PostgreSQL."""
 
-    connection: AsyncConnection
+    connection: StoreConnection
     accounts: AccountRepository
     ledger: LedgerRepository
     attempts: RechargeAttemptRepository
@@ -47,30 +50,33 @@ class SqlUnitOfWork:
     audit_events: AuditEventRepository
     committed: bool = False
 
-    def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None,
+                 point_reader: SqlitePointReader | None = None) -> None:
         self._engine = engine
         self._write = write
         self._writers = writers if write else None
+        self._point_reader = None if write else point_reader  # a write's reads see its own writes
         self._holding = False
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:
             await self._writers.acquire()
             self._holding = True
-        try:
-            self.connection = await self._engine.connect()
-            if self._write:
+        self.connection = StoreConnection(self._engine, self._point_reader)
+        if self._write:
+            try:
+                connection = await self.connection.open()
                 try:
-                    await self.connection.execution_options(**{WRITE_OPTION: True})
-                    await self.connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
+                    await connection.execution_options(**{WRITE_OPTION: True})
+                    await connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
                 except Exception:
                     await self._close()
                     raise
-        except Exception as error:
-            self._release_writers()
-            if (translated := _translated(error, reading=not self._write)) is None:
-                raise
-            raise translated from error
+            except Exception as error:
+                self._release_writers()
+                if (translated := _translated(error, reading=False)) is None:
+                    raise
+                raise translated from error
         self.accounts = SqlAccountRepository(self.connection)
         self.ledger = SqlLedgerRepository(self.connection)
         self.attempts = SqlRechargeAttemptRepository(self.connection)
@@ -95,14 +101,17 @@ class SqlUnitOfWork:
             self._writers.release()
 
     async def _close(self) -> None:
+        if (connection := self.connection.opened) is None:
+            return
         # On a dead connection the rollback fails too; the database has rolled back already.
         with contextlib.suppress(Exception):
-            await self.connection.rollback()  # after commit() this is a no-op
+            await connection.rollback()  # after commit() this is a no-op
         with contextlib.suppress(Exception):
-            await self.connection.close()
+            await connection.close()
 
     async def commit(self) -> None:
-        await self.connection.commit()
+        if self.connection.opened is not None:  # a read that ran nothing has nothing to commit
+            await self.connection.opened.commit()
         self.committed = True
 
 
@@ -139,6 +148,11 @@ class SqlUnitOfWorkFactory:
         # writers wait in the database file's writers' line (store/sqlite_writer_lock.py); the database alone
         # keeps the balances right.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._point_reader = (sqlite_point_reader(engine.url.database, engine.dialect)
+                              if engine.dialect.name == "sqlite" else None)
+        if (reader := self._point_reader) is not None:
+            event.listen(engine.sync_engine, "engine_disposed", lambda _engine: reader.close())
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine if write else self._read_engine, write=write, writers=self._writers)
+        return SqlUnitOfWork(self._engine if write else self._read_engine, write=write, writers=self._writers,
+                             point_reader=self._point_reader)
