@@ -1,12 +1,14 @@
 """Where a request's time goes, in process: CPU per request of the application itself, without HTTP or a load
-generator. Run: python bench/breakdown.py [--profile DIR]
+generator. Run: python bench/breakdown.py [--profile DIR] [--postgres DSN]
 
-Each scenario sends the same request sequentially, straight into the ASGI application (prod settings, an SQLite
-database in a temporary directory, uvloop as under `serve`), and divides the process's CPU time (all threads:
+Each scenario sends the same request sequentially, straight into the ASGI application (prod settings, uvloop as
+under `serve`), on an SQLite database in a temporary directory, then on a PostgreSQL database of the run's own
+(with PostgreSQL itself on the same machine, its CPU is not counted: compare SQLite's figures with SQLite's), and
+divides the process's CPU time (all threads:
 the database connections' threads too) by the number of requests. Bare Strawberry answering the balance from
 memory (bench/baseline_app.py) is the floor. "key and account from memory" answers the balance read with the
 API key and the account each read once and then served from memory: the difference to the real read is what the
-database path costs (SQLAlchemy, the driver, the thread hops, the SQL). `--profile DIR` writes a cProfile of
+database path costs (SQLAlchemy, the driver, the thread hops, the SQL; on PostgreSQL, the client side of it). `--profile DIR` writes a cProfile of
 each scenario to DIR and prints its 12 costliest functions by own time (cProfile inflates call-heavy code).
 The figures go to bench/results/breakdown-<UTC>.json."""
 
@@ -17,6 +19,7 @@ import asyncio
 import cProfile
 import json
 import pstats
+import re
 import tempfile
 import time
 import uuid
@@ -28,7 +31,7 @@ from typing import Any
 
 import baseline_app
 import uvloop
-from run import BALANCE, BATCH_ITEMS, RESULTS, USAGE, USAGE_BATCH, cli, service_env
+from run import BALANCE, BATCH_ITEMS, RESULTS, USAGE, USAGE_BATCH, admin, cli, service_env
 
 from credits_graphql.app import build_app, tune_garbage_collector
 from credits_graphql.bootstrap import bootstrap
@@ -115,6 +118,52 @@ def key_and_account_from_memory() -> Iterator[None]:
         access.authenticate, queries.accounts_by_id = authenticate, accounts_by_id
 
 
+async def service_costs(database: str, url: str, args: argparse.Namespace,
+                        profile_dir: Path | None) -> dict[str, float]:
+    """The scenarios on the service with its database at `url`, migrated and empty."""
+    env = service_env(url)
+    cli("migrate", env=env)
+    org = cli("create-org", "breakdown", env=env)
+    key = cli("create-api-key", "--org", org, "--role", "ADMIN", env=env)
+    runtime = bootstrap(Settings.from_env(env))
+    app = build_app(runtime, run_worker=False)
+    tune_garbage_collector()
+    costs: dict[str, float] = {}
+
+    async def scenario(name: str, bodies: list[dict[str, Any]], per: str = "request") -> None:
+        costs[name] = await measure(f"{database}: {name}", app, bodies, key, per, profile_dir)
+
+    try:
+        _, created = await call(app, {"query": 'mutation { createAccount(input: {name: "breakdown", '
+                                      'currencyCode: "SEK", paymentMethod: {token: "tok_visa"}}) '
+                                      "{ account { id } } }"}, key)
+        account = created["data"]["createAccount"]["account"]["id"]
+        for n in range(40):
+            await call(app, {"query": 'mutation($id: ID!, $k: String!) { addFunds(input: {accountId: $id, '
+                             'amount: "100000", idempotencyKey: $k}) { userErrors { code } } }',
+                             "variables": {"id": account, "k": f"seed-{n}"}}, key)
+        read = {"query": BALANCE, "variables": {"id": account}}
+
+        def usage() -> dict[str, Any]:
+            return {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01",
+                    "idempotencyKey": uuid.uuid4().hex}
+
+        await scenario("balance read", [read] * args.requests)
+        with key_and_account_from_memory():
+            await scenario("balance read, key and account from memory", [read] * args.requests)
+        await scenario("recordUsage", [{"query": USAGE, "variables": {"in": usage()}}
+                                       for _ in range(args.requests // 2)])
+        batches = max(args.requests // 100, 10)
+        for name, query in (("recordUsageBatch", USAGE_BATCH),
+                            ("recordUsageBatch, results not selected", BATCH_WITHOUT_RESULTS)):
+            bodies = [{"query": query, "variables": {"in": {"items": [usage() for _ in range(BATCH_ITEMS)]}}}
+                      for _ in range(batches)]
+            await scenario(name, bodies, f"batch of {BATCH_ITEMS}")
+    finally:
+        await runtime.close()
+    return costs
+
+
 async def main(args: argparse.Namespace) -> None:
     profile_dir = Path(args.profile) if args.profile else None
     if profile_dir:
@@ -122,54 +171,29 @@ async def main(args: argparse.Namespace) -> None:
     print(f"breakdown: in process, sequential, {args.requests} requests per scenario", flush=True)
     floor = await measure("bare Strawberry, memory", baseline_app.app,
                           [{"query": BALANCE, "variables": {"id": "1"}}] * args.requests, None, "request", profile_dir)
+    costs: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as directory:
-        env = service_env(f"sqlite+aiosqlite:///{directory}/breakdown.db")
-        cli("migrate", env=env)
-        org = cli("create-org", "breakdown", env=env)
-        key = cli("create-api-key", "--org", org, "--role", "ADMIN", env=env)
-        runtime = bootstrap(Settings.from_env(env))
-        app = build_app(runtime, run_worker=False)
-        tune_garbage_collector()
+        costs["sqlite"] = await service_costs("sqlite", f"sqlite+aiosqlite:///{directory}/breakdown.db", args,
+                                              profile_dir)
+    if args.postgres:
+        name = f"credits_breakdown_{uuid.uuid4().hex[:8]}"
+        await admin(args.postgres, f'CREATE DATABASE "{name}"')
         try:
-            _, created = await call(app, {"query": 'mutation { createAccount(input: {name: "breakdown", '
-                                          'currencyCode: "SEK", paymentMethod: {token: "tok_visa"}}) '
-                                          "{ account { id } } }"}, key)
-            account = created["data"]["createAccount"]["account"]["id"]
-            for n in range(40):
-                await call(app, {"query": 'mutation($id: ID!, $k: String!) { addFunds(input: {accountId: $id, '
-                                 'amount: "100000", idempotencyKey: $k}) { userErrors { code } } }',
-                                 "variables": {"id": account, "k": f"seed-{n}"}}, key)
-            read = {"query": BALANCE, "variables": {"id": account}}
-
-            def usage() -> dict[str, Any]:
-                return {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01",
-                        "idempotencyKey": uuid.uuid4().hex}
-
-            costs = {"balance read": await measure("balance read", app, [read] * args.requests, key, "request",
-                                                   profile_dir)}
-            with key_and_account_from_memory():
-                costs["balance read, key and account from memory"] = await measure(
-                    "balance read, key and account from memory", app, [read] * args.requests, key, "request",
-                    profile_dir)
-            costs["recordUsage"] = await measure(
-                "recordUsage", app, [{"query": USAGE, "variables": {"in": usage()}}
-                                     for _ in range(args.requests // 2)], key, "request", profile_dir)
-            batches = max(args.requests // 100, 10)
-            for name, query in (("recordUsageBatch", USAGE_BATCH),
-                                ("recordUsageBatch, results not selected", BATCH_WITHOUT_RESULTS)):
-                costs[name] = await measure(name, app, [
-                    {"query": query, "variables": {"in": {"items": [usage() for _ in range(BATCH_ITEMS)]}}}
-                    for _ in range(batches)], key, f"batch of {BATCH_ITEMS}", profile_dir)
+            base = re.sub(r"^postgresql://", "postgresql+asyncpg://", args.postgres.rsplit("/", 1)[0])
+            costs["postgresql"] = await service_costs("postgresql", f"{base}/{name}", args, profile_dir)
         finally:
-            await runtime.close()
-    print("per request, over bare Strawberry's: " + ", ".join(
-        f"{name} {cost / floor:.1f}x" for name, cost in costs.items() if not name.startswith("recordUsageBatch")))
-    print(f"recordUsageBatch: {BATCH_ITEMS / costs['recordUsageBatch'] * 1e6:,.0f} usage entries per CPU second")
+            await admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for database, figures in costs.items():
+        print(f"{database}, per request over bare Strawberry's: " + ", ".join(
+            f"{name} {cost / floor:.1f}x" for name, cost in figures.items() if not name.startswith("recordUsageBatch")))
+        print(f"{database}, recordUsageBatch: {BATCH_ITEMS / figures['recordUsageBatch'] * 1e6:,.0f} usage entries "
+              "per CPU second")
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"breakdown-{stamp}.json"
-    out.write_text(json.dumps({"at": stamp, "requests": args.requests, "cpu_us": {"bare Strawberry, memory": floor,
-                                                                                   **costs}}, indent=2))
+    out.write_text(json.dumps({"at": stamp, "requests": args.requests, "cpu_us": {
+        "bare Strawberry, memory": floor, **{f"{database}: {name}": cost for database, figures in costs.items()
+                                             for name, cost in figures.items()}}}, indent=2))
     print(f"results: {out.relative_to(RESULTS.parent.parent)}")
 
 
@@ -177,4 +201,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000, help="requests per scenario (a tenth warms up)")
     parser.add_argument("--profile", help="a directory for one cProfile file per scenario")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
+                        help="an admin DSN; a database of the run's own is created and dropped ('' skips)")
     uvloop.run(main(parser.parse_args()))

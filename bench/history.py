@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import asyncpg
 import httpx
-from run import CLI, RESULTS, ROOT, _admin, cli, free_port, process, service_env
+from run import CLI, RESULTS, ROOT, admin, cli, free_port, process, service_env
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 MAX_ACCOUNTS = 10_000
@@ -438,13 +438,13 @@ def main() -> None:
             timings += asyncio.run(run_database("sqlite", f"sqlite+aiosqlite:///{path}", path, args))
     if args.postgres:
         name = f"credits_history_{uuid.uuid4().hex[:8]}"
-        asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin(args.postgres, f'CREATE DATABASE "{name}"'))
         try:
             dsn = f"{args.postgres.rsplit('/', 1)[0]}/{name}"
             url = re.sub(r"^postgresql://", "postgresql+asyncpg://", dsn)
             timings += asyncio.run(run_database("postgresql", url, dsn, args))
         finally:
-            asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     print_table(timings)
     table = ratios(timings)

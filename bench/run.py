@@ -195,7 +195,7 @@ def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
     return factors
 
 
-async def _admin(dsn: str, sql: str) -> None:
+async def admin(dsn: str, sql: str) -> None:
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute(sql)
@@ -226,14 +226,14 @@ def main() -> None:
                            args, workers=SCALE_OUT_WORKERS)
     if args.postgres:
         name = f"credits_bench_{uuid.uuid4().hex[:8]}"
-        asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin(args.postgres, f'CREATE DATABASE "{name}"'))
         try:
             base = re.sub(r"^postgresql://", "postgresql+asyncpg://", args.postgres.rsplit("/", 1)[0])
             figures += service("postgresql", f"{base}/{name}", args)
             figures += service(f"postgresql, serve --workers {SCALE_OUT_WORKERS}", f"{base}/{name}", args,
                                workers=SCALE_OUT_WORKERS)
         finally:
-            asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures[1:]
               if f.entries_per_second is None}
