@@ -4,6 +4,7 @@ request saved), and a read that meets a dead connection anyway runs again, once,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,3 +123,51 @@ async def test_a_use_case_whose_read_lost_its_connection_runs_again_once(
     with pytest.raises(ReadConnectionLost):
         await read(2)
     assert len(runs) == 2
+
+
+@pytest.fixture
+async def migrated(postgres_run_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(postgres_run_url, pool_size=1, max_overflow=0)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_point_read_that_meets_a_dead_connection_reads_on_a_new_one(
+        migrated: AsyncEngine, postgres_run_url: str) -> None:
+    """Point reads go straight through asyncpg (store/point_reads.py); a failure sends them through SQLAlchemy."""
+    uow = SqlUnitOfWorkFactory(migrated)
+    async with uow() as work:
+        first = int((await work.connection.execute(BACKEND)).scalar_one())
+        await terminate(postgres_run_url, first)
+        assert await work.api_keys.by_hash("no such key") is None
+        assert await work.accounts.get(1, 1) is None
+        assert int((await work.connection.execute(BACKEND)).scalar_one()) != first
+
+
+async def test_a_point_read_cancelled_while_it_waits_leaves_the_pool_a_working_connection(
+        migrated: AsyncEngine, postgres_run_url: str) -> None:
+    uow = SqlUnitOfWorkFactory(migrated)
+
+    async def read() -> object:
+        async with uow() as work:
+            return await work.api_keys.by_hash("no such key")
+
+    assert await read() is None
+    admin = await asyncpg.connect(postgres_run_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        async with admin.transaction():
+            await admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+            waiting = asyncio.create_task(read())
+
+            async def blocked() -> bool:
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
+                    "'SELECT api_keys.id%'"))
+
+            await wait_for(blocked, "the point read waiting for the table lock", 10)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+    finally:
+        await admin.close()
+    assert await read() is None  # on a connection that answers, not one still busy with the cancelled query

@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import CursorResult, Dialect, Executable, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from credits_graphql.store.point_reads import SqlitePointReader
+from credits_graphql.store.point_reads import PointReader
 
 
 class StoreConnection:
     """A unit of work's connection, checked out of the pool at its first statement that the point reader does not
     serve (store/point_reads.py): a read that only needs point reads takes none."""
 
-    def __init__(self, engine: AsyncEngine, point_reader: SqlitePointReader | None) -> None:
+    def __init__(self, engine: AsyncEngine, point_reader: PointReader | None) -> None:
         self._engine = engine
         self._point_reader = point_reader
         self.opened: AsyncConnection | None = None
@@ -36,6 +36,7 @@ class StoreConnection:
 
     async def point_read(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
         """The rows of an index lookup of a few rows, which sees every commit made before it."""
-        if self._point_reader is not None and (rows := self._point_reader.rows(statement, parameters)) is not None:
+        if self._point_reader is not None and (
+                rows := await self._point_reader.rows(statement, parameters, self.open)) is not None:
             return rows
         return (await self.execute(statement, parameters)).all()

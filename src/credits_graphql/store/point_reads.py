@@ -1,28 +1,36 @@
-"""Point reads outside SQLAlchemy's execution pipeline, on SQLite.
+"""Point reads outside SQLAlchemy's execution pipeline.
 
-Every request reads its API key, and most an account by id and its pending recharge: index lookups of one row
-that SQLite answers in a few microseconds. Through SQLAlchemy's async pipeline each cost far more (a pool checkout
-and return, a greenlet switch, the compiled-cache lookup, the result's construction): about half of a balance
-read's CPU. Here each such statement is compiled once for the engine's dialect and run on a sqlite3 connection
-of the process's own, on the event loop's thread, its rows processed by the columns' own types, so that a row
-reads as it does through SQLAlchemy.
+Every request reads its API key, and most an account by id and its pending recharge: index lookups of one row.
+Through SQLAlchemy's async pipeline (a greenlet switch, the compiled-cache lookup, the result's construction) each
+cost far more than the database takes to answer it. Here each such statement is compiled once for the engine's
+dialect and run on the driver's connection, its rows processed by the columns' own types, so that a row reads as
+it does through SQLAlchemy. Only a read unit of work's reads come here: a write's reads must see its own writes.
 
-That connection only reads (query_only) and never waits: its busy timeout is 0. Each statement is a transaction of
-its own (autocommit), so it sees every commit made before it, in any process, and holds no snapshot after it. When
-SQLite answers busy, or fails in any way, the reader answers None and the caller reads through SQLAlchemy instead,
-which waits for the database on a connection's thread or raises the error the store translates."""
+SQLite: on a sqlite3 connection of the process's own, outside the pool, on the event loop's thread. It only reads
+(query_only) and never waits: its busy timeout is 0. Each statement is a transaction of its own (autocommit), so it
+sees every commit made before it, in any process, and holds no snapshot after it. A read that needs nothing else
+checks out no pooled connection at all.
+
+PostgreSQL: on the unit of work's pooled connection (a read runs in autocommit, as through SQLAlchemy), straight
+through asyncpg, which keeps each statement prepared on that connection.
+
+When the database answers busy, or the read fails in any way, the reader answers None and the caller reads through
+SQLAlchemy instead, which waits for the database (on SQLite, on a pooled connection's thread) or raises the error
+the store translates; on PostgreSQL the failed connection is replaced first."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 from collections import namedtuple
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from sqlalchemy import Dialect, Select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+Opener = Callable[[], Awaitable[AsyncConnection]]
 
 
 class CompiledRead:
@@ -60,19 +68,36 @@ class CompiledRead:
         return self._row._make(values)
 
 
-class SqlitePointReader:
+class PointReader(Protocol):
+    async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
+        """The statement's rows, or None when they could not be read here: the caller reads through SQLAlchemy on
+        the unit of work's pooled connection, which `pooled` checks out (or returns, if checked out already)."""
+        ...
+
+
+class _Compiled:
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._compiled: dict[Select[Any], CompiledRead] = {}
+
+    def compiled(self, statement: Select[Any]) -> CompiledRead:
+        read = self._compiled.get(statement)
+        if read is None:
+            read = self._compiled[statement] = CompiledRead(statement, self._dialect)
+        return read
+
+
+class SqlitePointReader(_Compiled):
     """The process's connection for point reads, used on the event loop's thread only, opened at the first."""
 
     def __init__(self, database: str, dialect: Dialect) -> None:
+        super().__init__(dialect)
         self._database = database
-        self._dialect = dialect
-        self._compiled: dict[Select[Any], CompiledRead] = {}
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
 
-    def rows(self, statement: Select[Any], values: Mapping[str, Any]) -> list[Any] | None:
-        """The statement's rows, or None when they could not be read here without waiting."""
-        read = self._compiled.get(statement) or self._compile(statement)
+    async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
+        read = self.compiled(statement)
         try:
             connection = self._connection if self._connection and self._pid == os.getpid() else self._open()
             found = connection.execute(read.sql, read.parameters(values)).fetchall()
@@ -87,10 +112,6 @@ class SqlitePointReader:
         if connection is not None:
             connection.close()
 
-    def _compile(self, statement: Select[Any]) -> CompiledRead:
-        read = self._compiled[statement] = CompiledRead(statement, self._dialect)
-        return read
-
     def _open(self) -> sqlite3.Connection:
         # A connection opened before a fork (serve --workers) belongs to the parent: a child opens its own.
         connection = sqlite3.connect(self._database, isolation_level=None, check_same_thread=False)
@@ -104,9 +125,37 @@ class SqlitePointReader:
         return connection
 
 
-def sqlite_point_reader(database: str | None, dialect: Dialect) -> SqlitePointReader | None:
-    """None for a database with no file of its own (in memory): another connection would see another database."""
+class PostgresqlPointReader(_Compiled):
+    """On the unit of work's pooled connection (autocommit: a read unit of work runs no transaction), straight
+    through asyncpg, which keeps the statement prepared on that connection."""
+
+    async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
+        read = self.compiled(statement)
+        connection = await pooled()
+        if connection.sync_connection is None or connection.sync_connection.invalidated:
+            return None
+        # The attribute, not get_raw_connection(): a greenlet switch less, on a connection checked out and valid.
+        driver = connection.sync_connection.connection.driver_connection
+        assert driver is not None
+        try:
+            found = await driver.fetch(read.sql, *read.parameters(values))
+        except BaseException as error:
+            # The connection's state is not known (a query cut short, the server gone): the pool replaces it, and
+            # the read runs again through SQLAlchemy, on a new one, which raises what the store translates.
+            await connection.invalidate()
+            await connection.rollback()  # SQLAlchemy's own transaction: then it checks out a new connection
+            if isinstance(error, Exception):
+                return None
+            raise
+        return [read.row(tuple(row)) for row in found]
+
+
+def point_reader(engine: AsyncEngine) -> SqlitePointReader | PostgresqlPointReader | None:
+    """None for an SQLite database with no file of its own (in memory): another connection would see another
+    database."""
+    if engine.dialect.name == "postgresql":
+        return PostgresqlPointReader(engine.dialect)
+    database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return SqlitePointReader(database, dialect)
-
+    return SqlitePointReader(database, engine.dialect)

@@ -24,7 +24,7 @@ from credits_graphql.service.unit_of_work import (
 )
 from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import WRITE_OPTION
-from credits_graphql.store.point_reads import SqlitePointReader, sqlite_point_reader
+from credits_graphql.store.point_reads import PointReader, SqlitePointReader, point_reader
 from credits_graphql.store.repositories import (
     SqlAccountRepository,
     SqlApiKeyRepository,
@@ -51,7 +51,7 @@ class SqlUnitOfWork:
     committed: bool = False
 
     def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None,
-                 point_reader: SqlitePointReader | None = None) -> None:
+                 point_reader: PointReader | None = None) -> None:
         self._engine = engine
         self._write = write
         self._writers = writers if write else None
@@ -103,9 +103,8 @@ class SqlUnitOfWork:
     async def _close(self) -> None:
         if (connection := self.connection.opened) is None:
             return
-        # On a dead connection the rollback fails too; the database has rolled back already.
-        with contextlib.suppress(Exception):
-            await connection.rollback()  # after commit() this is a no-op
+        # Closing rolls back a transaction still open (not one committed). On a dead connection that fails too;
+        # the database has rolled back already.
         with contextlib.suppress(Exception):
             await connection.close()
 
@@ -148,9 +147,8 @@ class SqlUnitOfWorkFactory:
         # writers wait in the database file's writers' line (store/sqlite_writer_lock.py); the database alone
         # keeps the balances right.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self._point_reader = (sqlite_point_reader(engine.url.database, engine.dialect)
-                              if engine.dialect.name == "sqlite" else None)
-        if (reader := self._point_reader) is not None:
+        self._point_reader = point_reader(engine)
+        if isinstance(reader := self._point_reader, SqlitePointReader):
             event.listen(engine.sync_engine, "engine_disposed", lambda _engine: reader.close())
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
