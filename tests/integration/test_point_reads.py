@@ -91,6 +91,21 @@ async def test_point_reads_see_a_commit_made_by_another_connection_at_once(
     assert key.revoked_at == revoked_at  # read as SQLAlchemy reads it: aware, UTC
 
 
+async def test_a_point_read_does_not_wait_for_a_writer_that_holds_the_lock(
+        engine: AsyncEngine, deps: Deps, sqlite_file: Path, checkouts: list[object]) -> None:
+    _, digest = await a_key(deps)
+    uow = SqlUnitOfWorkFactory(engine)
+    with closing(sqlite3.connect(sqlite_file, timeout=0, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE api_keys SET revoked_at = '2026-01-02 03:04:05.000000'")
+        async with uow() as work:
+            key = await work.api_keys.by_hash(digest)
+        other.execute("ROLLBACK")
+    assert key is not None
+    assert key.revoked_at is None  # what was committed, not the write in progress
+    assert checkouts == []
+
+
 def a_busy_error(database: Path) -> sqlite3.OperationalError:
     """A real SQLITE_BUSY, from a connection refused the write lock that another holds."""
     with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as holder, \

@@ -1,6 +1,5 @@
-"""The SQLite driver: one trip to the connection's thread per statement, none for a point read in a read
-transaction (on the loop's thread, never waiting on a lock), transactions that still behave as SQLite's own (a
-folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a fixed pool."""
+"""The SQLite driver: one trip to the connection's thread per statement, transactions that still behave as
+SQLite's own (a folded BEGIN IMMEDIATE holds the write lock; a rollback leaves nothing), and a fixed pool."""
 
 from __future__ import annotations
 
@@ -10,16 +9,12 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from credits_graphql.store import sqlite_driver
 from credits_graphql.store.engine import (
-    INLINE_OPTION,
-    SQLITE_BUSY_TIMEOUT_SECONDS,
     SQLITE_POOL_SIZE,
     UNREAD_OPTION,
     WRITE_OPTION,
@@ -164,148 +159,6 @@ async def test_concurrent_use_keeps_a_fixed_set_of_connections(engine: AsyncEngi
     for _ in range(3):
         assert await asyncio.gather(*(read() for _ in range(32))) == [0] * 32
     assert 1 <= len(opened) <= SQLITE_POOL_SIZE
-
-
-INLINE = {INLINE_OPTION: True}
-BUSY_TIMEOUT = text("PRAGMA busy_timeout")
-
-
-async def test_point_reads_in_a_read_transaction_take_no_hop_and_share_its_snapshot(
-        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
-    with closing(sqlite3.connect(database, isolation_level=None)) as other:
-        other.execute("INSERT INTO t (id, v) VALUES (1, 'a')")
-        async with engine.connect() as connection:
-            hops.clear()
-            await connection.begin()
-            first = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).all()
-            other.execute("UPDATE t SET v = 'b' WHERE id = 1")
-            again = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).all()
-            await connection.rollback()
-            assert hops == []
-            assert first == again == [("a",)]  # one snapshot for the whole read transaction
-            await connection.begin()
-            assert (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)
-                    ).all() == [("b",)]
-            await connection.rollback()
-
-
-async def test_a_point_read_does_not_wait_for_a_writer_that_holds_the_lock(
-        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
-    with closing(sqlite3.connect(database, isolation_level=None)) as other:
-        other.execute("INSERT INTO t (id, v) VALUES (1, 'committed')")
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("UPDATE t SET v = 'uncommitted' WHERE id = 1")
-        async with engine.connect() as connection:
-            hops.clear()
-            async with connection.begin():
-                row = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).one()
-        other.execute("COMMIT")
-    assert row == ("committed",)
-    assert hops == []
-
-
-async def test_a_point_read_in_a_write_transaction_runs_on_the_connections_thread(
-        engine: AsyncEngine, hops: list[str]) -> None:
-    async with writer(engine) as connection:
-        hops.clear()
-        await connection.begin()
-        assert (await connection.execute(text("SELECT count(*) FROM t"), execution_options=INLINE)).scalar() == 0
-        await connection.commit()
-    assert hops == ["_run", "_finish"]
-
-
-async def test_on_the_loop_thread_sqlite_never_waits_and_on_the_connections_thread_it_waits_its_timeout(
-        engine: AsyncEngine, hops: list[str]) -> None:
-    async with engine.connect() as connection:
-        for _ in range(2):
-            assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == 0
-            assert (await connection.execute(BUSY_TIMEOUT)).scalar() == SQLITE_BUSY_TIMEOUT_SECONDS * 1000
-    assert hops == ["_run", "_run"]
-
-
-SQLITE_BUSY_RECOVERY = 261  # another connection is recovering the WAL (an extended code)
-
-
-@pytest.fixture(params=[sqlite3.SQLITE_BUSY, SQLITE_BUSY_RECOVERY, sqlite3.SQLITE_LOCKED])
-def busy_once_on_the_loop_thread(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
-                                 database: Path) -> list[str]:
-    """The first statement run on the loop's thread fails as SQLite does when the database is busy (a real
-    SQLITE_BUSY error, taken from a second connection that could not get the write lock, its code set to the
-    parameter's)."""
-    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as holder, \
-            closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as refused:
-        holder.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError) as caught:
-            refused.execute("BEGIN IMMEDIATE")
-        holder.execute("ROLLBACK")
-    busy = caught.value
-    assert busy.sqlite_errorcode == sqlite3.SQLITE_BUSY
-    busy.sqlite_errorcode = request.param
-    failed: list[str] = []
-    run = sqlite_driver._run
-
-    def busy_once(*args: Any) -> Any:
-        if not failed and threading.current_thread() is threading.main_thread():
-            failed.append(args[3])
-            raise busy
-        return run(*args)
-
-    monkeypatch.setattr(sqlite_driver, "_run", busy_once)
-    return failed
-
-
-async def test_a_point_read_that_finds_the_database_busy_waits_for_it_on_the_connections_thread(
-        engine: AsyncEngine, hops: list[str], busy_once_on_the_loop_thread: list[str]) -> None:
-    async with engine.connect() as connection:
-        await connection.execute(INSERT, {"id": 1, "v": "a"})
-        await connection.commit()
-        hops.clear()
-        async with connection.begin():
-            row = (await connection.execute(text("SELECT v FROM t WHERE id = 1"), execution_options=INLINE)).one()
-            assert busy_once_on_the_loop_thread == ["SELECT v FROM t WHERE id = 1"]
-            assert hops == ["_run_waiting"]
-            # It waited with the busy timeout, which is 0 again for the next statement on the loop's thread.
-            assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == 0
-    assert row == ("a",)
-
-
-async def test_a_call_whose_wait_was_cancelled_keeps_the_loops_thread_off_the_connection_until_it_has_run(
-        engine: AsyncEngine, hops: list[str]) -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def blocked(database: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(timeout=30)
-
-    async with engine.connect() as connection:
-        raw = (await connection.get_raw_connection()).dbapi_connection
-        assert isinstance(raw, sqlite_driver.OneHopConnection)
-        waiting = asyncio.create_task(connection.run_sync(lambda _: raw.on_thread(blocked)))
-        await asyncio.to_thread(started.wait, 30)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        assert not raw.may_run_inline()  # the call still runs on the connection's thread
-        release.set()
-        hops.clear()
-        assert (await connection.execute(BUSY_TIMEOUT, execution_options=INLINE)).scalar() == (
-            SQLITE_BUSY_TIMEOUT_SECONDS * 1000)  # it went to the thread, after the blocked call
-        assert hops == ["_run"]
-        assert raw.may_run_inline()
-
-
-async def test_a_point_read_after_an_unread_write_runs_on_the_connections_thread_as_does_the_commit(
-        engine: AsyncEngine, database: Path, hops: list[str]) -> None:
-    """A write in a transaction begun as a read (not the store's way, but allowed): nothing of it, the COMMIT
-    included, runs on the loop's thread, where it could not wait for the lock."""
-    async with engine.connect() as connection:
-        hops.clear()
-        await connection.begin()
-        await connection.execute(INSERT, {"id": 1, "v": "w"}, execution_options=UNREAD)
-        assert (await connection.execute(text("SELECT count(*) FROM t"), execution_options=INLINE)).scalar() == 1
-        await connection.commit()
-    assert hops == ["_run", "_finish"]
-    assert committed_rows(database) == [(1, "w")]
 
 
 def writers_line_is_free(database: Path) -> bool:

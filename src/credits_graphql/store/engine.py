@@ -19,10 +19,6 @@ WRITE_OPTION = "credits_write"
 UNREAD_OPTION = "credits_unread"
 """For a write whose result (row count included) the caller does not read: on SQLite it is sent with the
 transaction's next statement or its COMMIT, and an error it raises surfaces there (store/sqlite_driver.py)."""
-INLINE_OPTION = "credits_inline"
-"""For a point read (an index lookup of a few rows): on SQLite, in a read transaction, it runs on the event loop's
-thread and never waits on a lock (store/sqlite_driver.py). A read unit of work runs these on a connection outside
-the pool first (store/point_reads.py); a pooled connection runs them when that one could not."""
 PING_AFTER_IDLE_SECONDS = 1.0
 _IDLE_SINCE = "credits_idle_since"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -102,5 +98,3 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             options = context.execution_options
             if options.get(UNREAD_OPTION):
                 cursor.unread()
-            elif options.get(INLINE_OPTION):
-                cursor.inline()

@@ -8,7 +8,10 @@ it does through SQLAlchemy. Only a read unit of work's reads come here: a write'
 
 SQLite: on a sqlite3 connection of the process's own, outside the pool, on the event loop's thread. It only reads
 (query_only) and never waits: its busy timeout is 0. Each statement is a transaction of its own (autocommit), so it
-sees every commit made before it, in any process, and holds no snapshot after it. A read that needs nothing else
+sees every commit made before it, in any process, and holds no snapshot after it. In WAL mode a reader takes no lock
+that a writer holds. (SQLite's WAL read path still retries on its own for a moment when it races a checkpoint, and
+a read that finds the WAL index in need of recovery, after a crash, runs the recovery: both are rare and short.)
+What it reads is the few pages of an index lookup, from SQLite's cache or the OS's. A read that needs nothing else
 checks out no pooled connection at all.
 
 PostgreSQL: on the unit of work's pooled connection (a read runs in autocommit, as through SQLAlchemy), straight

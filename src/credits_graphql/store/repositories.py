@@ -37,7 +37,7 @@ from credits_graphql.domain.ledger import (
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
 from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, Organization
 from credits_graphql.store.connection import StoreConnection
-from credits_graphql.store.engine import INLINE_OPTION, UNREAD_OPTION
+from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.tables import (
     accounts,
     api_keys,
@@ -49,22 +49,19 @@ from credits_graphql.store.tables import (
 )
 
 # The statements of the hot paths (every request, every usage report) are built once: building a select and
-# its cache key costs more than SQLite takes to run it. Point reads are INLINE_OPTION (see store.engine).
-_INLINE = {INLINE_OPTION: True}
-_KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash")).execution_options(**_INLINE)
-_ACCOUNT_BY_ID = select(accounts).where(accounts.c.id == bindparam("account_id"),
-                                        accounts.c.org_id == bindparam("org_id"))
-_ACCOUNT = _ACCOUNT_BY_ID.execution_options(**_INLINE)
-_ACCOUNT_FOR_UPDATE = _ACCOUNT_BY_ID.with_for_update()  # in a write transaction: on the connection's thread
+# its cache key costs more than SQLite takes to run it. A read unit of work runs the point reads (_KEY_BY_HASH,
+# _ACCOUNT, _PENDING_ATTEMPT) outside SQLAlchemy's pipeline (store/point_reads.py).
+_KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
+_ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
+_ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
 _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
-                                   accounts.c.id.in_(bindparam("account_ids", expanding=True))
-                                   ).execution_options(**_INLINE)
+                                   accounts.c.id.in_(bindparam("account_ids", expanding=True)))
 _PENDING_ATTEMPT = select(recharge_attempts).where(
     recharge_attempts.c.account_id == bindparam("account_id"),
-    recharge_attempts.c.status == AttemptStatus.PENDING).execution_options(**_INLINE)
+    recharge_attempts.c.status == AttemptStatus.PENDING)
 _PENDING_ATTEMPTS = select(recharge_attempts).where(
     recharge_attempts.c.account_id.in_(bindparam("account_ids", expanding=True)),
-    recharge_attempts.c.status == AttemptStatus.PENDING).execution_options(**_INLINE)
+    recharge_attempts.c.status == AttemptStatus.PENDING)
 _SAVE_ACCOUNT = update(accounts).where(accounts.c.id == bindparam("account_id"))  # SET: the values given
 _APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id)
 _APPEND_ENTRIES = insert(ledger_entries).returning(ledger_entries.c.id, ledger_entries.c.account_id,
