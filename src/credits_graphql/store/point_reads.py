@@ -23,6 +23,7 @@ the store translates; on PostgreSQL the failed connection is replaced first."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections import namedtuple
@@ -145,8 +146,9 @@ class PostgresqlPointReader(_Compiled):
         except BaseException as error:
             # The connection's state is not known (a query cut short, the server gone): the pool replaces it, and
             # the read runs again through SQLAlchemy, on a new one, which raises what the store translates.
-            await connection.invalidate()
-            await connection.rollback()  # SQLAlchemy's own transaction: then it checks out a new connection
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
+                await connection.rollback()  # SQLAlchemy's own transaction: then it checks out a new connection
             if isinstance(error, Exception):
                 return None
             raise
