@@ -78,8 +78,12 @@ async def test_a_connection_idle_in_the_pool_for_a_while_is_pinged_first(
 
 async def test_a_connection_the_server_closed_is_replaced_at_checkout(
         engine: AsyncEngine, postgres_url: str, pings: list[object]) -> None:
-    first = await backend(engine)
+    async with engine.connect() as connection:
+        first = int((await connection.execute(BACKEND)).scalar_one())
+        client = (await connection.get_raw_connection()).driver_connection
     await terminate(postgres_url, first)
+    # Once the client has read the server's goodbye (the event loop may not have got to it yet):
+    await wait_for(client.is_closed, "the client saw the server close the connection", 10)
     assert await backend(engine) != first
     assert pings == []  # seen closed without a round trip
 
