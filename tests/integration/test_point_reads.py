@@ -7,22 +7,25 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.access import Role
 from credits_graphql.domain.ledger import Account, AccountStatus
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
+from credits_graphql.store import repositories
 from credits_graphql.store.engine import create_engine
-from credits_graphql.store.point_reads import CompiledRead, SqlitePointReader
-from credits_graphql.store.tables import accounts
+from credits_graphql.store.point_reads import CompiledRead, PostgresqlPointReader, SqlitePointReader
+from credits_graphql.store.tables import accounts, api_keys, organizations, recharge_attempts
 from credits_graphql.store.unit_of_work import SqlUnitOfWorkFactory
 
 
@@ -186,3 +189,65 @@ def test_a_point_read_is_a_statement_with_each_parameter_bound_once() -> None:
     expanding = select(accounts).where(accounts.c.id.in_([1, 2]))
     with pytest.raises(ValueError, match="expanding IN"):
         CompiledRead(expanding, sqlite.dialect())
+
+
+async def test_a_column_sqlite_cannot_decode_fails_the_read_through_sqlalchemy(
+        engine: AsyncEngine, deps: Deps, sqlite_file: Path) -> None:
+    """Python's own sqlite3 errors carry no SQLite error code: the read still falls back and fails as SQLAlchemy
+    reports it (the store's usual error), not with an error of the fallback's own."""
+    key_id, digest = await a_key(deps)
+    with closing(sqlite3.connect(sqlite_file, isolation_level=None)) as other:
+        other.execute("UPDATE api_keys SET prefix = CAST(x'ff' AS TEXT) WHERE id = ?", (key_id,))
+    async with SqlUnitOfWorkFactory(engine)() as work:
+        with pytest.raises(OperationalError, match="UTF-8"):
+            await work.api_keys.by_hash(digest)
+
+
+EQUIVALENT_AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+
+
+async def test_a_point_read_reads_each_value_as_sqlalchemy_does(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+                                                                ) -> None:
+    """On both databases: values, their types, time zones, NULLs, large integers, text beyond ASCII, and the
+    constant bound in a statement (the pending status)."""
+    served: list[bool] = []
+    for reader in (SqlitePointReader, PostgresqlPointReader):
+        def spy(rows: Any) -> Any:
+            async def counted(*args: Any) -> Any:
+                found = await rows(*args)
+                served.append(found is not None)
+                return found
+            return counted
+        monkeypatch.setattr(reader, "rows", spy(reader.rows))
+    uow = SqlUnitOfWorkFactory(runtime.engine)
+    at = EQUIVALENT_AT
+    async with uow(write=True) as work:
+        insert_values = [
+            (organizations, {"id": 7, "name": "Ωmega", "created_at": at}),
+            (api_keys, {"id": 9, "org_id": 7, "role": "ADMIN", "key_hash": "h" * 64, "prefix": "cgk_abc",
+                        "created_at": at, "last_used_at": None, "revoked_at": at, "expires_at": at}),
+            (accounts, {"id": 11, "org_id": 7, "name": "名前", "currency": "EUR", "status": "ACTIVE",
+                        "balance_micros": 2**62, "created_at": at, "recharge_status": "ACTIVE",
+                        "recharge_amount_micros": 5, "recharge_trigger_micros": None, "recharge_updated_at": at,
+                        "recharge_failures": 3, "payment_token": "tok", "payment_brand": None,
+                        "payment_last4": "4242", "payment_updated_at": None}),
+            (recharge_attempts, {"id": 13, "account_id": 11, "status": "PENDING", "amount_micros": 5,
+                                 "currency": "EUR", "failure_reason": None, "created_at": at, "not_before": at,
+                                 "lease_expires_at": None, "settled_at": at, "transaction_id": None,
+                                 "triggered_by_entry_id": None}),
+        ]
+        for table, values in insert_values:
+            await work.connection.execute(insert(table).values(values))
+        await work.commit()
+    cases = [(repositories._KEY_BY_HASH, {"key_hash": "h" * 64}),
+             (repositories._ACCOUNT, {"account_id": 11, "org_id": 7}),
+             (repositories._PENDING_ATTEMPT, {"account_id": 11})]
+    async with uow() as work:
+        for statement, values in cases:
+            [fast] = await work.connection.point_read(statement, values)
+            [slow] = (await work.connection.execute(statement, values)).all()
+            assert fast._fields == slow._fields
+            assert list(fast) == list(slow)
+            assert [type(v) for v in fast] == [type(v) for v in slow]
+            assert [getattr(v, "tzinfo", None) for v in fast] == [getattr(v, "tzinfo", None) for v in slow]
+    assert served == [True, True, True]

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from credits_graphql.service.transient import ReadConnectionLost, StoreUnavailable, retry_on_conflict
 from credits_graphql.store import engine as engine_module
 from credits_graphql.store.engine import create_engine
-from credits_graphql.store.unit_of_work import SqlUnitOfWorkFactory
+from credits_graphql.store.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
 from tests.crash.conftest import wait_for
 
 BACKEND = text("SELECT pg_backend_pid()")
@@ -175,3 +175,22 @@ async def test_a_point_read_cancelled_while_it_waits_leaves_the_pool_a_working_c
     finally:
         await admin.close()
     assert await read() is None  # on a connection that answers, not one still busy with the cancelled query
+
+
+async def test_a_read_whose_point_read_failed_goes_on_in_autocommit(migrated: AsyncEngine,
+                                                                    postgres_run_url: str) -> None:
+    """The read goes on on a new connection as reads run, in autocommit: no transaction left open between the
+    statements of a request (nor one whose failed statement would fail every later one)."""
+    uow = SqlUnitOfWorkFactory(migrated)
+
+    def in_transaction(work: SqlUnitOfWork) -> bool:
+        assert work.connection.opened is not None
+        return bool(work.connection.opened.sync_connection.connection.driver_connection.is_in_transaction())
+
+    async with uow() as work:
+        first = int((await work.connection.execute(BACKEND)).scalar_one())
+        assert not in_transaction(work)
+        await terminate(postgres_run_url, first)
+        assert await work.api_keys.by_hash("no such key") is None
+        assert int((await work.connection.execute(BACKEND)).scalar_one()) != first
+        assert not in_transaction(work)

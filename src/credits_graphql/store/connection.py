@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,4 +40,11 @@ class StoreConnection:
         if self._point_reader is not None and (
                 rows := await self._point_reader.rows(statement, parameters, self.open)) is not None:
             return rows
+        if self.opened is not None and self.opened.invalidated:
+            # The reader gave up a connection that failed. A new Connection, not the invalidated one reconnected:
+            # SQLAlchemy applies the engine's isolation level (AUTOCOMMIT for reads on PostgreSQL) to a Connection
+            # only when it is created.
+            failed, self.opened = self.opened, None
+            with contextlib.suppress(Exception):
+                await failed.close()
         return (await self.execute(statement, parameters)).all()

@@ -106,7 +106,8 @@ class SqlitePointReader(_Compiled):
             connection = self._connection if self._connection and self._pid == os.getpid() else self._open()
             found = connection.execute(read.sql, read.parameters(values)).fetchall()
         except sqlite3.Error as error:
-            if not isinstance(error, sqlite3.OperationalError) or error.sqlite_errorcode & 0xFF not in _BUSY:
+            # (Python's own errors, a column that is not UTF-8 say, carry no SQLite error code.)
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
                 self.close()  # the next read opens a new connection
             return None
         return [read.row(row) for row in found]
@@ -148,7 +149,6 @@ class PostgresqlPointReader(_Compiled):
             # the read runs again through SQLAlchemy, on a new one, which raises what the store translates.
             with contextlib.suppress(Exception):
                 await connection.invalidate()
-                await connection.rollback()  # SQLAlchemy's own transaction: then it checks out a new connection
             if isinstance(error, Exception):
                 return None
             raise

@@ -137,9 +137,10 @@ def _translated(error: BaseException, *, reading: bool) -> Exception | None:
 class SqlUnitOfWorkFactory:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # PostgreSQL runs READ COMMITTED: each statement of a transaction sees the latest commits anyway, so
-        # reads run without BEGIN and ROLLBACK (two round trips of a request's four). SQLite keeps its read
-        # transaction, whose snapshot holds for all of a request's reads.
+        # A read sees the latest commits at each statement, on both databases. PostgreSQL runs READ COMMITTED,
+        # where each statement of a transaction sees them anyway, so reads run without BEGIN and ROLLBACK (two
+        # round trips of a request's four). On SQLite the point reads are each a transaction of their own
+        # (store/point_reads.py); a read's other statements (pages, counts) share the pooled connection's.
         self._read_engine = (engine if engine.dialect.name == "sqlite"
                              else engine.execution_options(isolation_level="AUTOCOMMIT"))
         # SQLite runs one write transaction at a time anyway; queueing this process's writers here, instead
