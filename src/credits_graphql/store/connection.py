@@ -48,3 +48,8 @@ class StoreConnection:
             with contextlib.suppress(Exception):
                 await failed.close()
         return (await self.execute(statement, parameters)).all()
+
+    async def point_read_one(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Any | None:
+        """The row of a point read of at most one row, or None."""
+        rows = await self.point_read(statement, parameters)
+        return rows[0] if rows else None

@@ -96,7 +96,7 @@ class SqlAccountRepository:
         if for_update:
             row = (await self._connection.execute(_ACCOUNT_FOR_UPDATE, values)).first()
         else:
-            row = next(iter(await self._connection.point_read(_ACCOUNT, values)), None)
+            row = await self._connection.point_read_one(_ACCOUNT, values)
         return _account(row) if row is not None else None
 
     async def get_any(self, account_id: int, *, for_update: bool = False) -> Account | None:
@@ -315,7 +315,7 @@ class SqlApiKeyRepository:
                       revoked_at=None, expires_at=expires_at, key_hash=key_hash)
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
-        row = next(iter(await self._connection.point_read(_KEY_BY_HASH, {"key_hash": key_hash})), None)
+        row = await self._connection.point_read_one(_KEY_BY_HASH, {"key_hash": key_hash})
         return _api_key(row) if row is not None else None
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
