@@ -94,7 +94,5 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def on_execute(_connection: Connection, cursor: Any, _statement: str, _parameters: Any,
                    context: ExecutionContext | None, _executemany: bool) -> None:
-        if context is not None:
-            options = context.execution_options
-            if options.get(UNREAD_OPTION):
-                cursor.unread()
+        if context is not None and context.execution_options.get(UNREAD_OPTION):
+            cursor.unread()
