@@ -23,8 +23,9 @@ from credits_graphql.domain.ledger import Account, AccountStatus
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
 from credits_graphql.store import repositories
+from credits_graphql.store.compiled import CompiledStatement
 from credits_graphql.store.engine import create_engine
-from credits_graphql.store.point_reads import CompiledRead, PostgresqlPointReader, SqlitePointReader
+from credits_graphql.store.point_reads import PostgresqlPointReader, SqlitePointReader
 from credits_graphql.store.tables import accounts, api_keys, organizations, recharge_attempts
 from credits_graphql.store.unit_of_work import SqlUnitOfWorkFactory
 
@@ -188,7 +189,7 @@ async def test_a_write_transaction_reads_its_own_writes(engine: AsyncEngine, dep
 def test_a_point_read_is_a_statement_with_each_parameter_bound_once() -> None:
     expanding = select(accounts).where(accounts.c.id.in_([1, 2]))
     with pytest.raises(ValueError, match="expanding IN"):
-        CompiledRead(expanding, sqlite.dialect())
+        CompiledStatement(expanding, sqlite.dialect())
 
 
 async def test_a_column_sqlite_cannot_decode_fails_the_read_through_sqlalchemy(

@@ -57,6 +57,16 @@ async def terminate(postgres_url: str, pid: int) -> None:
         await admin.close()
 
 
+async def wait_until_waiting_for_a_lock(admin: asyncpg.Connection, query_like: str, what: str) -> None:
+    """Until a statement whose text is LIKE `query_like` waits for a lock another connection holds."""
+
+    async def blocked() -> bool:
+        return bool(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND query LIKE $1", query_like))
+
+    await wait_for(blocked, f"{what} waiting for a lock", 10)
+
+
 async def backend(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int((await connection.execute(BACKEND)).scalar_one())
@@ -144,7 +154,7 @@ async def test_a_point_read_that_meets_a_dead_connection_reads_on_a_new_one(
         first = int((await work.connection.execute(BACKEND)).scalar_one())
         await terminate(postgres_run_url, first)
         assert await work.api_keys.by_hash("no such key") is None
-        assert await work.accounts.get(1, 1) is None
+        assert await work.accounts.get(0, 0) is None  # (ids start at 1; other tests leave rows in this database)
         assert int((await work.connection.execute(BACKEND)).scalar_one()) != first
 
 
@@ -162,13 +172,7 @@ async def test_a_point_read_cancelled_while_it_waits_leaves_the_pool_a_working_c
         async with admin.transaction():
             await admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
             waiting = asyncio.create_task(read())
-
-            async def blocked() -> bool:
-                return bool(await admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
-                    "'SELECT api_keys.id%'"))
-
-            await wait_for(blocked, "the point read waiting for the table lock", 10)
+            await wait_until_waiting_for_a_lock(admin, "SELECT api_keys.id%", "the point read")
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting

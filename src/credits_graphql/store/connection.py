@@ -8,17 +8,25 @@ from typing import Any
 
 from sqlalchemy import CursorResult, Dialect, Executable, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
 
+from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.point_reads import PointReader
+from credits_graphql.store.transaction_statements import TransactionStatements
+
+_UNREAD = {UNREAD_OPTION: True}
 
 
 class StoreConnection:
     """A unit of work's connection, checked out of the pool at its first statement that the point reader does not
-    serve (store/point_reads.py): a read that only needs point reads takes none."""
+    serve (store/point_reads.py): a read that only needs point reads takes none. A write transaction runs its hot
+    statements (`point_read`, `write`, `write_returning`) on the driver (store/transaction_statements.py)."""
 
-    def __init__(self, engine: AsyncEngine, point_reader: PointReader | None) -> None:
+    def __init__(self, engine: AsyncEngine, point_reader: PointReader | None,
+                 transaction: TransactionStatements | None = None) -> None:
         self._engine = engine
         self._point_reader = point_reader
+        self._transaction = transaction
         self.opened: AsyncConnection | None = None
 
     @property
@@ -36,7 +44,10 @@ class StoreConnection:
         return await connection.execute(statement, parameters, execution_options=execution_options)
 
     async def point_read(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
-        """The rows of an index lookup of a few rows, which sees every commit made before it."""
+        """The rows of an index lookup of a few rows, which sees every commit made before it (and in a write
+        transaction, the transaction's own writes)."""
+        if self._transaction is not None:
+            return await self._transaction.rows(self.opened or await self.open(), statement, parameters)
         if self._point_reader is not None and (
                 rows := await self._point_reader.rows(statement, parameters, self.open)) is not None:
             return rows
@@ -53,3 +64,17 @@ class StoreConnection:
         """The row of a point read of at most one row, or None."""
         rows = await self.point_read(statement, parameters)
         return rows[0] if rows else None
+
+    async def write_returning(self, statement: UpdateBase, values: Mapping[str, Any]) -> Sequence[Any]:
+        """The rows an INSERT or UPDATE ... RETURNING returns. `statement` is built once (a module constant)."""
+        if self._transaction is not None:
+            return await self._transaction.rows(self.opened or await self.open(), statement, values)
+        return (await self.execute(statement, values)).all()
+
+    async def write(self, statement: UpdateBase, values: Mapping[str, Any]) -> None:
+        """An INSERT or UPDATE whose result (row count included) is not read: on SQLite it travels with the next
+        statement or the COMMIT, where an error it raises surfaces. `statement` is built once (a module constant)."""
+        if self._transaction is not None:
+            await self._transaction.send(self.opened or await self.open(), statement, values)
+        else:
+            await self.execute(statement, values, execution_options=_UNREAD)

@@ -1,10 +1,8 @@
 """Point reads outside SQLAlchemy's execution pipeline.
 
 Every request reads its API key, and most an account by id and its pending recharge: index lookups of one row.
-Through SQLAlchemy's async pipeline (a greenlet switch, the compiled-cache lookup, the result's construction) each
-cost far more than the database takes to answer it. Here each such statement is compiled once for the engine's
-dialect and run on the driver's connection, its rows processed by the columns' own types, so that a row reads as
-it does through SQLAlchemy. Only a read unit of work's reads come here: a write's reads must see its own writes.
+Each is compiled once for the engine's dialect (store/compiled.py) and run on the driver's connection. Only a read
+unit of work's reads come here: a write's reads must see its own writes (store/transaction_statements.py).
 
 SQLite: on a sqlite3 connection of the process's own, outside the pool, on the event loop's thread. It only reads
 (query_only) and never waits: its busy timeout is 0. Each statement is a transaction of its own (autocommit), so it
@@ -26,50 +24,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections import namedtuple
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from sqlalchemy import Dialect, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from credits_graphql.store.compiled import CompiledStatements
+
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 Opener = Callable[[], Awaitable[AsyncConnection]]
-
-
-class CompiledRead:
-    """A SELECT compiled once for a dialect: its SQL, its parameters in order, and its rows' processing."""
-
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        if compiled.positiontup is None or compiled.post_compile_params:
-            raise ValueError("a point read binds each parameter once, in a positional paramstyle (no expanding IN)")
-        self._names = list(compiled.positiontup)
-        self._constants = {name: bind.effective_value for name in self._names  # the values bound in the statement
-                           if not (bind := compiled.binds[name]).required}
-        self._bind = [(i, processor) for i, name in enumerate(self._names) if (processor := compiled.binds[
-            name].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
-        columns = list(statement.selected_columns)
-        self._row: Any = namedtuple("_Row", [column.key for column in columns])  # type: ignore[misc]
-        self._result = [(i, processor) for i, column in enumerate(columns) if (processor := column.type.dialect_impl(
-            dialect).result_processor(dialect, None)) is not None]
-
-    def parameters(self, values: Mapping[str, Any]) -> list[Any]:
-        constants = self._constants
-        parameters = [values[name] if name in values else constants[name] for name in self._names]
-        for i, process in self._bind:
-            parameters[i] = process(parameters[i])
-        return parameters
-
-    def row(self, values: tuple[Any, ...]) -> Any:
-        """Attribute access by column name, as a SQLAlchemy Row's."""
-        if self._result:
-            processed = list(values)
-            for i, process in self._result:
-                processed[i] = process(processed[i])
-            return self._row._make(processed)
-        return self._row._make(values)
 
 
 class PointReader(Protocol):
@@ -79,19 +43,7 @@ class PointReader(Protocol):
         ...
 
 
-class _Compiled:
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
-        self._compiled: dict[Select[Any], CompiledRead] = {}
-
-    def compiled(self, statement: Select[Any]) -> CompiledRead:
-        read = self._compiled.get(statement)
-        if read is None:
-            read = self._compiled[statement] = CompiledRead(statement, self._dialect)
-        return read
-
-
-class SqlitePointReader(_Compiled):
+class SqlitePointReader(CompiledStatements):
     """The process's connection for point reads, used on the event loop's thread only, opened at the first."""
 
     def __init__(self, database: str, dialect: Dialect) -> None:
@@ -101,7 +53,7 @@ class SqlitePointReader(_Compiled):
         self._pid = 0
 
     async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
-        read = self.compiled(statement)
+        read = self.compiled(statement, values)
         try:
             connection = self._connection if self._connection and self._pid == os.getpid() else self._open()
             found = connection.execute(read.sql, read.parameters(values)).fetchall()
@@ -130,12 +82,12 @@ class SqlitePointReader(_Compiled):
         return connection
 
 
-class PostgresqlPointReader(_Compiled):
+class PostgresqlPointReader(CompiledStatements):
     """On the unit of work's pooled connection (autocommit: a read unit of work runs no transaction), straight
     through asyncpg, which keeps the statement prepared on that connection."""
 
     async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
-        read = self.compiled(statement)
+        read = self.compiled(statement, values)
         connection = await pooled()
         if connection.sync_connection is None or connection.sync_connection.invalidated:
             return None

@@ -49,8 +49,9 @@ from credits_graphql.store.tables import (
 )
 
 # The statements of the hot paths (every request, every usage report) are built once: building a select and
-# its cache key costs more than SQLite takes to run it. A read unit of work runs the point reads (_KEY_BY_HASH,
-# _ACCOUNT, _PENDING_ATTEMPT) outside SQLAlchemy's pipeline (store/point_reads.py).
+# its cache key costs more than SQLite takes to run it. Those run through StoreConnection's point_read, write and
+# write_returning go outside SQLAlchemy's pipeline: a read unit of work's on the point reader
+# (store/point_reads.py), a write transaction's on its own connection (store/transaction_statements.py).
 _KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
 _ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
 _ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
@@ -94,7 +95,7 @@ class SqlAccountRepository:
     async def get(self, org_id: int, account_id: int, *, for_update: bool = False) -> Account | None:
         values = {"account_id": account_id, "org_id": org_id}
         if for_update:
-            row = (await self._connection.execute(_ACCOUNT_FOR_UPDATE, values)).first()
+            row = await self._connection.point_read_one(_ACCOUNT_FOR_UPDATE, values)
         else:
             row = await self._connection.point_read_one(_ACCOUNT, values)
         return _account(row) if row is not None else None
@@ -119,8 +120,7 @@ class SqlAccountRepository:
         return [_account(row) for row in rows]
 
     async def save(self, account: Account) -> None:
-        await self._connection.execute(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)},
-                                       execution_options=_UNREAD)
+        await self._connection.write(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)})
 
     async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
         query = select(accounts).where(accounts.c.org_id == org_id)
@@ -143,7 +143,7 @@ class SqlLedgerRepository:
 
     async def append(self, entry: LedgerEntry) -> LedgerEntry:
         values = _fields(entry, _ENTRY_FIELDS)
-        entry_id = (await self._connection.execute(_APPEND_ENTRY, values)).scalar_one()
+        [(entry_id,)] = await self._connection.write_returning(_APPEND_ENTRY, values)
         return LedgerEntry(id=entry_id, **values)
 
     async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
@@ -159,7 +159,7 @@ class SqlLedgerRepository:
         return [LedgerEntry(id=ids[value["account_id"], value["idempotency_key"]], **value) for value in values]
 
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
-        row = (await self._connection.execute(_ENTRY_BY_KEY, {"account_id": account_id, "key": key})).first()
+        row = await self._connection.point_read_one(_ENTRY_BY_KEY, {"account_id": account_id, "key": key})
         return _entry(row) if row is not None else None
 
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
@@ -373,11 +373,11 @@ class SqlAuditEventRepository:
         self._connection = connection
 
     async def append(self, event: AuditEvent) -> AuditEvent:
-        event_id = (await self._connection.execute(_APPEND_AUDIT_EVENT, _audit_values(event))).scalar_one()
+        [(event_id,)] = await self._connection.write_returning(_APPEND_AUDIT_EVENT, _audit_values(event))
         return replace(event, id=event_id)
 
     async def record(self, event: AuditEvent) -> None:
-        await self._connection.execute(_RECORD_AUDIT_EVENT, _audit_values(event), execution_options=_UNREAD)
+        await self._connection.write(_RECORD_AUDIT_EVENT, _audit_values(event))
 
     async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
         row = (await self._connection.execute(select(audit_events).where(

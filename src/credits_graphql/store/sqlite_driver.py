@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -100,16 +100,12 @@ class OneHopCursor:
         connection = self._adapt_connection
         if self._unread and not many:
             self._unread = False
-            connection.pending.append((operation, parameters))
+            connection.defer(operation, parameters)
             self.description, self.rowcount = None, -1
             await_(_nothing())  # SQLAlchemy requires an async driver to await in each execute
             return
-        pending, connection.pending = connection.pending, []
-        if pending:
-            connection.in_transaction = True
-            connection.writing = connection.writing or (_WRITE_BEGIN, ()) in pending
         self.description, rows, self.rowcount, self.lastrowid = connection.on_thread(
-            _run, connection.writer_lock, pending, operation, parameters, many)
+            _run, connection.writer_lock, connection.take_pending(), operation, parameters, many)
         self._rows = deque(rows)
 
     async def _async_soft_close(self) -> None:
@@ -174,6 +170,26 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def begin(self, statement: str) -> None:
         """`statement` (BEGIN or BEGIN IMMEDIATE) travels with the transaction's first statement."""
         self.pending.append((statement, ()))
+
+    def take_pending(self) -> Pending:
+        """What waits to travel with the statement about to run; the transaction is under way once it has."""
+        pending, self.pending = self.pending, []
+        if pending:
+            self.in_transaction = True
+            self.writing = self.writing or (_WRITE_BEGIN, ()) in pending
+        return pending
+
+    def defer(self, operation: str, parameters: Sequence[Any]) -> None:
+        """A statement whose result is not read: it travels with the next statement or the COMMIT."""
+        self.pending.append((operation, parameters))
+
+    async def rows(self, operation: str, parameters: Sequence[Any]) -> list[Any]:
+        """The statement's rows, with what was waiting: awaited straight from the event loop, not from SQLAlchemy's
+        greenlet (store/transaction_statements.py). A driver error is raised as is."""
+        inner = self._connection
+        ran: tuple[Description, list[Any], int, int | None] = await inner._execute(
+            _run, inner._conn, self.writer_lock, self.take_pending(), operation, parameters, False)
+        return ran[1]
 
     def commit(self) -> None:
         self._end(commit=True)

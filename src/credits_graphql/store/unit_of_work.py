@@ -34,6 +34,7 @@ from credits_graphql.store.repositories import (
     SqlOrganizationRepository,
     SqlRechargeAttemptRepository,
 )
+from credits_graphql.store.transaction_statements import TransactionStatements, transaction_statements
 
 
 class SqlUnitOfWork:
@@ -51,18 +52,20 @@ class SqlUnitOfWork:
     committed: bool = False
 
     def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None,
-                 point_reader: PointReader | None = None) -> None:
+                 point_reader: PointReader | None = None, transaction: TransactionStatements | None = None) -> None:
         self._engine = engine
         self._write = write
         self._writers = writers if write else None
-        self._point_reader = None if write else point_reader  # a write's reads see its own writes
+        # A write's reads see its own writes: its hot statements run in its transaction, not on the point reader.
+        self._point_reader = None if write else point_reader
+        self._transaction = transaction if write else None
         self._holding = False
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:
             await self._writers.acquire()
             self._holding = True
-        self.connection = StoreConnection(self._engine, self._point_reader)
+        self.connection = StoreConnection(self._engine, self._point_reader, self._transaction)
         if self._write:
             try:
                 connection = await self.connection.open()
@@ -149,9 +152,10 @@ class SqlUnitOfWorkFactory:
         # keeps the balances right.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._point_reader = point_reader(engine)
+        self._transaction = transaction_statements(engine)
         if isinstance(reader := self._point_reader, SqlitePointReader):
             event.listen(engine.sync_engine, "engine_disposed", lambda _engine: reader.close())
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine if write else self._read_engine, write=write, writers=self._writers,
-                             point_reader=self._point_reader)
+                             point_reader=self._point_reader, transaction=self._transaction)

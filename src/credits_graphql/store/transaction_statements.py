@@ -1,0 +1,108 @@
+"""A write transaction's hot statements on the driver's connection, outside SQLAlchemy's pipeline.
+
+A usage report locks its account, looks up its idempotency key, appends its entry and saves the account: each
+statement costs ~100 us of CPU through SQLAlchemy's async pipeline, far more than the database takes. These run
+compiled once (store/compiled.py) on the unit of work's own connection, in its transaction, which SQLAlchemy began
+and commits or rolls back as usual: they see the transaction's writes and the transaction sees theirs.
+
+SQLite: through the driver's connection (store/sqlite_driver.py), one trip to its thread per statement whose rows
+are read, with what waits to travel with it (the BEGIN IMMEDIATE, writes not read); a write not read waits for the
+next statement or the COMMIT, as through SQLAlchemy. PostgreSQL: straight through asyncpg, after the BEGIN that
+SQLAlchemy's adapter would send before its first statement.
+
+An error is raised as SQLAlchemy raises it: the DB-API error in sqlalchemy.exc's class, the connection invalidated
+when the error means it is gone, so that the store translates it as any other (store/unit_of_work.py). A
+cancellation leaves the connection's state unknown: it is invalidated, as SQLAlchemy does."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
+
+from sqlalchemy import Executable
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from credits_graphql.store.compiled import CompiledStatements
+from credits_graphql.store.sqlite_driver import OneHopDBAPI
+
+
+class TransactionStatements(Protocol):
+    async def rows(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
+        """The rows of a SELECT, or of an INSERT/UPDATE ... RETURNING, run in `connection`'s transaction."""
+        ...
+
+    async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
+        """An INSERT or UPDATE whose result is not read; an error it raises may surface at the next statement."""
+        ...
+
+
+class SqliteTransactionStatements(CompiledStatements):
+    async def rows(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
+        compiled = self.compiled(statement, values)
+        driver = _driver(connection)
+        parameters = compiled.parameters(values)
+        try:
+            found = await driver.rows(compiled.sql, parameters)
+        except BaseException as error:
+            await _raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
+        return [compiled.row(row) for row in found]
+
+    async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
+        compiled = self.compiled(statement, values)
+        _driver(connection).defer(compiled.sql, compiled.parameters(values))
+
+
+class PostgresqlTransactionStatements(CompiledStatements):
+    async def rows(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
+        compiled = self.compiled(statement, values)
+        driver = _driver(connection)  # SQLAlchemy's adapter of the asyncpg connection
+        parameters = compiled.parameters(values)
+        try:
+            async with driver._execute_mutex:
+                if driver._transaction is None:
+                    await driver._start_transaction()  # the BEGIN SQLAlchemy's adapter sends with its first statement
+                found = await driver._connection.fetch(compiled.sql, *parameters)
+        except BaseException as error:
+            await _raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
+        return [compiled.row(tuple(row)) for row in found]
+
+    async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
+        await self.rows(connection, statement, values)
+
+
+def _driver(connection: AsyncConnection) -> Any:
+    """SQLAlchemy's DB-API adapter of the connection's driver (a checked-out, valid connection's)."""
+    return connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+
+
+async def _raise_as_sqlalchemy_does(connection: AsyncConnection, driver: Any, sql: str, parameters: list[Any],
+                                    error: BaseException) -> NoReturn:
+    if not isinstance(error, Exception):  # cancelled midway: what the connection did is not known
+        with contextlib.suppress(Exception):
+            await connection.invalidate()
+        raise error
+    dialect = connection.dialect
+    try:
+        driver._handle_exception(error)  # raises the DB-API error SQLAlchemy's adapter makes of the driver's
+    except Exception as translated:
+        dbapi_error = translated
+    else:  # pragma: no cover - _handle_exception always raises
+        dbapi_error = error
+    gone = isinstance(dbapi_error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(dbapi_error, driver, None)
+    if gone:
+        with contextlib.suppress(Exception):
+            await connection.invalidate()
+    raise DBAPIError.instance(sql, parameters, dbapi_error, dialect.loaded_dbapi.Error, connection_invalidated=gone,
+                              dialect=dialect) from error
+
+
+def transaction_statements(engine: AsyncEngine) -> TransactionStatements | None:
+    """None for a driver other than ours on SQLite or asyncpg on PostgreSQL: its statements go through SQLAlchemy."""
+    dialect = engine.dialect
+    if dialect.name == "sqlite" and isinstance(dialect.loaded_dbapi, OneHopDBAPI):
+        return SqliteTransactionStatements(dialect)
+    if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+        return PostgresqlTransactionStatements(dialect)
+    return None
