@@ -4,6 +4,7 @@ ADMINs read the events, newest first."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -40,8 +41,14 @@ REDACTED = "[redacted]"
 def _given(value: object) -> Mapping[str, Any]:
     """An input's fields by GraphQL name: as Strawberry built it (a dataclass) or as sent (a mapping)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {_camel(item.name): getattr(value, item.name) for item in dataclasses.fields(value)}
+        return {name: getattr(value, attribute) for attribute, name in _graphql_names(type(value))}
     return value if isinstance(value, Mapping) else {}
+
+
+@functools.cache
+def _graphql_names(input_type: type) -> tuple[tuple[str, str], ...]:
+    """An input type's (attribute, GraphQL name) pairs; one per input type, so cached for good."""
+    return tuple((item.name, _camel(item.name)) for item in dataclasses.fields(input_type))
 
 
 def input_summary(value: object) -> dict[str, str | None]:

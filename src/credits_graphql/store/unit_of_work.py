@@ -53,6 +53,8 @@ class SqlUnitOfWork:
 
     def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock | None = None,
                  point_reader: PointReader | None = None, transaction: TransactionStatements | None = None) -> None:
+        if write and not engine.get_execution_options().get(WRITE_OPTION):
+            raise ValueError("a write unit of work runs on an engine with WRITE_OPTION set (SqlUnitOfWorkFactory's)")
         self._engine = engine
         self._write = write
         self._writers = writers if write else None
@@ -70,8 +72,7 @@ class SqlUnitOfWork:
             try:
                 connection = await self.connection.open()
                 try:
-                    await connection.execution_options(**{WRITE_OPTION: True})
-                    await connection.begin()  # on SQLite: BEGIN IMMEDIATE, see store.engine
+                    await connection.begin()  # on SQLite: BEGIN IMMEDIATE (the engine's WRITE_OPTION), see store.engine
                 except Exception:
                     await self._close()
                     raise
@@ -139,13 +140,13 @@ def _translated(error: BaseException, *, reading: bool) -> Exception | None:
 
 class SqlUnitOfWorkFactory:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
         # A read sees the latest commits at each statement, on both databases. PostgreSQL runs READ COMMITTED,
         # where each statement of a transaction sees them anyway, so reads run without BEGIN and ROLLBACK (two
         # round trips of a request's four). On SQLite the point reads are each a transaction of their own
         # (store/point_reads.py); a read's other statements (pages, counts) share the pooled connection's.
         self._read_engine = (engine if engine.dialect.name == "sqlite"
                              else engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         # SQLite runs one write transaction at a time anyway; queueing this process's writers here, instead
         # of in SQLite's busy handler (which sleeps and polls), keeps the waits short. Between processes,
         # writers wait in the database file's writers' line (store/sqlite_writer_lock.py); the database alone
@@ -157,5 +158,5 @@ class SqlUnitOfWorkFactory:
             event.listen(engine.sync_engine, "engine_disposed", lambda _engine: reader.close())
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine if write else self._read_engine, write=write, writers=self._writers,
+        return SqlUnitOfWork(self._write_engine if write else self._read_engine, write=write, writers=self._writers,
                              point_reader=self._point_reader, transaction=self._transaction)
