@@ -192,6 +192,56 @@ async def test_a_write_whose_connection_died_is_told_it_may_not_run_again_and_th
     assert used.account.balance_micros == 30_000_000
 
 
+async def _pooled_backends(runtime: Runtime, count: int) -> set[int]:
+    """The server processes of `count` connections checked out at once (and given back)."""
+    connections = [await runtime.engine.connect() for _ in range(count)]
+    try:
+        return {int((await connection.execute(BACKEND)).scalar_one()) for connection in connections}
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+@pytest.mark.parametrize("write", [True, False])
+async def test_a_connection_lost_on_the_driver_has_every_older_pooled_connection_replaced(
+        runtime: Runtime, deps: Deps, org: Org, database_url: str, write: bool) -> None:
+    """As SQLAlchemy does after a disconnect: the others may be dead too (a failover, a restart), and a connection
+    used within the last second is not pinged at checkout (store/engine.py)."""
+    _postgresql_only(database_url)
+    account = await open_account(deps, org.id)
+    before = await _pooled_backends(runtime, 2)
+
+    async def lose_the_connection() -> None:
+        async with deps.uow(write=write) as work:
+            assert isinstance(work, SqlUnitOfWork)
+            await terminate(database_url, int((await work.connection.execute(BACKEND)).scalar_one()))
+            await work.accounts.get(org.id, account.id, for_update=write)  # on the driver (a point read if not)
+
+    if write:
+        with pytest.raises(StoreUnavailable, match="connection lost"):
+            await lose_the_connection()
+    else:
+        await lose_the_connection()  # read again through SQLAlchemy, on a new connection
+    assert not before & await _pooled_backends(runtime, 2)
+
+
+async def test_a_driver_failure_that_is_not_a_database_error_is_the_stores_as_through_sqlalchemy(
+        deps: Deps, org: Org, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _postgresql_only(database_url)
+    account = await open_account(deps, org.id)
+
+    async def reset(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    async def lock() -> None:
+        async with deps.uow(write=True) as work:
+            monkeypatch.setattr(asyncpg.Connection, "fetch", reset)
+            await work.accounts.get(org.id, account.id, for_update=True)
+
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        await lock()
+
+
 async def test_a_write_cancelled_while_it_waits_for_a_row_lock_leaves_the_pool_a_working_connection(
         deps: Deps, org: Org, database_url: str) -> None:
     _postgresql_only(database_url)

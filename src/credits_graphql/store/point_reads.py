@@ -21,7 +21,6 @@ the store translates; on PostgreSQL the failed connection is replaced first."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +30,7 @@ from sqlalchemy import Dialect, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credits_graphql.store.compiled import CompiledStatements
+from credits_graphql.store.driver_errors import dbapi_error_of, invalidate, is_disconnect
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 Opener = Callable[[], Awaitable[AsyncConnection]]
@@ -97,10 +97,13 @@ class PostgresqlPointReader(CompiledStatements):
         try:
             found = await driver.fetch(read.sql, *read.parameters(values))
         except BaseException as error:
-            # The connection's state is not known (a query cut short, the server gone): the pool replaces it, and
-            # the read runs again through SQLAlchemy, on a new one, which raises what the store translates.
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
+            # The connection's state is not known (a query cut short, the server gone): the pool replaces it (and
+            # after a disconnect every older one), and the read runs again through SQLAlchemy, on a new one, which
+            # raises what the store translates.
+            adapter = connection.sync_connection.connection.dbapi_connection
+            disconnect = isinstance(error, Exception) and is_disconnect(
+                connection, dbapi_error_of(adapter, error), adapter)
+            await invalidate(connection, error, disconnect=disconnect)
             if isinstance(error, Exception):
                 return None
             raise

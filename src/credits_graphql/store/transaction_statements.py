@@ -10,21 +10,19 @@ are read, with what waits to travel with it (the BEGIN IMMEDIATE, writes not rea
 next statement or the COMMIT, as through SQLAlchemy. PostgreSQL: straight through asyncpg, after the BEGIN that
 SQLAlchemy's adapter would send before its first statement.
 
-An error is raised as SQLAlchemy raises it: the DB-API error in sqlalchemy.exc's class, the connection invalidated
-when the error means it is gone, so that the store translates it as any other (store/unit_of_work.py). A
-cancellation leaves the connection's state unknown: it is invalidated, as SQLAlchemy does."""
+An error is raised as SQLAlchemy raises it (store/driver_errors.py), so that the store translates it as any other
+(store/unit_of_work.py)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Executable
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credits_graphql.store.compiled import CompiledStatements
+from credits_graphql.store.driver_errors import raise_as_sqlalchemy_does
 from credits_graphql.store.sqlite_driver import OneHopDBAPI
 
 
@@ -46,7 +44,7 @@ class SqliteTransactionStatements(CompiledStatements):
         try:
             found = await driver.rows(compiled.sql, parameters)
         except BaseException as error:
-            await _raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
+            await raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
         return [compiled.row(row) for row in found]
 
     async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
@@ -65,7 +63,7 @@ class PostgresqlTransactionStatements(CompiledStatements):
                     await driver._start_transaction()  # the BEGIN SQLAlchemy's adapter sends with its first statement
                 found = await driver._connection.fetch(compiled.sql, *parameters)
         except BaseException as error:
-            await _raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
+            await raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
         return [compiled.row(tuple(row)) for row in found]
 
     async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
@@ -75,27 +73,6 @@ class PostgresqlTransactionStatements(CompiledStatements):
 def _driver(connection: AsyncConnection) -> Any:
     """SQLAlchemy's DB-API adapter of the connection's driver (a checked-out, valid connection's)."""
     return connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-
-
-async def _raise_as_sqlalchemy_does(connection: AsyncConnection, driver: Any, sql: str, parameters: list[Any],
-                                    error: BaseException) -> NoReturn:
-    if not isinstance(error, Exception):  # cancelled midway: what the connection did is not known
-        with contextlib.suppress(Exception):
-            await connection.invalidate()
-        raise error
-    dialect = connection.dialect
-    try:
-        driver._handle_exception(error)  # raises the DB-API error SQLAlchemy's adapter makes of the driver's
-    except Exception as translated:
-        dbapi_error = translated
-    else:  # pragma: no cover - _handle_exception always raises
-        dbapi_error = error
-    gone = isinstance(dbapi_error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(dbapi_error, driver, None)
-    if gone:
-        with contextlib.suppress(Exception):
-            await connection.invalidate()
-    raise DBAPIError.instance(sql, parameters, dbapi_error, dialect.loaded_dbapi.Error, connection_invalidated=gone,
-                              dialect=dialect) from error
 
 
 def transaction_statements(engine: AsyncEngine) -> TransactionStatements | None:
