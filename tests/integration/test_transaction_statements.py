@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import Column, Integer, MetaData, Table, Text, event, func, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
@@ -235,11 +236,37 @@ async def test_a_driver_failure_that_is_not_a_database_error_is_the_stores_as_th
 
     async def lock() -> None:
         async with deps.uow(write=True) as work:
-            monkeypatch.setattr(asyncpg.Connection, "fetch", reset)
+            monkeypatch.setattr(PreparedStatement, "fetch", reset)
             await work.accounts.get(org.id, account.id, for_update=True)
 
     with pytest.raises(StoreUnavailable, match="unreachable"):
         await lock()
+
+
+async def test_a_write_after_another_process_changed_the_schema_runs_again_and_moves_money_once(
+        runtime: Runtime, deps: Deps, org: Org, database_url: str) -> None:
+    """A statement prepared before an ALTER TABLE made elsewhere (a `migrate` while the service runs) fails its
+    transaction with InvalidCachedStatementError: the use case runs again, on re-prepared statements."""
+    _postgresql_only(database_url)
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10")
+
+    async def report(key: str) -> ledger.Recorded:
+        return await ledger.record_usage(deps, org.id, ledger.RecordUsage(
+            account.id, CreditService.DOMESTIC_CALLING, Decimal("1"), key, reference="call"))
+
+    await asyncio.gather(*(report(f"before-{n}") for n in range(3)))  # prepared on a few pooled connections
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute("ALTER TABLE ledger_entries ALTER COLUMN reference TYPE varchar(300)")
+        try:
+            done = await asyncio.gather(*(report(f"after-{n}") for n in range(3)))
+        finally:
+            await admin.execute("ALTER TABLE ledger_entries ALTER COLUMN reference TYPE varchar(255)")
+    finally:
+        await admin.close()
+    assert min(recorded.account.balance_micros for recorded in done) == 4_000_000
+    assert len(await _entries(deps, account.id)) == 7
 
 
 async def test_a_write_cancelled_while_it_waits_for_a_row_lock_leaves_the_pool_a_working_connection(

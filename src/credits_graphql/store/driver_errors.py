@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, NoReturn
 
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,6 +19,13 @@ def dbapi_error_of(adapter: Any, error: Exception) -> Exception:
     except Exception as translated:
         return translated
     return error  # pragma: no cover - _handle_exception always raises
+
+
+def is_stale_statement(dbapi_error: BaseException) -> bool:
+    """asyncpg: a statement prepared before a schema change (an ALTER TABLE by a `migrate` elsewhere, say). Its
+    transaction is lost; the use case may run again, on statements prepared anew."""
+    return isinstance(dbapi_error, (AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError,
+                                    AsyncAdapt_asyncpg_dbapi.InternalServerError))
 
 
 def is_disconnect(connection: AsyncConnection, dbapi_error: Exception, adapter: Any) -> bool:
@@ -49,6 +57,8 @@ async def raise_as_sqlalchemy_does(connection: AsyncConnection, adapter: Any, sq
     dialect = connection.dialect
     if not isinstance(dbapi_error, dialect.loaded_dbapi.Error):
         raise dbapi_error
+    if is_stale_statement(dbapi_error):
+        dialect._invalidate_schema_cache()  # type: ignore[attr-defined]  # as SQLAlchemy's asyncpg dialect does
     gone = is_disconnect(connection, dbapi_error, adapter)
     if gone:
         await invalidate(connection, dbapi_error, disconnect=True)

@@ -61,7 +61,11 @@ class PostgresqlTransactionStatements(CompiledStatements):
             async with driver._execute_mutex:
                 if driver._transaction is None:
                     await driver._start_transaction()  # the BEGIN SQLAlchemy's adapter sends with its first statement
-                found = await driver._connection.fetch(compiled.sql, *parameters)
+                # On the adapter's prepared statements, which SQLAlchemy re-prepares on every connection once one
+                # of them met a statement made stale by a schema change (store/driver_errors.py).
+                prepared, _ = await driver._prepare(
+                    compiled.sql, self.dialect._invalidate_schema_cache_asof)  # type: ignore[attr-defined]
+                found = await prepared.fetch(*parameters)
         except BaseException as error:
             await raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
         return [compiled.row(tuple(row)) for row in found]

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -128,6 +129,8 @@ def _translated(error: BaseException, *, reading: bool) -> Exception | None:
         state = getattr(error.orig, "sqlstate", None) or ""
         if state in _CONFLICT_STATES:
             return TransientConflict(f"database conflict (SQLSTATE {state})")
+        if isinstance(error.orig, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError):
+            return TransientConflict("a statement prepared before a schema change")
         if error.connection_invalidated or state.startswith(("08", "57P")):
             lost = ReadConnectionLost if reading else StoreUnavailable
             return lost(f"database connection lost (SQLSTATE {state or 'none'})")
