@@ -22,8 +22,9 @@ def dbapi_error_of(adapter: Any, error: Exception) -> Exception:
 
 
 def is_stale_statement(dbapi_error: BaseException) -> bool:
-    """asyncpg: a statement prepared before a schema change (an ALTER TABLE by a `migrate` elsewhere, say). Its
-    transaction is lost; the use case may run again, on statements prepared anew."""
+    """asyncpg: what a statement or type cached before a schema change (an ALTER TABLE by a `migrate` elsewhere,
+    say) raises; SQLAlchemy's asyncpg dialect then has every connection prepare its statements anew, and so does
+    the driver path. (The store retries the use case on InvalidCachedStatementError: store/unit_of_work.py.)"""
     return isinstance(dbapi_error, (AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError,
                                     AsyncAdapt_asyncpg_dbapi.InternalServerError))
 

@@ -49,8 +49,8 @@ from credits_graphql.store.tables import (
 )
 
 # The statements of the hot paths (every request, every usage report) are built once: building a select and
-# its cache key costs more than SQLite takes to run it. Those run through StoreConnection's point_read, write and
-# write_returning go outside SQLAlchemy's pipeline: a read unit of work's on the point reader
+# its cache key costs more than SQLite takes to run it. The ones run through StoreConnection's point_read, write
+# and write_returning also skip SQLAlchemy's pipeline: a read unit of work's run on the point reader
 # (store/point_reads.py), a write transaction's on its own connection (store/transaction_statements.py).
 _KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
 _ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
