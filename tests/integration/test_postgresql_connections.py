@@ -5,7 +5,7 @@ request saved), and a read that meets a dead connection anyway runs again, once,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -57,14 +57,26 @@ async def terminate(postgres_url: str, pid: int) -> None:
         await admin.close()
 
 
-async def wait_until_waiting_for_a_lock(admin: asyncpg.Connection, query_like: str, what: str) -> None:
-    """Until a statement whose text is LIKE `query_like` waits for a lock another connection holds."""
+async def cancel_while_it_waits_for_a_lock(url: str, lock: str, lock_arguments: tuple[object, ...],
+                                          work: Callable[[], Awaitable[object]], query_like: str) -> None:
+    """Runs `work` while another connection holds the lock that `lock` takes, and cancels it once its statement
+    whose text is LIKE `query_like` waits for that lock."""
+    admin = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        async with admin.transaction():
+            await admin.execute(lock, *lock_arguments)
+            waiting = asyncio.create_task(work())
 
-    async def blocked() -> bool:
-        return bool(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                         "AND query LIKE $1", query_like))
+            async def blocked() -> bool:
+                return bool(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                                 "'Lock' AND query LIKE $1", query_like))
 
-    await wait_for(blocked, f"{what} waiting for a lock", 10)
+            await wait_for(blocked, f"{query_like} waiting for a lock", 10)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+    finally:
+        await admin.close()
 
 
 async def backend(engine: AsyncEngine) -> int:
@@ -167,17 +179,8 @@ async def test_a_point_read_cancelled_while_it_waits_leaves_the_pool_a_working_c
             return await work.api_keys.by_hash("no such key")
 
     assert await read() is None
-    admin = await asyncpg.connect(postgres_run_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        async with admin.transaction():
-            await admin.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-            waiting = asyncio.create_task(read())
-            await wait_until_waiting_for_a_lock(admin, "SELECT api_keys.id%", "the point read")
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-    finally:
-        await admin.close()
+    await cancel_while_it_waits_for_a_lock(postgres_run_url, "LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE", (), read,
+                                           "SELECT api_keys.id%")
     assert await read() is None  # on a connection that answers, not one still busy with the cancelled query
 
 

@@ -31,7 +31,7 @@ from credits_graphql.store.compiled import CompiledStatement
 from credits_graphql.store.tables import ledger_entries
 from credits_graphql.store.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
 from tests.conftest import Org
-from tests.integration.test_postgresql_connections import BACKEND, terminate, wait_until_waiting_for_a_lock
+from tests.integration.test_postgresql_connections import BACKEND, cancel_while_it_waits_for_a_lock, terminate
 from tests.integration.test_sqlite_driver import writers_line_is_free
 from tests.service.support import fund, open_account
 
@@ -279,17 +279,8 @@ async def test_a_write_cancelled_while_it_waits_for_a_row_lock_leaves_the_pool_a
         return await ledger.record_usage(deps, org.id, ledger.RecordUsage(
             account.id, CreditService.DOMESTIC_CALLING, Decimal("1"), key))
 
-    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        async with admin.transaction():
-            await admin.execute("SELECT id FROM accounts WHERE id = $1 FOR UPDATE", account.id)
-            waiting = asyncio.create_task(report("cancelled"))
-            await wait_until_waiting_for_a_lock(admin, "SELECT accounts.id%FOR UPDATE", "the usage report")
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-    finally:
-        await admin.close()
+    await cancel_while_it_waits_for_a_lock(database_url, "SELECT id FROM accounts WHERE id = $1 FOR UPDATE",
+                                           (account.id,), lambda: report("cancelled"), "SELECT accounts.id%FOR UPDATE")
     assert (await report("next")).account.balance_micros == 9_000_000  # on a connection that answers
     assert [row.idempotency_key for row in await _entries(deps, account.id)] == ["fund-1", "next"]
 
