@@ -46,6 +46,13 @@ async def invalidate(connection: AsyncConnection, error: BaseException, *, disco
         await connection.invalidate(error)
 
 
+async def drop_failed_connection(connection: AsyncConnection, adapter: Any, error: BaseException) -> None:
+    """After a failure that leaves the connection's state unknown: it is replaced, and after a disconnect every
+    older pooled connection too."""
+    disconnect = isinstance(error, Exception) and is_disconnect(connection, dbapi_error_of(adapter, error), adapter)
+    await invalidate(connection, error, disconnect=disconnect)
+
+
 async def raise_as_sqlalchemy_does(connection: AsyncConnection, adapter: Any, sql: str, parameters: list[Any],
                                    error: BaseException) -> NoReturn:
     """A DB-API error in sqlalchemy.exc's class, the connection (and the pool, after a disconnect) invalidated

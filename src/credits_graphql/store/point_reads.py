@@ -30,7 +30,7 @@ from sqlalchemy import Dialect, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credits_graphql.store.compiled import CompiledStatements
-from credits_graphql.store.driver_errors import dbapi_error_of, invalidate, is_disconnect
+from credits_graphql.store.driver_errors import drop_failed_connection
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 Opener = Callable[[], Awaitable[AsyncConnection]]
@@ -100,10 +100,7 @@ class PostgresqlPointReader(CompiledStatements):
             # The connection's state is not known (a query cut short, the server gone): the pool replaces it (and
             # after a disconnect every older one), and the read runs again through SQLAlchemy, on a new one, which
             # raises what the store translates.
-            adapter = connection.sync_connection.connection.dbapi_connection
-            disconnect = isinstance(error, Exception) and is_disconnect(
-                connection, dbapi_error_of(adapter, error), adapter)
-            await invalidate(connection, error, disconnect=disconnect)
+            await drop_failed_connection(connection, connection.sync_connection.connection.dbapi_connection, error)
             if isinstance(error, Exception):
                 return None
             raise
