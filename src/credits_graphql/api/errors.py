@@ -78,17 +78,21 @@ class ErrorCodes(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
-        if result is None or not result.errors:
-            return
-        for index, error in enumerate(result.errors):
-            if isinstance(error.original_error, StoreUnavailable | TransientConflict):
-                result.errors[index] = GraphQLError(
-                    "The database is unavailable; retry shortly (with the same idempotency key).",
-                    nodes=error.nodes, path=error.path, extensions={"code": UNAVAILABLE})
-            elif is_internal(error):
-                result.errors[index] = GraphQLError(
-                    INTERNAL_MESSAGE, nodes=error.nodes, path=error.path,
-                    extensions={"code": INTERNAL, "requestId": request_id_of(self.execution_context.context)})
-            else:
-                # Errors before execution starts, such as a variable that does not coerce.
-                _tag([error], BAD_USER_INPUT)
+        if result is not None and result.errors:
+            code_execution_errors(result.errors, request_id_of(self.execution_context.context))
+
+
+def code_execution_errors(errors: list[GraphQLError], request_id: str) -> None:
+    """Gives each error of an execution its code, in place: the database's trouble is SERVICE_UNAVAILABLE,
+    anything unexpected is masked as INTERNAL_SERVER_ERROR, the rest is the client's input."""
+    for index, error in enumerate(errors):
+        if isinstance(error.original_error, StoreUnavailable | TransientConflict):
+            errors[index] = GraphQLError(
+                "The database is unavailable; retry shortly (with the same idempotency key).",
+                nodes=error.nodes, path=error.path, extensions={"code": UNAVAILABLE})
+        elif is_internal(error):
+            errors[index] = GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, path=error.path,
+                                         extensions={"code": INTERNAL, "requestId": request_id})
+        else:
+            # Errors before execution starts, such as a variable that does not coerce.
+            _tag([error], BAD_USER_INPUT)

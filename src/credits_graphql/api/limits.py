@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -239,29 +240,37 @@ class EnforceLimits(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        if not context.pre_execution_errors and context.graphql_document is not None:
-            document = context.graphql_document
-            variables = context.variables or {}
-
-            def verdict() -> LimitExceeded | None:
-                operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-                if context.operation_name is not None:
-                    operations = [o for o in operations if o.name and o.name.value == context.operation_name]
-                fragments = {d.name.value: d for d in document.definitions
-                             if isinstance(d, FragmentDefinitionNode)}
-                try:
-                    check(operations, fragments, variables, self.limits)
-                except LimitExceeded as exceeded:
-                    return exceeded
-                return None
-
-            # The measure depends on the document and on integer variables only (page sizes).
-            key = (id(document), context.operation_name, self.limits,
-                   frozenset((name, value) for name, value in variables.items() if type(value) is int))
-            try:
-                if (exceeded := _VERDICTS.get(document, key, verdict)) is not None:
-                    raise exceeded
-                check_strings(document, context.variables, self.limits)
-            except LimitExceeded as exceeded:
-                context.pre_execution_errors = [GraphQLError(str(exceeded), extensions={"code": exceeded.code})]
+        if (not context.pre_execution_errors and context.graphql_document is not None
+                and (error := limit_error(context.graphql_document, context.operation_name, context.variables,
+                                          self.limits)) is not None):
+            context.pre_execution_errors = [error]
         yield
+
+
+def limit_error(document: DocumentNode, operation_name: str | None, variables: Mapping[str, Any] | None,
+                limits: QueryLimits) -> GraphQLError | None:
+    """The error of the first limit a request breaks (`operation_name` chooses among the document's
+    operations), or None."""
+    given = variables or {}
+
+    def verdict() -> LimitExceeded | None:
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if operation_name is not None:
+            operations = [o for o in operations if o.name and o.name.value == operation_name]
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        try:
+            check(operations, fragments, given, limits)
+        except LimitExceeded as exceeded:
+            return exceeded
+        return None
+
+    # The measure depends on the document and on integer variables only (page sizes).
+    key = (id(document), operation_name, limits,
+           frozenset((name, value) for name, value in given.items() if type(value) is int))
+    try:
+        if (exceeded := _VERDICTS.get(document, key, verdict)) is not None:
+            raise exceeded
+        check_strings(document, variables, limits)
+    except LimitExceeded as exceeded:
+        return GraphQLError(str(exceeded), extensions={"code": exceeded.code})
+    return None

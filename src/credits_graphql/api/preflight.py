@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -55,21 +56,31 @@ class Preflight(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         if not context.pre_execution_errors and document is not None:
-            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-            fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
             # Strawberry's ExecutionContext.operation_name falls back to the first operation's name.
             named = getattr(context, "_provided_operation_name", None)
-            chosen = [o for o in operations if named is None or (o.name and o.name.value == named)]
-            if len(operations) > 1 and named is None:
-                context.pre_execution_errors = [GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST})]
-            elif chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context.context, Context):
-                mutation = _Mutation(context.schema, chosen[0], fragments, context.variables or {})
-                try:
-                    await mutation.check_roles(context.context)
-                    await mutation.check_arguments(context.context)
-                except GraphQLError as error:
-                    context.pre_execution_errors = [error]
+            if (error := await preflight_error(context.schema, document, named, context.variables,
+                                               context.context)) is not None:
+                context.pre_execution_errors = [error]
         yield
+
+
+async def preflight_error(schema: Schema, document: DocumentNode, operation_name: str | None,
+                          variables: Mapping[str, Any] | None, context: object) -> GraphQLError | None:
+    """The error that refuses the whole operation before any of it runs, or None. `operation_name` as the
+    client sent it."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) > 1 and operation_name is None:
+        return GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST})
+    chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
+    if chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context, Context):
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        mutation = _Mutation(schema, chosen[0], fragments, variables or {})
+        try:
+            await mutation.check_roles(context)
+            await mutation.check_arguments(context)
+        except GraphQLError as error:
+            return error
+    return None
 
 
 class _Mutation:
