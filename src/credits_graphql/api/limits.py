@@ -181,7 +181,7 @@ class _LiteralStrings(Visitor):
         self.found.append(node.value)
 
 
-class _PerDocument(Generic[V]):
+class PerDocument(Generic[V]):
     """What was worked out from a parsed document. ParserCache shares parsed documents between requests,
     so each is walked once; the oldest results go first beyond `maxsize`."""
 
@@ -210,8 +210,8 @@ def literal_strings(document: Any) -> list[str]:
     return _LITERALS.get(document, id(document), walk)
 
 
-_LITERALS: _PerDocument[list[str]] = _PerDocument()
-_VERDICTS: _PerDocument[LimitExceeded | None] = _PerDocument()
+_LITERALS: PerDocument[list[str]] = PerDocument()
+_VERDICTS: PerDocument[LimitExceeded | None] = PerDocument()
 
 
 def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: QueryLimits) -> None:

@@ -41,12 +41,15 @@ from credits_graphql.api.connections import after_id, page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
 from credits_graphql.api.ids import decode_id
+from credits_graphql.api.limits import PerDocument
 from credits_graphql.api.permissions import Allowed
 from credits_graphql.service.unit_of_work import AuditOutcome
 
 BAD_REQUEST = "BAD_REQUEST"
 SEVERAL_OPERATIONS = "The document holds several operations: send operationName to choose one."
 _PERMISSIONS: dict[int, dict[str, Allowed]] = {}
+_PAGE_ARGUMENTS = frozenset({"first", "after"})
+_CHECKED: PerDocument[bool] = PerDocument()
 
 
 class Preflight(SchemaExtension):
@@ -73,8 +76,11 @@ async def preflight_error(schema: Schema, document: DocumentNode, operation_name
         return GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST})
     chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
     if chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context, Context):
+        operation = chosen[0]
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        mutation = _Mutation(schema, chosen[0], fragments, variables or {})
+        if not _CHECKED.get(document, (id(document), id(operation)), lambda: _has_checks(operation, fragments)):
+            return None
+        mutation = _Mutation(schema, operation, fragments, variables or {})
         try:
             await mutation.check_roles(context)
             await mutation.check_arguments(context)
@@ -188,6 +194,15 @@ def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, Frag
             seen.add(selection.name.value)
             if (fragment := fragments.get(selection.name.value)) is not None:
                 yield from _fields(fragment.selection_set, fragments, nested=nested, seen=seen)
+
+
+def _has_checks(operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDefinitionNode]) -> bool:
+    """Whether a mutation has anything for the preflight to check: several root fields (roles, ids), or a page
+    argument at any depth. A usage report of one field and no pages has not."""
+    roots = list(_fields(operation.selection_set, fragments, nested=False))
+    return len(roots) > 1 or any(argument.name.value in _PAGE_ARGUMENTS for root in roots
+                                 for node in _fields(root.selection_set, fragments, nested=True)
+                                 for argument in node.arguments or ())
 
 
 def _mutation_permissions(schema: Schema) -> dict[str, Allowed]:
