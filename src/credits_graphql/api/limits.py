@@ -247,6 +247,10 @@ class EnforceLimits(SchemaExtension):
         yield
 
 
+def fragments_of(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
 def limit_error(document: DocumentNode, operation_name: str | None, variables: Mapping[str, Any] | None,
                 limits: QueryLimits) -> GraphQLError | None:
     """The error of the first limit a request breaks (`operation_name` chooses among the document's
@@ -257,9 +261,8 @@ def limit_error(document: DocumentNode, operation_name: str | None, variables: M
         operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
         if operation_name is not None:
             operations = [o for o in operations if o.name and o.name.value == operation_name]
-        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         try:
-            check(operations, fragments, given, limits)
+            check(operations, fragments_of(document), given, limits)
         except LimitExceeded as exceeded:
             return exceeded
         return None

@@ -41,8 +41,9 @@ from credits_graphql.api.connections import after_id, page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
 from credits_graphql.api.ids import decode_id
-from credits_graphql.api.limits import PerDocument
+from credits_graphql.api.limits import PerDocument, fragments_of
 from credits_graphql.api.permissions import Allowed
+from credits_graphql.api.prepared import chosen_operation
 from credits_graphql.service.unit_of_work import AuditOutcome
 
 BAD_REQUEST = "BAD_REQUEST"
@@ -71,21 +72,22 @@ async def preflight_error(schema: Schema, document: DocumentNode, operation_name
                           variables: Mapping[str, Any] | None, context: object) -> GraphQLError | None:
     """The error that refuses the whole operation before any of it runs, or None. `operation_name` as the
     client sent it."""
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if len(operations) > 1 and operation_name is None:
-        return GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST})
-    chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
-    if chosen and chosen[0].operation is OperationType.MUTATION and isinstance(context, Context):
-        operation = chosen[0]
-        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        if not _CHECKED.get(document, (id(document), id(operation)), lambda: _has_checks(operation, fragments)):
-            return None
-        mutation = _Mutation(schema, operation, fragments, variables or {})
-        try:
-            await mutation.check_roles(context)
-            await mutation.check_arguments(context)
-        except GraphQLError as error:
-            return error
+    operation = chosen_operation(document, operation_name)
+    if operation is None:
+        several = operation_name is None and sum(isinstance(d, OperationDefinitionNode)
+                                                 for d in document.definitions) > 1
+        return GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST}) if several else None
+    if operation.operation is not OperationType.MUTATION or not isinstance(context, Context):
+        return None
+    if not _CHECKED.get(document, (id(document), id(operation)),
+                        lambda: _has_checks(operation, fragments_of(document))):
+        return None
+    mutation = _Mutation(schema, operation, fragments_of(document), variables or {})
+    try:
+        await mutation.check_roles(context)
+        await mutation.check_arguments(context)
+    except GraphQLError as error:
+        return error
     return None
 
 

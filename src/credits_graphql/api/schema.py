@@ -68,9 +68,9 @@ class CreditsSchema(strawberry.Schema):
         if not result.errors:
             return ExecutionResult(data=result.data, errors=None)
         # As Schema._execute_operation: logged as they are, then coded (its field suggestions are validation's).
-        errors = list(result.errors)
-        log_internal(errors, request_id_of(context))
-        code_execution_errors(errors, request_id_of(context))
+        errors, request_id = list(result.errors), request_id_of(context)
+        log_internal(errors, request_id)
+        code_execution_errors(errors, request_id)
         return ExecutionResult(data=result.data, errors=errors)
 
 
