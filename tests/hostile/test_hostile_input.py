@@ -717,6 +717,51 @@ async def test_production_suggests_no_field_names(
     assert all("Did you mean" in message for message in messages_of(helpful)), helpful.text
 
 
+MISSPELT_NAMES = {
+    "argument": ("{ accounts(frist: 1) { totalCount } }", None),
+    "variable type": ("query($service: CreditServce) { __typename }", None),
+    "enum literal": ("""mutation($id: ID!) { recordUsage(input: {accountId: $id, service: DOMESTIC_CALLNG,
+        amount: "1", idempotencyKey: "misspelt"}) { transaction { id } } }""", {}),
+    "enum in a variable": ("""mutation($input: RecordUsageInput!) { recordUsage(input: $input)
+        { transaction { id } } }""", {"service": "DOMESTIC_CALLNG"}),
+    "input field in a variable": ("""mutation($input: RecordUsageInput!) { recordUsage(input: $input)
+        { transaction { id } } }""", {"idempotencyKy": "misspelt"}),
+}
+"""Misspelt names that graphql-core answers with a suggestion (`None`: no variables; a dict: changes to a valid
+recordUsage input, given as `$input`)."""
+
+
+def without_suggestion(message: str) -> str:
+    head, found, rest = message.partition(" Did you mean ")
+    return head + rest.partition("?")[2] if found else message
+
+
+@pytest.mark.parametrize("where", list(MISSPELT_NAMES))
+async def test_production_suggests_no_schema_names_anywhere(
+        prod: httpx.AsyncClient, runtime: Runtime, org: Org, gql: GraphQLClient, funded_id: str, where: str) -> None:
+    query, changes = MISSPELT_NAMES[where]
+    variables: dict[str, Any] | None = None
+    if changes is not None:
+        variables = {"id": funded_id, "input": {"accountId": funded_id, "service": "DOMESTIC_CALLING",
+                                                 "amount": "1", "idempotencyKey": "misspelt", **changes}}
+    before = await snapshot(gql, funded_id)
+    body = {"query": query, "variables": variables}
+    async with client_for(runtime, replace(runtime.settings, field_suggestions=True)) as suggesting:
+        helpful = [await suggesting.post("/graphql", json=body, headers=auth(org)) for _ in range(2)]
+    # Twice each: the second request of a document that validated goes the prepared way (api/prepared.py).
+    quiet = [await prod.post("/graphql", json=body, headers=auth(org)) for _ in range(2)]
+    for response in helpful:
+        assert any("Did you mean" in message for message in messages_of(response)), response.text
+    for response, suggested in zip(quiet, helpful, strict=True):
+        assert response.status_code == suggested.status_code
+        assert codes_of(response) == codes_of(suggested) != []
+        messages = messages_of(response)
+        assert not any("Did you mean" in message for message in messages), response.text
+        # The message is the suggesting one without its suggestion.
+        assert messages == [without_suggestion(message) for message in messages_of(suggested)]
+    await unchanged(gql, funded_id, before)
+
+
 async def test_production_serves_no_graphiql(
         prod: httpx.AsyncClient, http: httpx.AsyncClient, stopwatch: Stopwatch) -> None:
     browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

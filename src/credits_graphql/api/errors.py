@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError, ValuesOfCorrectTypeRule
@@ -38,6 +39,17 @@ def code_for_message(message: str) -> str | None:
     if message.startswith("Syntax Error"):
         return PARSE_FAILED
     return None
+
+
+_SUGGESTION = re.compile(r" Did you mean (?:the [a-z ]+ )?'[_A-Za-z][_0-9A-Za-z]*'"
+                         r"(?:(?:,| or|, or) '[_A-Za-z][_0-9A-Za-z]*')*\?(?=\s|$)")
+"""graphql-core's `did_you_mean` sentence: the schema names nearest a misspelt one."""
+
+
+def drop_suggestion(error: GraphQLError) -> None:
+    """Strawberry's `disable_field_suggestions` drops only a field's; this drops every one graphql-core makes
+    (arguments, types, enum values, input fields), in validation and in the coercion of variables alike."""
+    error.message = _SUGGESTION.sub("", error.message)
 
 
 def _tag(errors: list[GraphQLError] | None, code: str) -> None:

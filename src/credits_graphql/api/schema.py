@@ -14,7 +14,13 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.utils.await_maybe import await_maybe
 
-from credits_graphql.api.errors import ErrorCodes, code_execution_errors, log_internal, request_id_of
+from credits_graphql.api.errors import (
+    ErrorCodes,
+    code_execution_errors,
+    drop_suggestion,
+    log_internal,
+    request_id_of,
+)
 from credits_graphql.api.limits import EnforceLimits, QueryLimits, limit_error
 from credits_graphql.api.mutations import Mutation
 from credits_graphql.api.preflight import Preflight, preflight_error
@@ -31,6 +37,8 @@ class CreditsSchema(strawberry.Schema):
         super().__init__(**kwargs)
         self.limits = limits
         self.documents = documents
+
+    remove_field_suggestion = staticmethod(drop_suggestion)
 
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
@@ -67,8 +75,11 @@ class CreditsSchema(strawberry.Schema):
             executor_class=self.execution_context_class))
         if not result.errors:
             return ExecutionResult(data=result.data, errors=None)
-        # As Schema._execute_operation: logged as they are, then coded (its field suggestions are validation's).
+        # As Schema._execute_operation: suggestions dropped, logged as they are, then coded.
         errors, request_id = list(result.errors), request_id_of(context)
+        if self.config.disable_field_suggestions:
+            for error in errors:
+                drop_suggestion(error)
         log_internal(errors, request_id)
         code_execution_errors(errors, request_id)
         return ExecutionResult(data=result.data, errors=errors)
