@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +27,9 @@ from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
 from credits_graphql.gateways.sandbox import SandboxGateway
-from credits_graphql.service import access
+from credits_graphql.service import access, usage_combiner
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.ledger import RecordUsage
 from credits_graphql.settings import Environment, Settings
 from credits_graphql.store.engine import create_engine
 from credits_graphql.store.migrate import upgrade
@@ -206,3 +207,18 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
     return calls
+
+
+@pytest.fixture
+def usage_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each group of usage reports that shared a transaction (service/usage_combiner.py); a report
+    that went alone is not one."""
+    sizes: list[int] = []
+    run = usage_combiner.record_usage_batch
+
+    async def counted(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any) -> Any:
+        sizes.append(len(items))
+        return await run(deps, org_id, items, *args)
+
+    monkeypatch.setattr(usage_combiner, "record_usage_batch", counted)
+    return sizes

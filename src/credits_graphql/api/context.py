@@ -13,6 +13,7 @@ from credits_graphql.domain.ledger import Account, LedgerEntry
 from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service import queries
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.usage_combiner import UsageCombiner
 
 V = TypeVar("V")
 
@@ -45,6 +46,8 @@ class Loaders:
 class Context:
     deps: Deps
     principal: Principal
+    usage: UsageCombiner
+    """The process's usage reports, which concurrent requests share transactions through."""
     request_id: str = ""
     loaders: Loaders = field(init=False)
 

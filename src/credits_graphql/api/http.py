@@ -33,6 +33,7 @@ from credits_graphql.domain.access import Principal
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.request_scope import RequestScope
+from credits_graphql.service.usage_combiner import UsageCombiner
 
 _STATUS_CODES = {400: "BAD_REQUEST", 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
                  413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: rate_limit.RATE_LIMITED}
@@ -72,6 +73,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
     def __init__(self, schema: CreditsSchema, deps: Deps, *, graphiql: bool) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=True)
         self.deps = deps
+        self.usage = UsageCombiner(deps)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,7 +98,8 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
             return None  # the GraphiQL page itself needs no key; the operations it sends do
         principal = await self.authenticate(request)
-        return Context(deps=request.state.deps, principal=principal, request_id=request.state.request_id)
+        return Context(deps=request.state.deps, principal=principal, usage=self.usage,
+                       request_id=request.state.request_id)
 
     async def authenticate(self, request: Request) -> Principal:
         token = bearer_token(request)

@@ -105,7 +105,7 @@ class Mutation:
     @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsage", in_transaction=True)])
     async def record_usage(self, info: Info[Context, None], input: RecordUsageInput) -> RecordUsagePayload:
         try:
-            done = await ledger.record_usage(info.context.deps, info.context.org_id, ledger.RecordUsage(
+            done = await info.context.usage.record_usage(info.context.deps, info.context.org_id, ledger.RecordUsage(
                 account_id=_account_pk(input.account_id), service=input.service, amount=input.amount,
                 idempotency_key=input.idempotency_key, minutes=input.minutes, reference=input.reference,
                 occurred_at=input.occurred_at))

@@ -34,6 +34,15 @@ class RequestScope:
     def unstage_audit_event(self) -> None:
         self._staged = None
 
+    @property
+    def staged_audit_event(self) -> AuditEvent | None:
+        """For a write made on the request's behalf in a transaction that is not the request's own
+        (service/usage_combiner.py), which appends it: call `audit_event_committed()` once that has committed."""
+        return self._staged
+
+    def audit_event_committed(self) -> None:
+        self._staged, self.audit_committed = None, True
+
     def __call__(self, *, write: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
         if write:
             return _AfterReads(self, self._base(write=True))
@@ -100,5 +109,5 @@ class _AfterReads:
             await self._inner.__aexit__(exc_type, exc, tb)
         finally:
             if self._uow.committed and self._audited:
-                self._scope._staged, self._scope.audit_committed = None, True
+                self._scope.audit_event_committed()
 

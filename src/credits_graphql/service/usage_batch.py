@@ -16,7 +16,7 @@ from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, check_usage
 from credits_graphql.service.transient import retry_on_conflict
-from credits_graphql.service.unit_of_work import UnitOfWork
+from credits_graphql.service.unit_of_work import AuditEvent, UnitOfWork
 
 MAX_BATCH_ITEMS = 1000
 
@@ -46,9 +46,13 @@ _Outcome: TypeAlias = LedgerEntry | _Appended | RuleViolation
 
 
 @retry_on_conflict
-async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage]) -> list[ItemResult]:
+async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage],
+                             audit_events: Sequence[AuditEvent | None] = ()) -> list[ItemResult]:
     """Applies the items in the order given; a refused item leaves the others alone. A key used twice in
-    one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input."""
+    one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input.
+
+    `audit_events`, one per item where given: each committed with the batch if its item is recorded (or
+    replayed), so that the event and the change it records commit together."""
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise RuleViolation(ErrorCode.INVALID_INPUT, f"A batch holds 1 to {MAX_BATCH_ITEMS} items.",
                             ["input", "items"])
@@ -93,6 +97,8 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
         for attempt in await uow.attempts.triggered_by_many(replayed_ids):
             assert attempt.triggered_by_entry_id is not None
             triggered.setdefault(attempt.triggered_by_entry_id, attempt)
+        await uow.audit_events.record_many([event for event, outcome in zip(audit_events, outcomes, strict=False)
+                                            if event is not None and not isinstance(outcome, RuleViolation)])
         await uow.commit()
     if triggers:
         deps.recharge_created()

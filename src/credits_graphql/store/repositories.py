@@ -379,6 +379,10 @@ class SqlAuditEventRepository:
     async def record(self, event: AuditEvent) -> None:
         await self._connection.write(_RECORD_AUDIT_EVENT, _audit_values(event))
 
+    async def record_many(self, events: Sequence[AuditEvent]) -> None:
+        if events:
+            await self._connection.execute(_RECORD_AUDIT_EVENT, [_audit_values(event) for event in events])
+
     async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
         row = (await self._connection.execute(select(audit_events).where(
             audit_events.c.org_id == org_id, audit_events.c.id == event_id))).first()

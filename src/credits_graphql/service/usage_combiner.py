@@ -1,0 +1,96 @@
+"""Usage reports that arrive together share one transaction (group commit).
+
+A usage report is a transaction of its own: the account's lock, the key lookup, the entry, the account, the
+audit event, the commit. Under load, reports queue behind one another's locks (on SQLite, behind the database's
+one writer), and each pays a whole transaction. Here a report of an organization none of whose reports is in a
+transaction goes at once, alone (service/ledger.py). The reports that arrive while one is in a transaction wait
+for it to end, then go together, in the order they arrived, through the batch use case (service/usage_batch.py):
+each with recordUsage's rules and its own outcome, as if one after the other, in one transaction. Nothing waits
+on a timer.
+
+What a group shares is its transaction: a failure of the database (or a bug) fails each report of the group,
+which its caller may retry with the same idempotency key, as after any failure."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from credits_graphql.domain.errors import RuleViolation
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.ledger import Recorded, RecordUsage, record_usage
+from credits_graphql.service.request_scope import RequestScope
+from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usage_batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    cmd: RecordUsage
+    scope: RequestScope | None
+    """The request's, whose staged audit event commits with the report."""
+    outcome: asyncio.Future[ItemResult]
+
+
+@dataclass
+class UsageCombiner:
+    """One per process, on the process's `deps` (not a request's)."""
+
+    deps: Deps
+    _busy: set[int] = field(default_factory=set)
+    """Organizations with reports in a transaction."""
+    _waiting: dict[int, list[_Report]] = field(default_factory=dict)
+    _groups: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def record_usage(self, deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
+        """recordUsage for a request whose dependencies are `deps`: the recorded entry, or the RuleViolation
+        the report is refused with, raised."""
+        if org_id not in self._busy:
+            self._busy.add(org_id)
+            try:
+                return await record_usage(deps, org_id, cmd)
+            finally:
+                self._next(org_id)
+        scope = deps.uow if isinstance(deps.uow, RequestScope) else None
+        if scope is not None:
+            await scope.close()  # as its own write would: its reads hold no connection while it waits
+        report = _Report(cmd, scope, asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(org_id, []).append(report)
+        outcome = await report.outcome
+        if isinstance(outcome, RuleViolation):
+            raise outcome
+        return outcome
+
+    def _next(self, org_id: int) -> None:
+        """After a transaction of the organization's reports: the reports that waited meanwhile go next."""
+        waiting = self._waiting.pop(org_id, [])
+        if not waiting:
+            self._busy.discard(org_id)
+            return
+        if len(waiting) > MAX_BATCH_ITEMS:
+            self._waiting[org_id] = waiting[MAX_BATCH_ITEMS:]
+        group = asyncio.create_task(self._run(org_id, waiting[:MAX_BATCH_ITEMS]), name=f"usage-reports-{org_id}")
+        self._groups.add(group)
+        group.add_done_callback(self._groups.discard)
+
+    async def _run(self, org_id: int, group: list[_Report]) -> None:
+        try:
+            outcomes = await record_usage_batch(
+                self.deps, org_id, [report.cmd for report in group],
+                [report.scope.staged_audit_event if report.scope else None for report in group])
+        except asyncio.CancelledError:
+            for report in group:
+                report.outcome.cancel()
+            raise
+        except Exception as error:
+            for report in group:
+                if not report.outcome.done():  # its request may have been cancelled
+                    report.outcome.set_exception(error)
+        else:
+            for report, outcome in zip(group, outcomes, strict=True):
+                if report.scope is not None and report.scope.staged_audit_event and not isinstance(
+                        outcome, RuleViolation):
+                    report.scope.audit_event_committed()
+                if not report.outcome.done():
+                    report.outcome.set_result(outcome)
+        finally:
+            self._next(org_id)

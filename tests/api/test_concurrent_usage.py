@@ -1,0 +1,43 @@
+"""recordUsage requests that arrive together, through the API: each is answered and audited as if it had
+been sent alone, in the order they arrived, though they share transactions (service/usage_combiner.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.api.documents import add_funds, balance, create_account, record_usage
+from tests.conftest import GraphQLClient
+
+AUDIT = """{ auditEvents(first: 100) { edges { node {
+  operation input { name value } outcome errorCodes } } } }"""
+
+
+async def audited_usage(gql: GraphQLClient) -> list[tuple[str, str, list[str]]]:
+    """recordUsage's audit events: (idempotency key, outcome, error codes), sorted."""
+    events = [edge["node"] for edge in (await gql(AUDIT))["auditEvents"]["edges"]]
+    return sorted(({field["name"]: field["value"] for field in event["input"]}["idempotencyKey"], event["outcome"],
+                   event["errorCodes"]) for event in events if event["operation"] == "recordUsage")
+
+
+async def test_requests_sent_together_are_answered_and_audited_each_as_if_alone(
+        gql: GraphQLClient, usage_groups: list[int]) -> None:
+    account = (await create_account(gql))["id"]
+    await add_funds(gql, account, "10", "seed")
+    keys = [f"call-{n}" for n in range(8)] + ["call-1"]  # the same report twice
+
+    answers = await asyncio.gather(*(record_usage(gql, account, "2.5", key) for key in keys))
+
+    # 10.00 pays four reports of 2.50, whichever came first (on PostgreSQL, requests sent together may reach the
+    # service in another order); the others are refused.
+    recorded = {a["transaction"]["id"]: a["transaction"]["balanceAfter"]["amount"] for a in answers
+                if a["transaction"]}
+    assert sorted(recorded.values()) == ["0.00", "2.50", "5.00", "7.50"]
+    refused = [a for a in answers if not a["transaction"]]
+    assert all([e["code"] for e in a["userErrors"]] == ["INSUFFICIENT_FUNDS"] for a in refused)
+    assert answers[8]["transaction"] == answers[1]["transaction"]  # the same entry, or both refused
+    assert await balance(gql, account) == "0.00"
+    # One audit event per request, with the outcome it was answered.
+    assert await audited_usage(gql) == sorted(
+        (key, "OK", []) if answer["transaction"] else (key, "USER_ERROR", ["INSUFFICIENT_FUNDS"])
+        for key, answer in zip(keys, answers, strict=True))
+    assert max(usage_groups, default=0) > 1  # they did share transactions

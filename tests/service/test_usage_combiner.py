@@ -1,0 +1,211 @@
+"""Usage reports that arrive together share a transaction (service/usage_combiner.py): each caller still gets
+what recordUsage one after the other would have answered it, in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from credits_graphql.domain.errors import RuleViolation
+from credits_graphql.domain.ledger import CreditService, EntryKind
+from credits_graphql.service import ledger, usage_combiner
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.ledger import Recorded, RecordUsage
+from credits_graphql.service.transient import StoreUnavailable
+from credits_graphql.service.usage_combiner import UsageCombiner
+from tests.conftest import Org, make_org
+from tests.service.support import assert_ledger_consistent, entries, fund, micros, open_account
+
+Outcome = Recorded | RuleViolation | BaseException
+
+
+def report(account_id: int, amount: str, key: str) -> RecordUsage:
+    return RecordUsage(account_id, CreditService.DOMESTIC_CALLING, Decimal(amount), key)
+
+
+async def together(combiner: UsageCombiner, deps: Deps, org: Org, reports: Sequence[RecordUsage]) -> list[Outcome]:
+    """The reports sent at once, in this order, as concurrent requests would."""
+    async def send(cmd: RecordUsage) -> Outcome:
+        try:
+            return await combiner.record_usage(deps, org.id, cmd)
+        except (RuleViolation, StoreUnavailable) as error:
+            return error
+
+    return list(await asyncio.gather(*(send(cmd) for cmd in reports)))
+
+
+def codes(outcomes: Sequence[Outcome]) -> list[str]:
+    return [str(o.code) if isinstance(o, RuleViolation) else type(o).__name__ for o in outcomes]
+
+
+async def test_reports_sent_together_are_each_recorded_once_in_the_order_they_arrived(
+        deps: Deps, org: Org, usage_groups: list[int]) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "1000")
+    reports = [report(account.id, f"1.{n:02d}", f"call-{n}") for n in range(30)]
+
+    outcomes = await together(UsageCombiner(deps), deps, org, reports)
+
+    assert codes(outcomes) == ["Recorded"] * 30
+    recorded = [o for o in outcomes if isinstance(o, Recorded)]
+    assert [(o.entry.idempotency_key, o.entry.amount_micros) for o in recorded] == [
+        (cmd.idempotency_key, -micros(str(cmd.amount))) for cmd in reports]
+    # Arrival order is ledger order: ids and running balances follow the order the reports were sent in.
+    assert [o.entry.id for o in recorded] == sorted(o.entry.id for o in recorded if o.entry.id is not None)
+    running = micros("1000")
+    for outcome in recorded:
+        running += outcome.entry.amount_micros
+        assert outcome.entry.balance_after_micros == running
+    assert (await assert_ledger_consistent(deps, account.id)).balance_micros == running
+    # The first went alone; the rest arrived while it was in its transaction and went together.
+    assert max(usage_groups, default=0) > 1
+    assert sum(usage_groups) == 29
+
+
+async def test_a_refused_report_in_a_group_is_refused_alone(deps: Deps, org: Org, usage_groups: list[int]) -> None:
+    account = await open_account(deps, org.id)
+    other = await open_account(deps, org.id, name="Other")
+    await fund(deps, org.id, account.id, "10")
+    # Reports of 2.50 on an account holding 10.00, which pays the first four of them, in the order they arrived.
+    reports = [report(account.id, "2.5", f"call-{n}") for n in range(12)]
+    reports[3] = report(other.id, "1", "no-funds")  # another account of the org, with nothing on it
+    reports[5] = report(account.id, "1", "")  # no idempotency key
+    reports[7] = report(987654, "1", "unknown")
+
+    outcomes = await together(UsageCombiner(deps), deps, org, reports)
+
+    assert codes(outcomes) == ["Recorded"] * 3 + [
+        "INSUFFICIENT_FUNDS", "Recorded", "INVALID_INPUT", "INSUFFICIENT_FUNDS", "ACCOUNT_NOT_FOUND",
+    ] + ["INSUFFICIENT_FUNDS"] * 4
+    assert isinstance(outcomes[3], RuleViolation)
+    assert outcomes[3].field == ("input", "amount")
+    assert (await assert_ledger_consistent(deps, account.id)).balance_micros == 0
+    assert await entries(deps, other.id, [EntryKind.USAGE]) == []
+    assert max(usage_groups, default=0) > 1
+
+
+async def test_a_key_sent_twice_in_a_group_is_recorded_once(deps: Deps, org: Org, usage_groups: list[int]) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100")
+    reports = [report(account.id, "1", "first"), report(account.id, "2", "same"), report(account.id, "2", "same"),
+               report(account.id, "3", "same")]
+
+    outcomes = await together(UsageCombiner(deps), deps, org, reports)
+
+    assert codes(outcomes) == ["Recorded", "Recorded", "Recorded", "IDEMPOTENCY_KEY_REUSED"]
+    assert isinstance(outcomes[1], Recorded)
+    assert isinstance(outcomes[2], Recorded)
+    assert outcomes[1].entry.id == outcomes[2].entry.id
+    assert len(await entries(deps, account.id, [EntryKind.USAGE])) == 2
+    assert usage_groups == [3]
+
+
+@pytest.fixture
+def failing_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The next group's transaction fails as a database that went away; the sizes of the groups that failed."""
+    failed: list[int] = []
+    run = usage_combiner.record_usage_batch
+
+    async def fail_once(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any) -> Any:
+        if not failed:
+            failed.append(len(items))
+            raise StoreUnavailable("the database went away")
+        return await run(deps, org_id, items, *args)
+
+    monkeypatch.setattr(usage_combiner, "record_usage_batch", fail_once)
+    return failed
+
+
+async def test_a_group_whose_transaction_fails_fails_each_of_its_reports_and_the_next_ones_go_on(
+        deps: Deps, org: Org, failing_once: list[int]) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100")
+    combiner = UsageCombiner(deps)
+
+    outcomes = await together(combiner, deps, org, [report(account.id, "1", f"call-{n}") for n in range(5)])
+
+    assert codes(outcomes) == ["Recorded"] + ["StoreUnavailable"] * 4
+    assert failing_once == [4]
+    assert len(await entries(deps, account.id, [EntryKind.USAGE])) == 1
+    # A retry with the same keys records them; nothing is left stuck behind the failure.
+    again = await together(combiner, deps, org, [report(account.id, "1", f"call-{n}") for n in range(5)])
+    assert codes(again) == ["Recorded"] * 5
+    assert len(await entries(deps, account.id, [EntryKind.USAGE])) == 5
+
+
+@pytest.fixture
+def lone_report_held(monkeypatch: pytest.MonkeyPatch) -> Iterator[asyncio.Event]:
+    """A report with the key "held" that goes alone waits for the event before its transaction."""
+    release = asyncio.Event()
+    run = usage_combiner.record_usage
+
+    async def held(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
+        if cmd.idempotency_key == "held":
+            await release.wait()
+        return await run(deps, org_id, cmd)
+
+    monkeypatch.setattr(usage_combiner, "record_usage", held)
+    yield release
+    release.set()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Lets the other tasks run until `condition` holds (no timer: each turn yields to the event loop once)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_caller_that_gives_up_while_waiting_stops_no_one_else(
+        deps: Deps, org: Org, lone_report_held: asyncio.Event) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100")
+    combiner = UsageCombiner(deps)
+
+    def send(key: str) -> asyncio.Task[Recorded]:
+        return asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", key)))
+
+    first = send("held")
+    await until(lambda: org.id in combiner._busy)
+    waiting = [send("second"), send("third")]
+    await until(lambda: len(combiner._waiting.get(org.id, [])) == 2)
+    waiting[0].cancel()
+    lone_report_held.set()
+
+    assert (await first).entry.idempotency_key == "held"
+    assert (await waiting[1]).entry.idempotency_key == "third"
+    with pytest.raises(asyncio.CancelledError):
+        await waiting[0]
+    # The report was in line when its caller gave up: it is recorded, as a request whose client hung up after
+    # sending it would be; the caller's retry with its key is answered with that entry.
+    retried = await ledger.record_usage(deps, org.id, report(account.id, "1", "second"))
+    assert [e.idempotency_key for e in await entries(deps, account.id, [EntryKind.USAGE])] == [
+        "third", "second", "held"]  # newest first
+    assert retried.entry.idempotency_key == "second"
+    assert not combiner._busy
+    assert not combiner._waiting
+
+
+async def test_reports_of_another_organization_do_not_wait(
+        deps: Deps, org: Org, lone_report_held: asyncio.Event) -> None:
+    other_org = await make_org(deps, "Other")
+    account = await open_account(deps, org.id)
+    elsewhere = await open_account(deps, other_org.id)
+    await fund(deps, org.id, account.id, "10")
+    await fund(deps, other_org.id, elsewhere.id, "10")
+    combiner = UsageCombiner(deps)
+    held = asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", "held")))
+    await until(lambda: org.id in combiner._busy)
+
+    done = await combiner.record_usage(deps, other_org.id, report(elsewhere.id, "1", "elsewhere"))
+
+    assert done.entry.account_id == elsewhere.id
+    assert not held.done()  # still in its transaction: the other organization's report did not wait for it
+    lone_report_held.set()
+    assert (await held).entry.account_id == account.id
