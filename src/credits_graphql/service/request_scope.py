@@ -5,7 +5,8 @@ COMMITTED). Reads are serialised on it; a write ends it first, so reads after a 
 
 A staged audit event is appended first thing in each of the request's write transactions, until one
 commits: the event and the change it records commit together (and on PostgreSQL the insert is made
-before the use case takes its row locks, not while it holds them)."""
+before the use case takes its row locks, not while it holds them). A usage report that shares a transaction
+with others (service/usage_combiner.py) has its event appended by that transaction instead."""
 
 from __future__ import annotations
 

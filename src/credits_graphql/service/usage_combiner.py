@@ -87,9 +87,9 @@ class UsageCombiner:
                     report.outcome.set_exception(error)
         else:
             for report, outcome in zip(group, outcomes, strict=True):
-                if report.scope is not None and report.scope.staged_audit_event and not isinstance(
-                        outcome, RuleViolation):
-                    report.scope.audit_event_committed()
+                scope = report.scope
+                if scope is not None and scope.staged_audit_event and not isinstance(outcome, RuleViolation):
+                    scope.audit_event_committed()
                 if not report.outcome.done():
                     report.outcome.set_result(outcome)
         finally:
