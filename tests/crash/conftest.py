@@ -15,10 +15,12 @@ from tests.e2e.conftest import (  # noqa: F401 (fixtures)
     Launcher,
     Process,
     Server,
+    any_database_url,
     cli_env,
     free_port,
     launch,
     postgres_url,
+    sqlite_url,
     wait_until_healthy,
 )
 
