@@ -130,6 +130,10 @@ async def test_a_group_whose_transaction_fails_fails_each_of_its_reports_and_the
 
     assert codes(outcomes) == ["Recorded"] + ["StoreUnavailable"] * 4
     assert failing_once == [4]
+    # Each request raises an exception of its own (its traceback is its own in the log), caused by the group's.
+    failures = outcomes[1:]
+    assert len({id(failure) for failure in failures}) == 4
+    assert len({id(failure.__cause__) for failure in failures}) == 1
     assert len(await entries(deps, account.id, [EntryKind.USAGE])) == 1
     # A retry with the same keys records them; nothing is left stuck behind the failure.
     again = await together(combiner, deps, org, [report(account.id, "1", f"call-{n}") for n in range(5)])
@@ -209,3 +213,16 @@ async def test_reports_of_another_organization_do_not_wait(
     assert not held.done()  # still in its transaction: the other organization's report did not wait for it
     lone_report_held.set()
     assert (await held).entry.account_id == account.id
+
+
+class _Unrebuildable(Exception):
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+def test_a_group_failure_that_cannot_be_copied_reaches_each_report_as_it_is() -> None:
+    error = _Unrebuildable(7, "the store's own failure")
+    assert usage_combiner._for_one_report(error) is error
+    copied = usage_combiner._for_one_report(StoreUnavailable("gone"))
+    assert isinstance(copied, StoreUnavailable)
+    assert str(copied) == "gone"

@@ -14,6 +14,7 @@ which its caller may retry with the same idempotency key, as after any failure."
 from __future__ import annotations
 
 import asyncio
+import copy
 from dataclasses import dataclass, field
 
 from credits_graphql.domain.errors import RuleViolation
@@ -84,7 +85,7 @@ class UsageCombiner:
         except Exception as error:
             for report in group:
                 if not report.outcome.done():  # its request may have been cancelled
-                    report.outcome.set_exception(error)
+                    report.outcome.set_exception(_for_one_report(error))
         else:
             for report, outcome in zip(group, outcomes, strict=True):
                 scope = report.scope
@@ -94,3 +95,14 @@ class UsageCombiner:
                     report.outcome.set_result(outcome)
         finally:
             self._next(org_id)
+
+
+def _for_one_report(error: Exception) -> Exception:
+    """The group's failure as one report's own exception, of the same type, caused by the group's: raised in
+    several requests, one shared exception would carry whichever request raised it last in its traceback."""
+    try:
+        own = copy.copy(error)
+    except Exception:  # an exception type that cannot be rebuilt from its arguments
+        return error
+    own.__cause__ = error
+    return own
