@@ -1,6 +1,7 @@
 """A `serve` process SIGKILLed while usage reports sent together are in flight, in transactions they share
 (service/usage_combiner.py): none is recorded twice or half, and once the client retries each with its key on a
-new process, each is recorded exactly once."""
+new process, each is recorded exactly once. Run with -s to see how many were answered and recorded before the
+kill."""
 
 from __future__ import annotations
 
