@@ -21,7 +21,7 @@ from strawberry.types import Info
 
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import INTERNAL
-from credits_graphql.api.ids import decode_id, global_id
+from credits_graphql.api.ids import decode_id, global_id, node_id, node_id_field
 from credits_graphql.api.types import AccountNode
 from credits_graphql.domain.money import format_plain_decimal
 from credits_graphql.service import audit
@@ -166,13 +166,14 @@ class AuditField:
 @strawberry.type(name="AuditEvent", description="A mutation call as it was made: who, what, when, the outcome. "
                  "Never changed or removed.")
 class AuditEventNode(relay.Node):
+    id: strawberry.ID = node_id_field()
     row_id: relay.NodeID[int]
     model: strawberry.Private[AuditEvent]
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEventNode:
         assert event.id is not None
-        return cls(row_id=event.id, model=event)
+        return cls(id=node_id(cls, event.id), row_id=event.id, model=event)
 
     @strawberry.field(description="The API key that made the call, as `list-api-keys` shows it.")
     def api_key_id(self) -> strawberry.ID:

@@ -2,48 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import strawberry
 from strawberry.relay import GlobalID
 from strawberry.scalars import is_scalar
 from strawberry.types.arguments import InputContext
-from strawberry.types.base import StrawberryOptional, StrawberryType, get_object_definition
-from strawberry.types.enum import has_enum_definition
+from strawberry.types.base import StrawberryList, StrawberryOptional, StrawberryType, get_object_definition
+from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 
 import credits_graphql.api.enums  # noqa: F401  (names the enums)
 from credits_graphql.domain import ledger
 
 _ABSENT = object()
 T = TypeVar("T")
+Converter: TypeAlias = Callable[[Any, InputContext], Any]
 
 
 def _built_from_parsed_leaves(cls: type[T]) -> type[T]:
     """Strawberry converts each field of each input value by resolving its type anew, which cost more than
     all the rest of a 1,000-item usage batch. graphql-core has parsed scalars and enums already, so fields
-    of those types are passed on as they are; any other field is converted by Strawberry as usual."""
+    of those types are passed on as they are, and a list of inputs built this way is built item by item here
+    (Strawberry would first walk each item's type again); any other field is converted by Strawberry as usual."""
     definition = get_object_definition(cls, strict=True)
-    plan: list[tuple[str, str, StrawberryType | type, bool]] = []
+    plan: list[tuple[str, str, Converter | None]] = []
+
+    def converter(name: str, type_: StrawberryType | type, context: InputContext) -> Converter | None:
+        """How a field's value is converted: None when it is passed on as it is."""
+        inner = type_.of_type if isinstance(type_, StrawberryOptional) else type_
+        if inner is not GlobalID and (isinstance(inner, StrawberryEnumDefinition) or has_enum_definition(inner)
+                                      or is_scalar(inner, context.scalar_registry)):
+            return None
+        item_type = inner.of_type if isinstance(inner, StrawberryList) else None
+        item_definition = get_object_definition(item_type) if isinstance(item_type, type) else None
+        build_item = item_definition.from_input if item_definition is not None else None
+        if isinstance(item_type, type) and getattr(build_item, "from_parsed_leaves", False):
+            assert build_item is not None
+            return lambda items, context: [build_item(item_type, item, context) for item in items]
+        return lambda value, context: context.convert(value, type_, name)
 
     def build(origin: type[T], value: Mapping[str, Any], context: InputContext) -> T:
         if not plan:
             for field in definition.fields:
                 type_ = field.resolve_type(type_definition=definition)
-                inner = type_.of_type if isinstance(type_, StrawberryOptional) else type_
-                leaf = inner is not GlobalID and (has_enum_definition(inner)
-                                                  or is_scalar(inner, context.scalar_registry))
-                plan.append((context.config.name_converter.from_field(field), field.python_name, type_, leaf))
-        kwargs = {python_name: given if leaf or given is None else context.convert(given, type_, name)
-                  for name, python_name, type_, leaf in plan if (given := value.get(name, _ABSENT)) is not _ABSENT}
+                name = context.config.name_converter.from_field(field)
+                plan.append((name, field.python_name, converter(name, type_, context)))
+        kwargs = {python_name: given if convert is None or given is None else convert(given, context)
+                  for name, python_name, convert in plan if (given := value.get(name, _ABSENT)) is not _ABSENT}
         return origin(**kwargs)
 
+    build.from_parsed_leaves = True  # type: ignore[attr-defined]
     definition.from_input = build
     return cls
-
-
 
 
 @strawberry.input
@@ -94,6 +107,7 @@ class RecordUsageInput:
                                                     description="When the usage happened; defaults to now.")
 
 
+@_built_from_parsed_leaves
 @strawberry.input
 class RecordUsageBatchInput:
     items: list[RecordUsageInput] = strawberry.field(

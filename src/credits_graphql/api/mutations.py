@@ -42,14 +42,17 @@ def _account_pk(account_id: strawberry.ID) -> int:
     return decoded[1]
 
 
-def _item_result(outcome: usage_batch.ItemResult, index: int) -> RecordUsageResult:
+def _item_result(outcome: usage_batch.ItemResult, index: int, accounts: dict[int, AccountNode]) -> RecordUsageResult:
+    """`accounts`: the batch's account nodes, one per account (each shows the account after the batch)."""
     if isinstance(outcome, RuleViolation):
         # The item's own path: ["input", "amount"] of recordUsage is ["input", "items", "3", "amount"] here.
         inner = outcome.field[1:] if outcome.field and outcome.field[0] == "input" else outcome.field or ()
         return RecordUsageResult(user_errors=[UserError.of(RuleViolation(
             outcome.code, outcome.message, ["input", "items", str(index), *inner]))])
     triggered = RechargeAttemptNode.of(outcome.triggered_recharge) if outcome.triggered_recharge else None
-    return RecordUsageResult(transaction=TransactionNode.of(outcome.entry), account=AccountNode.of(outcome.account),
+    account = accounts.get(outcome.account.id) or accounts.setdefault(outcome.account.id,
+                                                                      AccountNode.of(outcome.account))
+    return RecordUsageResult(transaction=TransactionNode.of(outcome.entry), account=account,
                              triggered_recharge=triggered)
 
 
@@ -130,7 +133,7 @@ class Mutation:
         for index, item in enumerate(input.items):
             decoded = decode_id(item.account_id, "Account")  # not an id at all: BAD_USER_INPUT, as for a Decimal
             if decoded is None:
-                results[index] = _item_result(account_not_found(), index)
+                results[index] = _item_result(account_not_found(), index, {})
                 continue
             indexes.append(index)
             commands.append(ledger.RecordUsage(
@@ -140,8 +143,9 @@ class Mutation:
             outcomes = await usage_batch.record_usage_batch(info.context.deps, info.context.org_id, commands)
             info.context.prime_accounts({done.account.id: done.account for done in outcomes
                                          if not isinstance(done, RuleViolation)}.values())
+            nodes: dict[int, AccountNode] = {}
             for index, outcome in zip(indexes, outcomes, strict=True):
-                results[index] = _item_result(outcome, index)
+                results[index] = _item_result(outcome, index, nodes)
         return RecordUsageBatchPayload(results=[result for result in results if result is not None])
 
     @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("closeAccount")],

@@ -12,6 +12,7 @@ from strawberry.types import Info
 import credits_graphql.api.enums  # noqa: F401  (names the enums)
 from credits_graphql.api import connections
 from credits_graphql.api.context import Context
+from credits_graphql.api.ids import node_id, node_id_field
 from credits_graphql.domain import errors, ledger, money, recharge
 from credits_graphql.service import queries
 
@@ -63,13 +64,14 @@ class RechargeSettings:
 
 @strawberry.type(name="RechargeAttempt")
 class RechargeAttemptNode(relay.Node):
+    id: strawberry.ID = node_id_field()
     row_id: relay.NodeID[int]
     model: strawberry.Private[recharge.RechargeAttempt]
 
     @classmethod
     def of(cls, attempt: recharge.RechargeAttempt) -> RechargeAttemptNode:
         assert attempt.id is not None
-        return cls(row_id=attempt.id, model=attempt)
+        return cls(id=node_id(cls, attempt.id), row_id=attempt.id, model=attempt)
 
     @strawberry.field
     def status(self) -> recharge.AttemptStatus:
@@ -132,12 +134,13 @@ class Balance:
 
 @strawberry.type(name="Account")
 class AccountNode(relay.Node):
+    id: strawberry.ID = node_id_field()
     row_id: relay.NodeID[int]
     model: strawberry.Private[ledger.Account]
 
     @classmethod
     def of(cls, account: ledger.Account) -> AccountNode:
-        return cls(row_id=account.id, model=account)
+        return cls(id=node_id(cls, account.id), row_id=account.id, model=account)
 
     @classmethod
     async def load(cls, info: Info[Context, None], account_id: int) -> AccountNode:
@@ -201,13 +204,14 @@ class AccountNode(relay.Node):
 
 @strawberry.type(name="Transaction", description="An immutable ledger entry.")
 class TransactionNode(relay.Node):
+    id: strawberry.ID = node_id_field()
     row_id: relay.NodeID[int]
     model: strawberry.Private[ledger.LedgerEntry]
 
     @classmethod
     def of(cls, entry: ledger.LedgerEntry) -> TransactionNode:
         assert entry.id is not None
-        return cls(row_id=entry.id, model=entry)
+        return cls(id=node_id(cls, entry.id), row_id=entry.id, model=entry)
 
     @strawberry.field
     async def account(self, info: Info[Context, None]) -> AccountNode:
