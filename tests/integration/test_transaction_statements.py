@@ -130,6 +130,34 @@ async def test_a_row_written_and_read_on_the_driver_is_the_row_sqlalchemy_writes
     assert driver_row.occurred_at.utcoffset() == timedelta(0)
 
 
+async def test_entries_appended_together_get_their_own_ids_and_a_violation_among_them_changes_nothing(
+        deps: Deps, org: Org) -> None:
+    """A batch's entries are inserted together (on SQLite, one trip to the driver's thread): each is answered with
+    the id it was stored under, and one that breaks a constraint fails them all, as SQLAlchemy's error."""
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10", key="taken")
+
+    async def append(keys: list[str]) -> list[LedgerEntry]:
+        async with deps.uow(write=True) as work:
+            locked = await work.accounts.get(org.id, account.id, for_update=True)
+            assert locked is not None
+            stored = await work.ledger.append_many([
+                locked.credit(EntryKind.FUNDS_ADDED, 1_000_000 * n, AT, idempotency_key=key)
+                for n, key in enumerate(keys, start=1)])
+            await work.accounts.save(locked)
+            await work.commit()
+        return stored
+
+    stored = await append(["c", "a", "b"])
+    rows = (await _entries(deps, account.id))[1:]
+    assert [(entry.id, entry.idempotency_key, entry.amount_micros) for entry in stored] == [
+        (row.id, row.idempotency_key, row.amount_micros) for row in rows]
+    assert [entry.idempotency_key for entry in stored] == ["c", "a", "b"]
+    with pytest.raises(IntegrityError):
+        await append(["d", "taken", "e"])
+    assert [row.idempotency_key for row in await _entries(deps, account.id)] == ["taken", "c", "a", "b"]
+
+
 async def test_a_constraint_violation_on_the_driver_is_sqlalchemys_error_and_changes_nothing(
         deps: Deps, org: Org) -> None:
     account = await open_account(deps, org.id)

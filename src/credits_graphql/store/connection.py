@@ -71,6 +71,15 @@ class StoreConnection:
             return await self._transaction.rows(self.opened or await self.open(), statement, values)
         return (await self.execute(statement, values)).all()
 
+    async def write_each_returning(self, statement: UpdateBase,
+                                   value_sets: Sequence[Mapping[str, Any]]) -> Sequence[Sequence[Any]]:
+        """The rows an INSERT ... RETURNING returns for each value set (all with the same names), in order.
+        `statement` is built once (a module constant), with `returning(..., sort_by_parameter_order=True)`."""
+        rows: Sequence[Sequence[Any]] | None = None
+        if self._transaction is not None:
+            rows = await self._transaction.rows_each(self.opened or await self.open(), statement, value_sets)
+        return rows if rows is not None else [[row] for row in await self.execute(statement, value_sets)]
+
     async def write(self, statement: UpdateBase, values: Mapping[str, Any]) -> None:
         """An INSERT or UPDATE whose result (row count included) is not read: on SQLite it travels with the next
         statement or the COMMIT, where an error it raises surfaces. `statement` is built once (a module constant)."""

@@ -64,9 +64,7 @@ _PENDING_ATTEMPTS = select(recharge_attempts).where(
     recharge_attempts.c.account_id.in_(bindparam("account_ids", expanding=True)),
     recharge_attempts.c.status == AttemptStatus.PENDING)
 _SAVE_ACCOUNT = update(accounts).where(accounts.c.id == bindparam("account_id"))  # SET: the values given
-_APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id)
-_APPEND_ENTRIES = insert(ledger_entries).returning(ledger_entries.c.id, ledger_entries.c.account_id,
-                                                   ledger_entries.c.idempotency_key)
+_APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id, sort_by_parameter_order=True)
 _APPEND_AUDIT_EVENT = insert(audit_events).returning(audit_events.c.id)
 _RECORD_AUDIT_EVENT = insert(audit_events)
 _UNREAD = {UNREAD_OPTION: True}
@@ -149,14 +147,10 @@ class SqlLedgerRepository:
     async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
         if not entries:
             return []
-        # One executemany, sent as multi-row INSERT ... RETURNING ("insertmanyvalues"). RETURNING's row order
-        # is not promised (asking SQLAlchemy for it makes SQLite insert row by row), so ids are matched by
-        # each entry's (account, idempotency key), which is unique.
         values = [_fields(entry, _ENTRY_FIELDS) for entry in entries]
-        rows = await self._connection.execute(_APPEND_ENTRIES, values)
-        ids = {(row.account_id, row.idempotency_key): row.id for row in rows}
+        ids = await self._connection.write_each_returning(_APPEND_ENTRY, values)
         # LedgerEntry(**) on the values already at hand: dataclasses.replace() costs ~3 ms per 1000 entries.
-        return [LedgerEntry(id=ids[value["account_id"], value["idempotency_key"]], **value) for value in values]
+        return [LedgerEntry(id=entry_id, **value) for value, [(entry_id,)] in zip(values, ids, strict=True)]
 
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
         row = await self._connection.point_read_one(_ENTRY_BY_KEY, {"account_id": account_id, "key": key})

@@ -68,6 +68,17 @@ def _run(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending
         cursor.close()
 
 
+def _run_each(connection: sqlite3.Connection, writer_lock: WriterLock | None, pending: Pending, operation: str,
+              parameter_sets: Sequence[Any]) -> list[list[Any]]:
+    """On the connection's thread: what was waiting, then the statement once per parameter set, with its rows."""
+    _send(connection, writer_lock, pending)
+    cursor = connection.cursor()
+    try:
+        return [cursor.execute(operation, parameters).fetchall() for parameters in parameter_sets]
+    finally:
+        cursor.close()
+
+
 async def _nothing() -> None:
     pass
 
@@ -190,6 +201,13 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         ran: tuple[Description, list[Any], int, int | None] = await inner._execute(
             _run, inner._conn, self.writer_lock, self.take_pending(), operation, parameters, False)
         return ran[1]
+
+    async def rows_each(self, operation: str, parameter_sets: Sequence[Any]) -> list[list[Any]]:
+        """The statement run once per parameter set, and each run's rows, in one trip to the thread; as `rows`."""
+        inner = self._connection
+        ran: list[list[Any]] = await inner._execute(
+            _run_each, inner._conn, self.writer_lock, self.take_pending(), operation, parameter_sets)
+        return ran
 
     def commit(self) -> None:
         self._end(commit=True)
