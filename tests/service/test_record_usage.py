@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -157,3 +158,19 @@ async def test_a_usage_replayed_after_the_account_closed_returns_the_first_entry
     again = await use(deps, org.id, account_id, "1", "u1")
     assert again.entry.id == first.entry.id
     assert (await reload(deps, account_id)).balance_micros == micros("99")
+
+
+def test_a_reports_fingerprint_is_the_one_earlier_releases_stored() -> None:
+    """Stored entries keep the request_hash they were written with: a retry of one of them must still replay,
+    so the fingerprint of the same input may never change (whatever caches or shortcuts compute it)."""
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    full = ledger.RecordUsage(1, CreditService.DOMESTIC_CALLING, Decimal("2.50"), "k", minutes=3, reference="call-1",
+                              occurred_at=datetime(2026, 11, 25, 14, 3, tzinfo=UTC))
+    bare = ledger.RecordUsage(2, CreditService.INTERNATIONAL_CALLING, Decimal("10"), "other key")
+    for cmd, stored in ((full, "2866bdf9bd6269f395c538a40095f1f2b507f0ecdfc3872260ff1ffdc202ef41"),
+                        (bare, "d0a0dcc7430f1ae015cc3e18f10f62cfc653e243379c80254e766b33e3e53d6a")):
+        assert ledger.check_usage(cmd, now)[0] == stored
+    assert ledger.check_usage(dataclasses.replace(full, amount=Decimal("2.5")), now)[0] == \
+        ledger.check_usage(full, now)[0]
+    assert ledger.check_usage(dataclasses.replace(full, amount=Decimal("2.51")), now)[0] != \
+        ledger.check_usage(full, now)[0]

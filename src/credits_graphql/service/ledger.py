@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -177,10 +178,16 @@ def check_usage(cmd: RecordUsage, now: datetime) -> tuple[str, datetime]:
     if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
         raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
     occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
-    fingerprint = request_fingerprint(
-        op="recordUsage", service=cmd.service, amount=cmd.amount.normalize(), minutes=cmd.minutes,
-        reference=cmd.reference, occurred_at=cmd.occurred_at.isoformat() if cmd.occurred_at else None)
+    fingerprint = _usage_fingerprint(cmd.service, str(cmd.amount.normalize()), cmd.minutes, cmd.reference,
+                                     cmd.occurred_at.isoformat() if cmd.occurred_at else None)
     return fingerprint, occurred_at
+
+
+@functools.lru_cache(maxsize=4096)  # reports repeat the same few amounts: a batch's items hash a handful of inputs
+def _usage_fingerprint(service: CreditService, amount: str, minutes: int | None, reference: str | None,
+                       occurred_at: str | None) -> str:
+    return request_fingerprint(op="recordUsage", service=service, amount=amount, minutes=minutes,
+                               reference=reference, occurred_at=occurred_at)
 
 
 async def _replayed(uow: UnitOfWork, account: Account, key: str, fingerprint: str) -> Recorded | None:
