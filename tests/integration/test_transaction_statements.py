@@ -158,6 +158,31 @@ async def test_entries_appended_together_get_their_own_ids_and_a_violation_among
     assert [row.idempotency_key for row in await _entries(deps, account.id)] == ["taken", "c", "a", "b"]
 
 
+async def test_accounts_saved_together_are_each_saved_in_the_transaction(deps: Deps, org: Org) -> None:
+    """A batch saves its accounts together (on PostgreSQL in one round trip): each keeps its own balance, and a
+    rollback undoes them all."""
+    opened = [await open_account(deps, org.id) for _ in range(3)]
+
+    async def credit(amounts: list[int], *, commit: bool) -> None:
+        async with deps.uow(write=True) as work:
+            locked = await work.accounts.lock_many(org.id, [account.id for account in opened])
+            for account, micros in zip(locked, amounts, strict=True):
+                await work.ledger.append(account.credit(EntryKind.FUNDS_ADDED, micros, AT))
+            await work.accounts.save_many(locked)
+            if commit:
+                await work.commit()
+
+    async def balances() -> list[int]:
+        async with deps.uow() as work:
+            return [account.balance_micros for account in await work.accounts.get_many(
+                org.id, [account.id for account in opened])]
+
+    await credit([7_000_000, 8_000_000, 9_000_000], commit=False)
+    assert await balances() == [0, 0, 0]
+    await credit([1_000_000, 2_000_000, 3_000_000], commit=True)
+    assert await balances() == [1_000_000, 2_000_000, 3_000_000]
+
+
 async def test_a_constraint_violation_on_the_driver_is_sqlalchemys_error_and_changes_nothing(
         deps: Deps, org: Org) -> None:
     account = await open_account(deps, org.id)

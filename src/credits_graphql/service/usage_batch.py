@@ -90,8 +90,8 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
                 pending.add(account.id)
                 triggers[account.id] = before
         stored = await uow.ledger.append_many(appended)
-        for account_id in {entry.account_id for entry in appended}:
-            await uow.accounts.save(accounts[account_id])
+        await uow.accounts.save_many([accounts[account_id] for account_id in sorted(
+            {entry.account_id for entry in appended})])
         triggered = await _start_recharges(uow, accounts, triggers, stored, now)
         replayed_ids = [o.id for o in outcomes if isinstance(o, LedgerEntry) and o.id is not None]
         for attempt in await uow.attempts.triggered_by_many(replayed_ids):

@@ -80,6 +80,14 @@ class StoreConnection:
             rows = await self._transaction.rows_each(self.opened or await self.open(), statement, value_sets)
         return rows if rows is not None else [[row] for row in await self.execute(statement, value_sets)]
 
+    async def write_many(self, statement: UpdateBase, value_sets: Sequence[Mapping[str, Any]]) -> None:
+        """`write` once per value set (all with the same names): on SQLite each travels with the next statement,
+        on PostgreSQL all go in one round trip."""
+        if self._transaction is not None:
+            await self._transaction.send_many(self.opened or await self.open(), statement, value_sets)
+        else:
+            await self.execute(statement, value_sets, execution_options=_UNREAD)
+
     async def write(self, statement: UpdateBase, values: Mapping[str, Any]) -> None:
         """An INSERT or UPDATE whose result (row count included) is not read: on SQLite it travels with the next
         statement or the COMMIT, where an error it raises surfaces. `statement` is built once (a module constant)."""

@@ -120,6 +120,11 @@ class SqlAccountRepository:
     async def save(self, account: Account) -> None:
         await self._connection.write(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)})
 
+    async def save_many(self, accounts: Sequence[Account]) -> None:
+        if accounts:
+            await self._connection.write_many(_SAVE_ACCOUNT, [
+                {"account_id": account.id, **_account_values(account)} for account in accounts])
+
     async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
         query = select(accounts).where(accounts.c.org_id == org_id)
         if before_id is not None:

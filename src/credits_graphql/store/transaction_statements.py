@@ -15,7 +15,7 @@ An error is raised as SQLAlchemy raises it (store/driver_errors.py), so that the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Executable
@@ -33,6 +33,11 @@ class TransactionStatements(Protocol):
 
     async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
         """An INSERT or UPDATE whose result is not read; an error it raises may surface at the next statement."""
+        ...
+
+    async def send_many(self, connection: AsyncConnection, statement: Executable,
+                        value_sets: Sequence[Mapping[str, Any]]) -> None:
+        """`send` once per value set (all with the same names)."""
         ...
 
     async def rows_each(self, connection: AsyncConnection, statement: Executable,
@@ -57,6 +62,11 @@ class SqliteTransactionStatements(CompiledStatements):
         compiled = self.compiled(statement, values)
         _driver(connection).defer(compiled.sql, compiled.parameters(values))
 
+    async def send_many(self, connection: AsyncConnection, statement: Executable,
+                        value_sets: Sequence[Mapping[str, Any]]) -> None:
+        for values in value_sets:
+            await self.send(connection, statement, values)
+
     async def rows_each(self, connection: AsyncConnection, statement: Executable,
                         value_sets: Sequence[Mapping[str, Any]]) -> list[list[Any]] | None:
         # SQLite runs a one-row INSERT in a few microseconds: one trip to the thread for all of them costs less
@@ -74,23 +84,35 @@ class SqliteTransactionStatements(CompiledStatements):
 class PostgresqlTransactionStatements(CompiledStatements):
     async def rows(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
         compiled = self.compiled(statement, values)
-        driver = _driver(connection)  # SQLAlchemy's adapter of the asyncpg connection
         parameters = compiled.parameters(values)
+        found = await self._run(connection, compiled.sql, parameters, lambda prepared: prepared.fetch(*parameters))
+        return [compiled.row(tuple(row)) for row in found]
+
+    async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
+        await self.rows(connection, statement, values)
+
+    async def send_many(self, connection: AsyncConnection, statement: Executable,
+                        value_sets: Sequence[Mapping[str, Any]]) -> None:
+        if not value_sets:
+            return
+        compiled = self.compiled(statement, value_sets[0])
+        parameter_sets = [compiled.parameters(values) for values in value_sets]
+        # asyncpg sends every set's bind and execute, then one sync: one round trip.
+        await self._run(connection, compiled.sql, parameter_sets, lambda prepared: prepared.executemany(parameter_sets))
+
+    async def _run(self, connection: AsyncConnection, sql: str, parameters: list[Any],
+                   run: Callable[[Any], Awaitable[Any]]) -> Any:
+        driver = _driver(connection)  # SQLAlchemy's adapter of the asyncpg connection
         try:
             async with driver._execute_mutex:
                 if driver._transaction is None:
                     await driver._start_transaction()  # the BEGIN SQLAlchemy's adapter sends with its first statement
                 # On the adapter's prepared statements, which SQLAlchemy re-prepares on every connection once one
                 # of them met a statement made stale by a schema change (store/driver_errors.py).
-                prepared, _ = await driver._prepare(
-                    compiled.sql, self.dialect._invalidate_schema_cache_asof)  # type: ignore[attr-defined]
-                found = await prepared.fetch(*parameters)
+                prepared, _ = await driver._prepare(sql, self.dialect._invalidate_schema_cache_asof)  # type: ignore[attr-defined]
+                return await run(prepared)
         except BaseException as error:
-            await raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
-        return [compiled.row(tuple(row)) for row in found]
-
-    async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
-        await self.rows(connection, statement, values)
+            await raise_as_sqlalchemy_does(connection, driver, sql, parameters, error)
 
     async def rows_each(self, connection: AsyncConnection, statement: Executable,
                         value_sets: Sequence[Mapping[str, Any]]) -> list[list[Any]] | None:
