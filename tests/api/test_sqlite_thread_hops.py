@@ -28,6 +28,7 @@ async def test_a_usage_report_takes_one_trip_per_statement_it_waits_for(
     result = await record_usage(gql, funded_id, "1.50", "call-1")
     assert result["userErrors"] == []
     assert result["account"]["balance"]["available"]["amount"] == "98.50"
-    # The account (with BEGIN IMMEDIATE and the audit event), the idempotency key, the insert, then the account's
-    # update with the COMMIT; the key before it and the balance after it are point reads on the loop's thread.
-    assert hops == ["_run", "_run", "_run", "_finish"]
+    # The account (with BEGIN IMMEDIATE and the audit event), the insert (which finds a used idempotency key
+    # itself), then the account's update with the COMMIT; the API key before it and the balance after it are
+    # point reads on the loop's thread.
+    assert hops == ["_run", "_run", "_finish"]

@@ -86,6 +86,7 @@ async def test_a_replayed_usage_returns_the_first_entry_and_debits_once(deps: De
     first = await use(deps, org.id, account_id, "1.5", "u1")
     again = await use(deps, org.id, account_id, "1.500", "u1")
     assert again.entry == first.entry
+    assert again.account.balance_micros == micros("98.5")  # the account as it is, not debited a second time
     assert (await reload(deps, account_id)).balance_micros == micros("98.5")
     assert len(await entries(deps, account_id, [EntryKind.USAGE])) == 1
 
@@ -148,6 +149,26 @@ async def test_negative_minutes_or_an_overlong_reference_are_invalid_input(
     with violation(ErrorCode.INVALID_INPUT, ["input", field]):
         await ledger.record_usage(deps, org.id, ledger.RecordUsage(
             account_id, CreditService.TOLL_FREE, Decimal(1), "u1", minutes=minutes, reference=reference))
+    assert await entries(deps, account_id, [EntryKind.USAGE]) == []
+
+
+async def test_a_usage_replayed_after_the_balance_ran_low_returns_the_first_entry(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org, "10")
+    first = await use(deps, org.id, account_id, "8", "u1")
+    await use(deps, org.id, account_id, "2", "u2")
+    again = await use(deps, org.id, account_id, "8", "u1")
+    assert again.entry.id == first.entry.id
+    assert (await reload(deps, account_id)).balance_micros == 0
+    with violation(ErrorCode.IDEMPOTENCY_KEY_REUSED, ["input", "idempotencyKey"]):  # not INSUFFICIENT_FUNDS
+        await use(deps, org.id, account_id, "9", "u1")
+
+
+async def test_a_key_that_added_funds_cannot_be_reused_for_usage(deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org)
+    await fund(deps, org.id, account_id, "10", key="shared")
+    with violation(ErrorCode.IDEMPOTENCY_KEY_REUSED, ["input", "idempotencyKey"]):
+        await use(deps, org.id, account_id, "10", "shared")
+    assert (await reload(deps, account_id)).balance_micros == micros("110")
     assert await entries(deps, account_id, [EntryKind.USAGE]) == []
 
 

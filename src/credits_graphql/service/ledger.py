@@ -23,7 +23,7 @@ from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
-from credits_graphql.service.transient import retry_on_conflict
+from credits_graphql.service.transient import TransientConflict, retry_on_conflict
 from credits_graphql.service.unit_of_work import UnitOfWork
 
 MAX_KEY_LENGTH = 255
@@ -151,13 +151,24 @@ async def record_usage(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
     fingerprint, occurred_at = check_usage(cmd, now)
     async with deps.uow(write=True) as uow:
         account = await lock_account(uow, org_id, cmd.account_id)
-        if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
-            return done
-        account.ensure_open()
-        entry = await uow.ledger.append(account.debit_usage(
-            usage_micros(cmd.amount, account.currency), cmd.service, occurred_at=occurred_at, at=now,
-            minutes=cmd.minutes, reference=cmd.reference, idempotency_key=cmd.idempotency_key,
-            request_hash=fingerprint))
+        # The key is checked by the insert itself (no lookup before it, a round trip less): a retry is told apart
+        # only when the report cannot be recorded as new, and is then answered as it was the first time, whatever
+        # the account has become since (closed, drained).
+        try:
+            debit = account.debit_usage(
+                usage_micros(cmd.amount, account.currency), cmd.service, occurred_at=occurred_at, at=now,
+                minutes=cmd.minutes, reference=cmd.reference, idempotency_key=cmd.idempotency_key,
+                request_hash=fingerprint)
+        except RuleViolation:
+            if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
+                return done
+            raise
+        entry = await uow.ledger.append_unless_key_used(debit)
+        if entry is None:
+            stored = await lock_account(uow, org_id, cmd.account_id)  # as stored: without the debit just made
+            if done := await _replayed(uow, stored, cmd.idempotency_key, fingerprint):
+                return done
+            raise TransientConflict("an idempotency key was in use and then not")  # the account lock rules it out
         await uow.accounts.save(account)
         triggered = None
         if await start_recharge_if_due(uow, account, now, triggered_by_entry_id=entry.id):

@@ -83,6 +83,10 @@ class LedgerRepository(Protocol):
     async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
         """Stores entries that each carry an idempotency key, in the order given; returns them with their ids."""
         ...
+    async def append_unless_key_used(self, entry: LedgerEntry) -> LedgerEntry | None:
+        """`append` for an entry with an idempotency key: None, and nothing stored, when the account has an entry
+        with that key already."""
+        ...
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None: ...
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
         """The entries that used these (account id, idempotency key) pairs."""

@@ -23,6 +23,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from credits_graphql.domain.access import Role
 from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
@@ -65,6 +66,11 @@ _PENDING_ATTEMPTS = select(recharge_attempts).where(
     recharge_attempts.c.status == AttemptStatus.PENDING)
 _SAVE_ACCOUNT = update(accounts).where(accounts.c.id == bindparam("account_id"))  # SET: the values given
 _APPEND_ENTRY = insert(ledger_entries).returning(ledger_entries.c.id, sort_by_parameter_order=True)
+# Each dialect's INSERT ... ON CONFLICT: a used key is found by the insert itself, not by a lookup before it.
+_APPEND_ENTRY_UNLESS_KEY_USED = {
+    name: dialect.insert(ledger_entries).on_conflict_do_nothing(
+        index_elements=[ledger_entries.c.account_id, ledger_entries.c.idempotency_key]).returning(ledger_entries.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 _APPEND_AUDIT_EVENT = insert(audit_events).returning(audit_events.c.id)
 _RECORD_AUDIT_EVENT = insert(audit_events)
 _UNREAD = {UNREAD_OPTION: True}
@@ -148,6 +154,12 @@ class SqlLedgerRepository:
         values = _fields(entry, _ENTRY_FIELDS)
         [(entry_id,)] = await self._connection.write_returning(_APPEND_ENTRY, values)
         return LedgerEntry(id=entry_id, **values)
+
+    async def append_unless_key_used(self, entry: LedgerEntry) -> LedgerEntry | None:
+        values = _fields(entry, _ENTRY_FIELDS)
+        statement = _APPEND_ENTRY_UNLESS_KEY_USED[self._connection.dialect.name]
+        rows = await self._connection.write_returning(statement, values)
+        return LedgerEntry(id=rows[0][0], **values) if rows else None
 
     async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
         if not entries:
