@@ -12,7 +12,7 @@ from credits_graphql.domain import recharge
 from credits_graphql.domain.errors import ErrorCode, RuleViolation, account_not_found
 from credits_graphql.domain.ledger import Account, LedgerEntry, replay
 from credits_graphql.domain.policy import usage_micros
-from credits_graphql.domain.recharge import RechargeAttempt
+from credits_graphql.domain.recharge import RechargeAttempt, RechargeStatus
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, check_usage
 from credits_graphql.service.transient import retry_on_conflict
@@ -77,7 +77,10 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
             for entry in await uow.ledger.by_idempotency_keys(
                 {(item.cmd.account_id, item.cmd.idempotency_key) for item in checked
                  if item.cmd.account_id in accounts})}
-        pending = {attempt.account_id for attempt in await uow.attempts.pending_for_accounts(accounts)}
+        # Only an account with auto-recharge ACTIVE can become due: the others' attempts need no reading.
+        recharging = [account.id for account in accounts.values() if account.recharge.status is RechargeStatus.ACTIVE]
+        pending = {attempt.account_id for attempt in await uow.attempts.pending_for_accounts(recharging)
+                   } if recharging else set()
         appended: list[LedgerEntry] = []
         triggers: dict[int, int] = {}  # account id -> position of the entry that made a recharge due
         for item in checked:

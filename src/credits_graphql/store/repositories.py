@@ -392,7 +392,7 @@ class SqlAuditEventRepository:
 
     async def record_many(self, events: Sequence[AuditEvent]) -> None:
         if events:
-            await self._connection.execute(_RECORD_AUDIT_EVENT, [_audit_values(event) for event in events])
+            await self._connection.write_many(_RECORD_AUDIT_EVENT, [_audit_values(event) for event in events])
 
     async def get(self, org_id: int, event_id: int) -> AuditEvent | None:
         row = (await self._connection.execute(select(audit_events).where(
