@@ -18,6 +18,7 @@ import pytest
 from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import Column, Integer, MetaData, Table, Text, event, func, insert, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -381,3 +382,18 @@ def test_an_insert_with_a_default_computed_in_python_is_left_to_sqlalchemy() -> 
     table = Table("d", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer, default=lambda: 1))
     with pytest.raises(ValueError, match="default computed in Python"):
         CompiledStatement(insert(table), sqlite.dialect(), ("id",))
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), asyncpg_dialect()], ids=["sqlite", "postgresql"])
+def test_value_sets_processed_together_are_each_processed_as_alone(dialect: Any) -> None:
+    """A batch's value sets share objects (its timestamp), processed once while they repeat: each set's
+    parameters are still the ones it would have alone, including after the shared object changes."""
+    shared, other = AT, AT + timedelta(microseconds=1)
+    names = repositories._ENTRY_FIELDS
+    base = {name: None for name in names} | {"account_id": 1, "kind": "USAGE", "amount_micros": -1,
+                                               "balance_after_micros": 0, "currency": "SEK"}
+    value_sets = [base | {"occurred_at": occurred, "created_at": created, "idempotency_key": f"k{n}"}
+                  for n, (occurred, created) in enumerate([(shared, shared), (shared, other), (other, other),
+                                                           (shared, shared), (AT.astimezone(UTC), shared)])]
+    compiled = CompiledStatement(repositories._APPEND_ENTRY, dialect, names)
+    assert compiled.parameters_many(value_sets) == [compiled.parameters(values) for values in value_sets]

@@ -9,12 +9,14 @@ result processing, so that a value is sent and read as it is through SQLAlchemy.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Dialect, Executable
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import Select
+
+_NOTHING = object()
 
 
 class CompiledStatement:
@@ -50,6 +52,22 @@ class CompiledStatement:
         for i, process in self._bind:
             parameters[i] = process(parameters[i])
         return parameters
+
+    def parameters_many(self, value_sets: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """`parameters` of each value set, where a value is processed once for as long as the same object comes
+        again (a batch's entries share their timestamps: the processing was most of a row's cost)."""
+        constants = self._constants
+        last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(self._bind)  # per processed position
+        parameter_sets = []
+        for values in value_sets:
+            parameters = [values[name] if name in values else constants[name] for name in self._names]
+            for k, (i, process) in enumerate(self._bind):
+                value = parameters[i]
+                if value is not last[k][0]:
+                    last[k] = (value, process(value))
+                parameters[i] = last[k][1]
+            parameter_sets.append(parameters)
+        return parameter_sets
 
     def row(self, values: tuple[Any, ...]) -> Any:
         """Attribute access by column name, as a SQLAlchemy Row's."""

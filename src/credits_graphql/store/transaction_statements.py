@@ -73,7 +73,7 @@ class SqliteTransactionStatements(CompiledStatements):
         # than SQLAlchemy's processing of a multi-row INSERT's parameters.
         compiled = self.compiled(statement, value_sets[0])
         driver = _driver(connection)
-        parameter_sets = [compiled.parameters(values) for values in value_sets]
+        parameter_sets = compiled.parameters_many(value_sets)
         try:
             found = await driver.rows_each(compiled.sql, parameter_sets)
         except BaseException as error:
@@ -96,7 +96,7 @@ class PostgresqlTransactionStatements(CompiledStatements):
         if not value_sets:
             return
         compiled = self.compiled(statement, value_sets[0])
-        parameter_sets = [compiled.parameters(values) for values in value_sets]
+        parameter_sets = compiled.parameters_many(value_sets)
         # asyncpg sends every set's bind and execute, then one sync: one round trip.
         await self._run(connection, compiled.sql, parameter_sets, lambda prepared: prepared.executemany(parameter_sets))
 
