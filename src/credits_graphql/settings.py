@@ -52,7 +52,7 @@ class Settings:
     max_query_tokens: int = 5000
     max_query_cost: int = 5000
     recharge_lease: timedelta = timedelta(seconds=60)
-    db_pool_size: int = 5
+    db_pool_size: int = 16  # see README, Pool sizing: a request holds its connection while GraphQL runs
     db_max_overflow: int = 0  # see README, Pool sizing: overflow connections were opened and closed per burst
     rate_limit: RateLimit = field(default_factory=lambda: DEFAULT_RATE_LIMIT)
     redis_url: str | None = None
@@ -91,7 +91,7 @@ class Settings:
             max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),
             max_query_cost=_limit(env, "CREDITS_MAX_QUERY_COST", 5000),
             recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
-            db_pool_size=_count(env, "CREDITS_DB_POOL_SIZE", 5, minimum=1),
+            db_pool_size=_count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1),
             db_max_overflow=_count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0),
             rate_limit=RateLimit(
                 per_second=_count(env, "CREDITS_RATE_LIMIT_PER_SECOND", DEFAULT_RATE_LIMIT.per_second, minimum=0),

@@ -9,9 +9,10 @@ import pytest
 from credits_graphql.settings import Settings, SettingsError
 
 
-def test_the_lease_and_the_pool_default_to_60_seconds_and_5_connections() -> None:
+def test_the_lease_and_the_pool_default_to_60_seconds_and_16_connections() -> None:
     settings = Settings.from_env({})
-    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=60), 5, 0)
+    assert (settings.recharge_lease, settings.db_pool_size, settings.db_max_overflow) == (timedelta(seconds=60), 16, 0)
+    assert Settings().db_pool_size == 16
 
 
 def test_the_lease_and_the_pool_are_read_from_the_environment() -> None:
