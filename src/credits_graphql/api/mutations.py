@@ -50,8 +50,9 @@ def _item_result(outcome: usage_batch.ItemResult, index: int, accounts: dict[int
         return RecordUsageResult(user_errors=[UserError.of(RuleViolation(
             outcome.code, outcome.message, ["input", "items", str(index), *inner]))])
     triggered = RechargeAttemptNode.of(outcome.triggered_recharge) if outcome.triggered_recharge else None
-    account = accounts.get(outcome.account.id) or accounts.setdefault(outcome.account.id,
-                                                                      AccountNode.of(outcome.account))
+    account = accounts.get(outcome.account.id)
+    if account is None:
+        account = accounts[outcome.account.id] = AccountNode.of(outcome.account)
     return RecordUsageResult(transaction=TransactionNode.of(outcome.entry), account=account,
                              triggered_recharge=triggered)
 

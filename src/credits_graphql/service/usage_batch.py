@@ -79,8 +79,8 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
                  if item.cmd.account_id in accounts})}
         # Only an account with auto-recharge ACTIVE can become due: the others' attempts need no reading.
         recharging = [account.id for account in accounts.values() if account.recharge.status is RechargeStatus.ACTIVE]
-        pending = {attempt.account_id for attempt in await uow.attempts.pending_for_accounts(recharging)
-                   } if recharging else set()
+        pending = ({attempt.account_id for attempt in await uow.attempts.pending_for_accounts(recharging)}
+                   if recharging else set())
         appended: list[LedgerEntry] = []
         triggers: dict[int, int] = {}  # account id -> position of the entry that made a recharge due
         for item in checked:
