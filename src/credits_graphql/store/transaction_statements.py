@@ -50,12 +50,9 @@ class TransactionStatements(Protocol):
 class SqliteTransactionStatements(CompiledStatements):
     async def rows(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
         compiled = self.compiled(statement, values)
-        driver = _driver(connection)
         parameters = compiled.parameters(values)
-        try:
-            found = await driver.rows(compiled.sql, parameters)
-        except BaseException as error:
-            await raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameters, error)
+        found = await _on_driver(connection, compiled.sql, parameters,
+                                 lambda driver: driver.rows(compiled.sql, parameters))
         return [compiled.row(row) for row in found]
 
     async def send(self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> None:
@@ -72,12 +69,9 @@ class SqliteTransactionStatements(CompiledStatements):
         # SQLite runs a one-row INSERT in a few microseconds: one trip to the thread for all of them costs less
         # than SQLAlchemy's processing of a multi-row INSERT's parameters.
         compiled = self.compiled(statement, value_sets[0])
-        driver = _driver(connection)
         parameter_sets = compiled.parameters_many(value_sets)
-        try:
-            found = await driver.rows_each(compiled.sql, parameter_sets)
-        except BaseException as error:
-            await raise_as_sqlalchemy_does(connection, driver, compiled.sql, parameter_sets, error)
+        found: list[list[Any]] = await _on_driver(connection, compiled.sql, parameter_sets,
+                                                  lambda driver: driver.rows_each(compiled.sql, parameter_sets))
         return [[compiled.row(row) for row in rows] for rows in found]
 
 
@@ -102,8 +96,8 @@ class PostgresqlTransactionStatements(CompiledStatements):
 
     async def _run(self, connection: AsyncConnection, sql: str, parameters: list[Any],
                    run: Callable[[Any], Awaitable[Any]]) -> Any:
-        driver = _driver(connection)  # SQLAlchemy's adapter of the asyncpg connection
-        try:
+        """`run(prepared statement)` in the transaction, on SQLAlchemy's adapter of the asyncpg connection."""
+        async def on_prepared(driver: Any) -> Any:
             async with driver._execute_mutex:
                 if driver._transaction is None:
                     await driver._start_transaction()  # the BEGIN SQLAlchemy's adapter sends with its first statement
@@ -111,12 +105,22 @@ class PostgresqlTransactionStatements(CompiledStatements):
                 # of them met a statement made stale by a schema change (store/driver_errors.py).
                 prepared, _ = await driver._prepare(sql, self.dialect._invalidate_schema_cache_asof)  # type: ignore[attr-defined]
                 return await run(prepared)
-        except BaseException as error:
-            await raise_as_sqlalchemy_does(connection, driver, sql, parameters, error)
+
+        return await _on_driver(connection, sql, parameters, on_prepared)
 
     async def rows_each(self, connection: AsyncConnection, statement: Executable,
                         value_sets: Sequence[Mapping[str, Any]]) -> list[list[Any]] | None:
         return None  # a round trip per row here; SQLAlchemy's insertmanyvalues sends them together
+
+
+async def _on_driver(connection: AsyncConnection, sql: str, parameters: list[Any],
+                     run: Callable[[Any], Awaitable[Any]]) -> Any:
+    """`run(the connection's driver adapter)`; an error it raises is raised as SQLAlchemy raises it."""
+    driver = _driver(connection)
+    try:
+        return await run(driver)
+    except BaseException as error:
+        await raise_as_sqlalchemy_does(connection, driver, sql, parameters, error)
 
 
 def _driver(connection: AsyncConnection) -> Any:
