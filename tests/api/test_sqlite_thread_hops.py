@@ -31,4 +31,4 @@ async def test_a_usage_report_takes_one_trip_per_statement_it_waits_for(
     # The account (with BEGIN IMMEDIATE and the audit event), the insert (which finds a used idempotency key
     # itself), then the account's update with the COMMIT; the API key before it and the balance after it are
     # point reads on the loop's thread.
-    assert hops == ["_run", "_run", "_finish"]
+    assert hops == ["_run_each", "_run_each", "_finish"]

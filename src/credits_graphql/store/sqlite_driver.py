@@ -197,10 +197,8 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     async def rows(self, operation: str, parameters: Sequence[Any]) -> list[Any]:
         """The statement's rows, with what was waiting: awaited straight from the event loop, not from SQLAlchemy's
         greenlet (store/transaction_statements.py). A driver error is raised as is."""
-        inner = self._connection
-        ran: tuple[Description, list[Any], int, int | None] = await inner._execute(
-            _run, inner._conn, self.writer_lock, self.take_pending(), operation, parameters, False)
-        return ran[1]
+        [found] = await self.rows_each(operation, [parameters])
+        return found
 
     async def rows_each(self, operation: str, parameter_sets: Sequence[Any]) -> list[list[Any]]:
         """The statement run once per parameter set, and each run's rows, in one trip to the thread; as `rows`."""
