@@ -8,8 +8,9 @@ divides the process's CPU time (all threads:
 the database connections' threads too) by the number of requests. Bare Strawberry answering the balance from
 memory (bench/baseline_app.py) is the floor. "key and account from memory" answers the balance read with the
 API key and the account each read once and then served from memory: the difference to the real read is what the
-database path costs (SQLAlchemy, the driver, the thread hops, the SQL; on PostgreSQL, the client side of it). `--profile DIR` writes a cProfile of
-each scenario to DIR and prints its 12 costliest functions by own time (cProfile inflates call-heavy code).
+database path costs (SQLAlchemy, the driver, the thread hops, the SQL; on PostgreSQL, the client side of it).
+`--profile DIR` writes a cProfile of each scenario to DIR and prints its 12 costliest functions by own time
+(cProfile inflates call-heavy code).
 The figures go to bench/results/breakdown-<UTC>.json."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from credits_graphql.service.transient import ReadConnectionLost, StoreUnavailable, retry_on_conflict
@@ -167,6 +167,49 @@ async def test_a_point_read_that_meets_a_dead_connection_reads_on_a_new_one(
         await terminate(postgres_run_url, first)
         assert await work.api_keys.by_hash("no such key") is None
         assert await work.accounts.get(0, 0) is None  # (ids start at 1; other tests leave rows in this database)
+        assert int((await work.connection.execute(BACKEND)).scalar_one()) != first
+
+
+@pytest.mark.filterwarnings("error")  # SQLAlchemy warns of a connection that went back to the pool only when collected
+async def test_a_read_of_point_reads_builds_no_connection_object_and_its_other_statements_share_its_connection(
+        migrated: AsyncEngine) -> None:
+    """The point reads check a connection out of the pool without a SQLAlchemy Connection (half the cost of one,
+    on every request's key check); a statement through SQLAlchemy after them runs on that same connection, in
+    autocommit as reads do, and the unit of work returns it to the pool."""
+    connects: list[object] = []
+    event.listen(migrated.sync_engine, "engine_connect", connects.append)
+    uow = SqlUnitOfWorkFactory(migrated)
+    async with uow() as work:
+        assert await work.api_keys.by_hash("no such key") is None
+        assert await work.accounts.get(0, 0) is None
+        assert connects == []
+        pooled = await work.connection.pooled()
+        assert pooled is not None
+        pid = pooled.driver_connection.get_server_pid()
+        assert int((await work.connection.execute(BACKEND)).scalar_one()) == pid
+        assert work.connection.opened is not None
+        assert not work.connection.opened.sync_connection.connection.driver_connection.is_in_transaction()
+        assert len(connects) == 1
+    assert migrated.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with uow() as work:  # the pool's one connection came back
+        assert await work.api_keys.by_hash("no such key") is None
+        pooled = await work.connection.pooled()
+        assert pooled is not None
+        assert pooled.driver_connection.get_server_pid() == pid
+
+
+async def test_a_point_read_whose_connection_died_before_any_other_statement_reads_on_a_new_one(
+        migrated: AsyncEngine, postgres_run_url: str) -> None:
+    uow = SqlUnitOfWorkFactory(migrated)
+    async with uow() as work:
+        assert await work.api_keys.by_hash("no such key") is None
+        pooled = await work.connection.pooled()
+        assert pooled is not None
+        first = pooled.driver_connection.get_server_pid()
+        await terminate(postgres_run_url, first)
+        assert await work.api_keys.by_hash("no such key") is None  # on a new connection (the pool holds one)
+        assert int((await work.connection.execute(BACKEND)).scalar_one()) != first
+    async with uow() as work:
         assert int((await work.connection.execute(BACKEND)).scalar_one()) != first
 
 

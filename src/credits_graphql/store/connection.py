@@ -6,10 +6,13 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import CursorResult, Dialect, Executable, Select
+from sqlalchemy import Connection, CursorResult, Dialect, Executable, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.util import greenlet_spawn
 
+from credits_graphql.store.driver_errors import disconnected, invalidate, invalidate_pooled
 from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.point_reads import PointReader
 from credits_graphql.store.transaction_statements import TransactionStatements
@@ -19,8 +22,10 @@ _UNREAD = {UNREAD_OPTION: True}
 
 class StoreConnection:
     """A unit of work's connection, checked out of the pool at its first statement that the point reader does not
-    serve (store/point_reads.py): a read that only needs point reads takes none. A write transaction runs its hot
-    statements (`point_read`, `write`, `write_returning`) on the driver (store/transaction_statements.py)."""
+    serve (store/point_reads.py): a read that only needs point reads takes none on SQLite, and on PostgreSQL one
+    without a SQLAlchemy Connection, which `open()` builds around it only if a statement needs one. A write
+    transaction runs its hot statements (`point_read`, `write`, `write_returning`) on the driver
+    (store/transaction_statements.py)."""
 
     def __init__(self, engine: AsyncEngine, point_reader: PointReader | None,
                  transaction: TransactionStatements | None = None) -> None:
@@ -28,6 +33,8 @@ class StoreConnection:
         self._point_reader = point_reader
         self._transaction = transaction
         self.opened: AsyncConnection | None = None
+        self._pooled: PoolProxiedConnection | None = None
+        """Checked out for point reads, while `opened` is None."""
 
     @property
     def dialect(self) -> Dialect:
@@ -35,8 +42,56 @@ class StoreConnection:
 
     async def open(self) -> AsyncConnection:
         if self.opened is None:
-            self.opened = await self._engine.connect()
+            pooled, self._pooled = self._pooled, None
+            if pooled is not None and pooled.is_valid:
+                self.opened = AsyncConnection(self._engine, await self._adopt(pooled))
+            else:
+                self.opened = await self._engine.connect()
         return self.opened
+
+    async def pooled(self) -> PoolProxiedConnection | None:
+        """The pooled connection the point reader runs on, checked out at its first read, or None when it is no
+        longer valid. Half the cost of a SQLAlchemy Connection's checkout and return on PostgreSQL, where every
+        request reads its API key."""
+        if self.opened is not None:
+            sync = self.opened.sync_connection
+            return None if sync is None or sync.invalidated else sync.connection
+        if self._pooled is None:
+            self._pooled = await greenlet_spawn(self._engine.sync_engine.raw_connection)
+        return self._pooled if self._pooled.is_valid else None
+
+    async def drop_pooled(self, error: BaseException) -> None:
+        """After a point read on `pooled()`'s connection failed, leaving its state unknown (a query cut short, the
+        server gone): the pool replaces it, and after a disconnect every older one; the next statement takes a
+        new one."""
+        if self.opened is not None:
+            sync = self.opened.sync_connection
+            adapter = sync.connection.dbapi_connection if sync is not None and not sync.invalidated else None
+            await invalidate(self.opened, error, disconnect=disconnected(self.dialect, adapter, error))
+        elif (pooled := self._pooled) is not None:
+            self._pooled = None
+            await invalidate_pooled(self._engine.sync_engine.pool, pooled, error,
+                                    disconnect=disconnected(self.dialect, pooled.dbapi_connection, error))
+
+    async def close(self) -> None:
+        """Returns the connection to the pool. Closing rolls back a transaction still open (not one committed); on
+        a dead connection that fails too, and the database has rolled back already."""
+        pooled, self._pooled = self._pooled, None
+        with contextlib.suppress(Exception):
+            if self.opened is not None:
+                await self.opened.close()
+            elif pooled is not None and pooled.is_valid:
+                await greenlet_spawn(pooled.close)
+
+    async def _adopt(self, pooled: PoolProxiedConnection) -> Connection:
+        """A SQLAlchemy Connection on a connection the point reads checked out: it applies the engine's options
+        (AUTOCOMMIT, for reads on PostgreSQL) as a checkout through the engine does."""
+        try:
+            return await greenlet_spawn(Connection, self._engine.sync_engine, pooled)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await greenlet_spawn(pooled.close)
+            raise
 
     async def execute(self, statement: Executable, parameters: Any = None, *,
                       execution_options: Mapping[str, Any] | None = None) -> CursorResult[Any]:
@@ -49,7 +104,7 @@ class StoreConnection:
         if self._transaction is not None:
             return await self._transaction.rows(self.opened or await self.open(), statement, parameters)
         if self._point_reader is not None and (
-                rows := await self._point_reader.rows(statement, parameters, self.open)) is not None:
+                rows := await self._point_reader.rows(statement, parameters, self)) is not None:
             return rows
         if self.opened is not None and self.opened.invalidated:
             # The reader gave up a connection that failed. A new Connection, not the invalidated one reconnected:

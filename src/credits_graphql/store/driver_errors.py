@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any, NoReturn
 
+from sqlalchemy import Dialect
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import Pool, PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 
 def dbapi_error_of(adapter: Any, error: Exception) -> Exception:
@@ -29,9 +32,13 @@ def is_stale_statement(dbapi_error: BaseException) -> bool:
                                     AsyncAdapt_asyncpg_dbapi.InternalServerError))
 
 
-def is_disconnect(connection: AsyncConnection, dbapi_error: Exception, adapter: Any) -> bool:
-    dialect = connection.dialect
+def is_disconnect(dialect: Dialect, dbapi_error: Exception, adapter: Any) -> bool:
     return isinstance(dbapi_error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(dbapi_error, adapter, None)
+
+
+def disconnected(dialect: Dialect, adapter: Any, error: BaseException) -> bool:
+    """Whether a driver's error means the server or the network is gone."""
+    return isinstance(error, Exception) and is_disconnect(dialect, dbapi_error_of(adapter, error), adapter)
 
 
 async def invalidate(connection: AsyncConnection, error: BaseException, *, disconnect: bool) -> None:
@@ -46,11 +53,13 @@ async def invalidate(connection: AsyncConnection, error: BaseException, *, disco
         await connection.invalidate(error)
 
 
-async def drop_failed_connection(connection: AsyncConnection, adapter: Any, error: BaseException) -> None:
-    """After a failure that leaves the connection's state unknown: it is replaced, and after a disconnect every
-    older pooled connection too."""
-    disconnect = isinstance(error, Exception) and is_disconnect(connection, dbapi_error_of(adapter, error), adapter)
-    await invalidate(connection, error, disconnect=disconnect)
+async def invalidate_pooled(pool: Pool, pooled: PoolProxiedConnection, error: BaseException, *,
+                            disconnect: bool) -> None:
+    """`invalidate` for a connection checked out of the pool without a SQLAlchemy Connection."""
+    with contextlib.suppress(Exception):
+        if disconnect:
+            pool._invalidate(pooled, error, _checkin=False)
+        await greenlet_spawn(pooled.invalidate, error)  # closing an asyncpg connection awaits
 
 
 async def raise_as_sqlalchemy_does(connection: AsyncConnection, adapter: Any, sql: str, parameters: list[Any],
@@ -67,7 +76,7 @@ async def raise_as_sqlalchemy_does(connection: AsyncConnection, adapter: Any, sq
         raise dbapi_error
     if is_stale_statement(dbapi_error):
         dialect._invalidate_schema_cache()  # type: ignore[attr-defined]  # as SQLAlchemy's asyncpg dialect does
-    gone = is_disconnect(connection, dbapi_error, adapter)
+    gone = is_disconnect(dialect, dbapi_error, adapter)
     if gone:
         await invalidate(connection, dbapi_error, disconnect=True)
     raise DBAPIError.instance(sql, parameters, dbapi_error, dialect.loaded_dbapi.Error, connection_invalidated=gone,

@@ -13,7 +13,8 @@ What it reads is the few pages of an index lookup, from SQLite's cache or the OS
 checks out no pooled connection at all.
 
 PostgreSQL: on the unit of work's pooled connection (a read runs in autocommit, as through SQLAlchemy), straight
-through asyncpg, which keeps each statement prepared on that connection.
+through asyncpg, which keeps each statement prepared on that connection. A read unit of work takes its connection
+out of the pool without a SQLAlchemy Connection while it makes only point reads (store/connection.py).
 
 When the database answers busy, or the read fails in any way, the reader answers None and the caller reads through
 SQLAlchemy instead, which waits for the database (on SQLite, on a pooled connection's thread) or raises the error
@@ -23,23 +24,35 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sqlalchemy import Dialect, Select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from credits_graphql.store.compiled import CompiledStatements
-from credits_graphql.store.driver_errors import drop_failed_connection
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-Opener = Callable[[], Awaitable[AsyncConnection]]
+
+
+class PooledConnection(Protocol):
+    """A unit of work's pooled connection (store/connection.py)."""
+
+    async def pooled(self) -> PoolProxiedConnection | None:
+        """Checked out at the first call; None when it is no longer valid."""
+        ...
+
+    async def drop_pooled(self, error: BaseException) -> None:
+        """After a statement on it failed, leaving its state unknown."""
+        ...
 
 
 class PointReader(Protocol):
-    async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
+    async def rows(self, statement: Select[Any], values: Mapping[str, Any],
+                   connection: PooledConnection) -> list[Any] | None:
         """The statement's rows, or None when they could not be read here: the caller reads through SQLAlchemy on
-        the unit of work's pooled connection, which `pooled` checks out (or returns, if checked out already)."""
+        the unit of work's pooled connection instead."""
         ...
 
 
@@ -52,11 +65,12 @@ class SqlitePointReader(CompiledStatements):
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
 
-    async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
+    async def rows(self, statement: Select[Any], values: Mapping[str, Any],
+                   connection: PooledConnection) -> list[Any] | None:
         read = self.compiled(statement, values)
         try:
-            connection = self._connection if self._connection and self._pid == os.getpid() else self._open()
-            found = connection.execute(read.sql, read.parameters(values)).fetchall()
+            own = self._connection if self._connection and self._pid == os.getpid() else self._open()
+            found = own.execute(read.sql, read.parameters(values)).fetchall()
         except sqlite3.Error as error:
             # (Python's own errors, a column that is not UTF-8 say, carry no SQLite error code.)
             if getattr(error, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
@@ -83,16 +97,16 @@ class SqlitePointReader(CompiledStatements):
 
 
 class PostgresqlPointReader(CompiledStatements):
-    """On the unit of work's pooled connection (autocommit: a read unit of work runs no transaction), straight
-    through asyncpg, which keeps the statement prepared on that connection."""
+    """On the unit of work's pooled connection, straight through asyncpg, which keeps the statement prepared on
+    that connection. No transaction is open on it (a read unit of work runs none), so each read is one of its own."""
 
-    async def rows(self, statement: Select[Any], values: Mapping[str, Any], pooled: Opener) -> list[Any] | None:
+    async def rows(self, statement: Select[Any], values: Mapping[str, Any],
+                   connection: PooledConnection) -> list[Any] | None:
         read = self.compiled(statement, values)
-        connection = await pooled()
-        if connection.sync_connection is None or connection.sync_connection.invalidated:
+        pooled = await connection.pooled()
+        if pooled is None:
             return None
-        # The attribute, not get_raw_connection(): a greenlet switch less, on a connection checked out and valid.
-        driver = connection.sync_connection.connection.driver_connection
+        driver = pooled.driver_connection
         assert driver is not None
         try:
             found = await driver.fetch(read.sql, *read.parameters(values))
@@ -100,7 +114,7 @@ class PostgresqlPointReader(CompiledStatements):
             # The connection's state is not known (a query cut short, the server gone): the pool replaces it (and
             # after a disconnect every older one), and the read runs again through SQLAlchemy, on a new one, which
             # raises what the store translates.
-            await drop_failed_connection(connection, connection.sync_connection.connection.dbapi_connection, error)
+            await connection.drop_pooled(error)
             if isinstance(error, Exception):
                 return None
             raise

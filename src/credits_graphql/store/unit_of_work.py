@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 from typing import Self
 
@@ -75,7 +74,7 @@ class SqlUnitOfWork:
                 try:
                     await connection.begin()  # on SQLite: BEGIN IMMEDIATE (the engine's WRITE_OPTION), see store.engine
                 except Exception:
-                    await self._close()
+                    await self.connection.close()
                     raise
             except Exception as error:
                 self._release_writers()
@@ -94,7 +93,7 @@ class SqlUnitOfWork:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         try:
-            await self._close()
+            await self.connection.close()
         finally:
             self._release_writers()
         if exc is not None and (translated := _translated(exc, reading=not self._write)) is not None:
@@ -104,14 +103,6 @@ class SqlUnitOfWork:
         if self._writers is not None and self._holding:
             self._holding = False
             self._writers.release()
-
-    async def _close(self) -> None:
-        if (connection := self.connection.opened) is None:
-            return
-        # Closing rolls back a transaction still open (not one committed). On a dead connection that fails too;
-        # the database has rolled back already.
-        with contextlib.suppress(Exception):
-            await connection.close()
 
     async def commit(self) -> None:
         if self.connection.opened is not None:  # a read that ran nothing has nothing to commit
