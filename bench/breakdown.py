@@ -97,26 +97,27 @@ async def measure(name: str, app: App, bodies: list[dict[str, Any]], key: str | 
 
 @contextmanager
 def key_and_account_from_memory() -> Iterator[None]:
-    """Each API key and each batch of accounts read from the database once, then answered from memory."""
-    authenticate, accounts_by_id = access.authenticate, queries.accounts_by_id
-    principals: dict[str, Any] = {}
+    """Each API key (with the account read with it) and each batch of accounts read from the database once, then
+    answered from memory."""
+    authenticate, accounts_by_id = access.authenticate_reading, queries.accounts_by_id
+    principals: dict[tuple[str, int | None], Any] = {}
     accounts: dict[tuple[int, ...], Any] = {}
 
-    async def remembered_principal(deps: Any, secret: str) -> Any:
-        if secret not in principals:
-            principals[secret] = await authenticate(deps, secret)
-        return principals[secret]
+    async def remembered_principal(deps: Any, secret: str, account_id: int | None) -> Any:
+        if (secret, account_id) not in principals:
+            principals[secret, account_id] = await authenticate(deps, secret, account_id)
+        return principals[secret, account_id]
 
     async def remembered_accounts(deps: Any, org_id: int, ids: Any) -> Any:
         if tuple(ids) not in accounts:
             accounts[tuple(ids)] = await accounts_by_id(deps, org_id, ids)
         return accounts[tuple(ids)]
 
-    access.authenticate, queries.accounts_by_id = remembered_principal, remembered_accounts
+    access.authenticate_reading, queries.accounts_by_id = remembered_principal, remembered_accounts
     try:
         yield
     finally:
-        access.authenticate, queries.accounts_by_id = authenticate, accounts_by_id
+        access.authenticate_reading, queries.accounts_by_id = authenticate, accounts_by_id
 
 
 async def service_costs(database: str, url: str, args: argparse.Namespace,

@@ -17,12 +17,12 @@ from graphql import parse
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from credits_graphql.api import queries as api_queries
 from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.api.prepared import ValidatedDocuments
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
-from credits_graphql.service import queries
 from credits_graphql.service.transient import StoreUnavailable
 from tests.api.documents import RECORD_USAGE, codes_of, history
 from tests.conftest import GraphQLClient, Org
@@ -236,7 +236,7 @@ async def test_errors_in_a_resolver_get_the_same_codes(ways: Ways, org: Org, fun
     async def failing(*_: Any) -> Any:
         raise failure
 
-    monkeypatch.setattr(queries, "accounts_by_id", failing)
+    monkeypatch.setattr(api_queries, "_account", failing)  # (the account itself is read with the key)
     caplog.set_level(logging.ERROR, logger="credits_graphql.errors")
     full, prepared, ran = await ways.answers(body, org.reader)
     assert ran

@@ -19,6 +19,7 @@ from strawberry.types.graphql import OperationType
 from credits_graphql.api import rate_limit
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAUTHENTICATED, code_for_message
+from credits_graphql.api.first_read import BODY_LIMIT, account_read_first
 from credits_graphql.api.media import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
@@ -30,6 +31,7 @@ from credits_graphql.api.preflight import SEVERAL_OPERATIONS
 from credits_graphql.api.request_guard import BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
+from credits_graphql.domain.ledger import Account
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.request_scope import RequestScope
@@ -74,6 +76,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=True)
         self.deps = deps
         self.usage = UsageCombiner(deps)
+        self.documents = schema.documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,19 +100,31 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
     async def get_context(self, request: Request, response: Response) -> Context | None:  # type: ignore[override]
         if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
             return None  # the GraphiQL page itself needs no key; the operations it sends do
-        principal = await self.authenticate(request)
-        return Context(deps=request.state.deps, principal=principal, usage=self.usage,
-                       request_id=request.state.request_id)
+        principal, account = await self.authenticate(request)
+        context = Context(deps=request.state.deps, principal=principal, usage=self.usage,
+                          request_id=request.state.request_id)
+        if account is not None:
+            context.prime_accounts([account])
+        return context
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: Request) -> tuple[Principal, Account | None]:
+        """The caller, and the account its query reads first (api/first_read.py), read with its key."""
         token = bearer_token(request)
-        principal = await access.authenticate(request.state.deps, token) if token else None
+        principal, account = (await access.authenticate_reading(request.state.deps, token,
+                                                                await self._account_read_first(request))
+                              if token else (None, None))
         if principal is None:
             reason = "Missing API key." if token is None else "Unknown, revoked or expired API key."
             raise HTTPError(401, f"{reason} Send Authorization: Bearer <api key>.",
                             {"WWW-Authenticate": 'Bearer realm="credits"'})
         await rate_limit.enforce(request, principal)
-        return principal
+        return principal, account
+
+    async def _account_read_first(self, request: Request) -> int | None:
+        length = request.headers.get("content-length", "")
+        if request.method != "POST" or not length.isdigit() or int(length) > BODY_LIMIT:
+            return None
+        return account_read_first(self.documents, await request.body())
 
     def parse_json(self, data: str | bytes) -> object:
         try:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from credits_graphql.domain.access import Principal, Role
+from credits_graphql.domain.ledger import Account
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import ApiKey, Organization
@@ -72,23 +73,35 @@ async def revoke_api_key(deps: Deps, key_id: int) -> bool:
     return revoked
 
 
-@retry_on_conflict
 async def authenticate(deps: Deps, secret: str) -> Principal | None:
     """The principal of a live key, or None for a missing, unknown, revoked or expired one.
 
     Read from the database on every request (no cache), so a revocation or an expiry holds at once on
     every process."""
+    principal, _ = await authenticate_reading(deps, secret, None)
+    return principal
+
+
+@retry_on_conflict
+async def authenticate_reading(deps: Deps, secret: str, account_id: int | None) -> tuple[Principal | None,
+                                                                                       Account | None]:
+    """`authenticate`, and the account with `account_id` when the key is live and its organization has one, read
+    with the key: a request that reads an account first (most reads do) makes one read of the two."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 100:
-        return None
+        return None, None
     now = deps.clock()
     digest = hash_key(secret)
+    account = None
     async with deps.uow() as uow:
-        key = await uow.api_keys.by_hash(digest)
+        if account_id is None:
+            key = await uow.api_keys.by_hash(digest)
+        else:
+            key, account = await uow.api_keys.by_hash_with_account(digest, account_id) or (None, None)
     # The lookup is by digest; the comparison of the secret's digest itself is constant-time.
     if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_live(now):
-        return None
+        return None, None
     if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
         async with deps.uow(write=True) as uow:
             await uow.api_keys.touch(key.id, now)
             await uow.commit()
-    return Principal(key_id=key.id, org_id=key.org_id, role=key.role)
+    return Principal(key_id=key.id, org_id=key.org_id, role=key.role), account

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     bindparam,
     column,
     func,
@@ -56,6 +58,14 @@ from credits_graphql.store.tables import (
 _KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
 _ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
 _ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
+# A key and an account of its organization in one statement: the account's columns labelled apart, split off by
+# position (_KEY_COLUMNS), and all NULL when there is no such account.
+_KEY_COLUMNS = len(api_keys.c)
+_ACCOUNT_ROW: Any = namedtuple("_ACCOUNT_ROW", [column.key for column in accounts.c])  # type: ignore[misc]
+_KEY_AND_ACCOUNT = select(api_keys, *(column.label(f"account_{column.key}") for column in accounts.c)).select_from(
+    api_keys.outerjoin(accounts, and_(accounts.c.id == bindparam("account_id"),
+                                      accounts.c.org_id == api_keys.c.org_id)),
+).where(api_keys.c.key_hash == bindparam("key_hash"))
 _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
                                    accounts.c.id.in_(bindparam("account_ids", expanding=True)))
 _PENDING_ATTEMPT = select(recharge_attempts).where(
@@ -328,6 +338,14 @@ class SqlApiKeyRepository:
     async def by_hash(self, key_hash: str) -> ApiKey | None:
         row = await self._connection.point_read_one(_KEY_BY_HASH, {"key_hash": key_hash})
         return _api_key(row) if row is not None else None
+
+    async def by_hash_with_account(self, key_hash: str, account_id: int) -> tuple[ApiKey, Account | None] | None:
+        row = await self._connection.point_read_one(_KEY_AND_ACCOUNT, {"key_hash": key_hash,
+                                                                       "account_id": account_id})
+        if row is None:
+            return None
+        account: Any = _ACCOUNT_ROW._make(row[_KEY_COLUMNS:])
+        return _api_key(row), _account(account) if account.id is not None else None
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
         rows = await self._connection.execute(
