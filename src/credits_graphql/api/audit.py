@@ -13,7 +13,6 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import FieldExtension
 from strawberry.extensions.field_extension import AsyncExtensionResolver
@@ -21,7 +20,7 @@ from strawberry.types import Info
 
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import INTERNAL
-from credits_graphql.api.ids import decode_id, global_id, node_id, node_id_field
+from credits_graphql.api.ids import account_row_id, global_id, node_id, node_id_field
 from credits_graphql.api.types import AccountNode
 from credits_graphql.domain.money import format_plain_decimal
 from credits_graphql.service import audit
@@ -82,14 +81,7 @@ def _camel(name: str) -> str:
 
 
 def _account_id_of(value: object) -> int | None:
-    named = _given(value).get("accountId")
-    if not isinstance(named, str):
-        return None
-    try:
-        decoded = decode_id(named, "Account")
-    except GraphQLError:
-        return None
-    return decoded[1] if decoded else None
+    return account_row_id(_given(value).get("accountId"))
 
 
 def _error_code(error: Exception) -> str:

@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from graphql import FieldNode, GraphQLError, OperationType, StringValueNode, VariableNode
+from graphql import FieldNode, OperationType, StringValueNode, VariableNode
 
-from credits_graphql.api.ids import decode_id
+from credits_graphql.api.ids import account_row_id
 from credits_graphql.api.prepared import ValidatedDocuments, chosen_operation
 
 BODY_LIMIT = 4096
@@ -45,12 +45,5 @@ def account_read_first(documents: ValidatedDocuments, body: bytes) -> int | None
 
 def _account_id(field: FieldNode, argument: str, variables: Mapping[str, Any]) -> int | None:
     node = next((a.value for a in field.arguments or () if a.name.value == argument), None)
-    value = (variables.get(node.name.value) if isinstance(node, VariableNode)
-             else node.value if isinstance(node, StringValueNode) else None)
-    if not isinstance(value, str):
-        return None
-    try:
-        decoded = decode_id(value, "Account")
-    except GraphQLError:
-        return None
-    return decoded[1] if decoded else None
+    return account_row_id(variables.get(node.name.value) if isinstance(node, VariableNode)
+                          else node.value if isinstance(node, StringValueNode) else None)

@@ -56,6 +56,17 @@ def decode_id(value: str, expected_type: str | None = None) -> tuple[str, int] |
     return gid.type_name, row_id
 
 
+def account_row_id(value: object) -> int | None:
+    """The row id of a well-formed Account id; None for anything else (the field that reads it reports that)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        decoded = decode_id(value, "Account")
+    except GraphQLError:
+        return None
+    return decoded[1] if decoded else None
+
+
 def encode_cursor(list_name: str, row_id: int) -> str:
     """`list_name` names the list the cursor pages (e.g. "transactions.7", account 7's transactions)."""
     return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{list_name}:{row_id}".encode()).decode()
