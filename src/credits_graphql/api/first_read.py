@@ -18,7 +18,8 @@ from credits_graphql.api.ids import account_row_id
 from credits_graphql.api.prepared import ValidatedDocuments, chosen_operation
 
 BODY_LIMIT = 4096
-"""Larger bodies are batches and mutations: not worth decoding twice."""
+"""A read's body is a few hundred bytes; larger ones (usage batches) are not decoded twice. A small mutation's
+is (a few µs), and reads nothing first."""
 
 # The root query fields that read one account by its id, and the argument that holds it.
 _ACCOUNT_ID_ARGUMENTS = {"account": "id", "node": "id", "balance": "accountId", "transactions": "accountId"}
