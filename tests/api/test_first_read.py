@@ -1,5 +1,5 @@
 """A query whose first root field reads an account by id has the account read with the API key, in one statement
-(api/first_read.py), once its text has been seen: the answers are the same, the key's checks hold at once."""
+(api/prepared_request.py), once its text has been seen: the answers are the same, the key's checks hold at once."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """A query text seen before runs without Strawberry's extension machinery (api/prepared.py). Each request here is
 answered by two apps over the same database: one that never remembers a document, so every request goes
 Strawberry's full way through the extensions, and one that has seen the text, so the request goes the prepared
-way. The answers must be the same: status, content type and body (but for a masked error's requestId)."""
+way. The answers must be the same: status, content type and body (but for a masked error's requestId). A small
+JSON POST of a text seen before also skips Strawberry's request handling (api/prepared_request.py): the short
+way, checked here the same way."""
 
 from __future__ import annotations
 
@@ -51,20 +53,28 @@ class Ways:
     prepared_schema: CreditsSchema
     prepared_runs: list[CreditsSchema]
     """The schemas whose prepared way ran, once per request."""
+    strawberry_runs: list[GraphQLEndpoint]
+    """The endpoints whose request went through Strawberry's request handling, once per request."""
+    went_short: bool = False
+    """Whether the last request to the prepared app skipped Strawberry's request handling."""
 
     async def answers(self, body: dict[str, Any], key: str, *, warm: dict[str, Any] | None = None,
-                      method: str = "POST") -> tuple[httpx.Response, httpx.Response, bool]:
+                      method: str = "POST", headers: dict[str, str] | None = None,
+                      ) -> tuple[httpx.Response, httpx.Response, bool]:
         """The full way's answer, the prepared way's, and whether the prepared way ran. `warm`: variables of a
         request of the same text that must succeed first on the prepared app, so that it remembers the text."""
-        headers = {"Authorization": f"Bearer {key}"}
         if warm is not None:
-            warmed = await self.prepared.post("/graphql", json={**body, "variables": warm}, headers=headers)
+            warmed = await self.prepared.post("/graphql", json={**body, "variables": warm},
+                                              headers={"Authorization": f"Bearer {key}"})
             assert warmed.status_code == 200, warmed.text
             assert "errors" not in warmed.json(), warmed.text
             assert self.prepared_schema.documents.get(body["query"]) is not None
+        headers = {"Authorization": f"Bearer {key}", **(headers or {})}
         runs = len(self.prepared_runs)
         full = await _send(self.full, method, body, headers)
+        strawberry_runs = len(self.strawberry_runs)
         prepared = await _send(self.prepared, method, body, headers)
+        self.went_short = len(self.strawberry_runs) == strawberry_runs
         assert all(schema is self.prepared_schema for schema in self.prepared_runs)
         return full, prepared, len(self.prepared_runs) > runs
 
@@ -75,7 +85,8 @@ async def _send(client: httpx.AsyncClient, method: str, body: dict[str, Any],
         params = {name: value if isinstance(value, str) else json.dumps(value)
                   for name, value in body.items()}
         return await client.get("/graphql", params=params, headers=headers)
-    return await client.post("/graphql", json=body, headers=headers)
+    return await client.post("/graphql", content=json.dumps(body), headers={"Content-Type": "application/json",
+                                                                             **headers})
 
 
 def assert_same(full: httpx.Response, prepared: httpx.Response, *, but_request_ids: bool = False) -> None:
@@ -101,9 +112,17 @@ async def ways(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         return await execute_validated(self, *args)
 
     monkeypatch.setattr(CreditsSchema, "_execute_validated", counted)
+    strawberry_runs: list[GraphQLEndpoint] = []
+    run = GraphQLEndpoint.run
+
+    async def counted_run(self: GraphQLEndpoint, *args: Any, **kwargs: Any) -> Any:
+        strawberry_runs.append(self)
+        return await run(self, *args, **kwargs)
+
+    monkeypatch.setattr(GraphQLEndpoint, "run", counted_run)
     async with (httpx.AsyncClient(transport=httpx.ASGITransport(app=full_app), base_url="http://test") as full,
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=prepared_app), base_url="http://test") as prep):
-        yield Ways(full, prep, schema_of(prepared_app), runs)
+        yield Ways(full, prep, schema_of(prepared_app), runs, strawberry_runs)
 
 
 def usage(account_id: str, key: str, **fields: Any) -> dict[str, Any]:
@@ -115,8 +134,59 @@ async def test_a_read_is_answered_the_same_the_prepared_way(ways: Ways, org: Org
     body = {"query": READ, "variables": {"id": funded_id}}
     full, prepared, ran = await ways.answers(body, org.reader, warm={"id": funded_id})
     assert ran
+    assert ways.went_short
     assert_same(full, prepared)
     assert prepared.json()["data"]["balance"]["available"] == {"amount": "100.00", "currencyCode": "SEK"}
+
+
+@pytest.mark.parametrize(("headers", "variables", "short", "status"), [
+    ({}, {"id": "not an id"}, True, 200),
+    ({"Content-Type": "application/json; charset=utf-8"}, {}, True, 200),
+    ({"Content-Type": "Application/JSON"}, {}, True, 200),
+    # A request error (a variable missing) is a 400 without data for a client that asks for GraphQL's own type.
+    ({"Accept": "application/graphql-response+json"}, {"id": None}, True, 400),
+    ({"Accept": "application/graphql-response+json, application/json;q=0.9"}, {}, True, 200),
+    ({"Accept": "application/json"}, {"id": None}, True, 200),
+    ({"Content-Type": "text/plain"}, {}, False, 415),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, {}, False, 415),
+    # The endpoint offers no streaming transport over HTTP: a query is answered as JSON either way.
+    ({"Accept": "multipart/mixed"}, {}, True, 200),
+    ({"Accept": "text/event-stream"}, {}, True, 200),
+])
+async def test_headers_are_answered_the_same_the_short_way(ways: Ways, org: Org, funded_id: str,
+                                                           headers: dict[str, str], variables: dict[str, Any],
+                                                           short: bool, status: int) -> None:
+    body = {"query": READ, "variables": {"id": funded_id, **variables}}
+    full, prepared, _ = await ways.answers(body, org.reader, warm={"id": funded_id}, headers=headers)
+    assert ways.went_short == short
+    assert (prepared.status_code, full.status_code) == (status, status), (prepared.text, full.text)
+    assert_same(full, prepared)
+
+
+@pytest.mark.parametrize("body", [
+    {"query": READ, "variables": {"id": "x"}, "padding": "x" * 5000},  # over the short way's limit
+    {"query": READ, "variables": {"id": "x"}, "extensions": {"anything": 1}},
+    {"query": READ, "variables": [1]},
+    {"query": READ, "variables": {"id": "x"}, "operationName": 7},
+])
+async def test_bodies_the_short_way_leaves_to_strawberry(ways: Ways, org: Org, funded_id: str,
+                                                         body: dict[str, Any]) -> None:
+    await ways.answers({"query": READ}, org.reader, warm={"id": funded_id})
+    full, prepared, _ = await ways.answers(body, org.reader)
+    assert not ways.went_short
+    assert_same(full, prepared)
+
+
+@pytest.mark.parametrize("key", ["no-such-key", ""])
+async def test_a_bad_key_is_refused_the_same_the_short_way(ways: Ways, org: Org, funded_id: str, key: str) -> None:
+    body = {"query": READ, "variables": {"id": funded_id}}
+    await ways.answers(body, org.reader, warm={"id": funded_id})
+    full, prepared, ran = await ways.answers(body, key)
+    assert not ran
+    assert_same(full, prepared)
+    assert prepared.status_code == 401
+    assert prepared.headers["www-authenticate"] == full.headers["www-authenticate"] == 'Bearer realm="credits"'
+    assert codes_of(prepared) == ["UNAUTHENTICATED"]
 
 
 async def test_a_text_that_failed_validation_is_never_remembered(ways: Ways, org: Org) -> None:
@@ -161,6 +231,7 @@ async def test_a_replayed_usage_report_is_answered_the_same(ways: Ways, org: Org
     body = {"query": RECORD_USAGE, "variables": {"input": usage(funded_id, "once")}}
     full, prepared, ran = await ways.answers(body, org.usage_writer, warm={"input": usage(funded_id, "warm")})
     assert ran
+    assert ways.went_short
     assert_same(full, prepared)
     assert prepared.json()["data"]["recordUsage"]["userErrors"] == []
     assert [amount for kind, amount in await history(GraphQLClient(ways.full, org.admin), funded_id)
@@ -213,6 +284,7 @@ async def test_get_runs_a_remembered_query_and_refuses_a_remembered_mutation(way
     full, prepared, ran = await ways.answers({"query": READ, "variables": {"id": funded_id}}, org.reader,
                                              warm={"id": funded_id}, method="GET")
     assert ran
+    assert not ways.went_short
     assert_same(full, prepared)
     assert prepared.status_code == 200
     body = {"query": RECORD_USAGE, "variables": {"input": usage(funded_id, "by-get")}}

@@ -1,4 +1,5 @@
-"""The GraphQL HTTP endpoint: API key authentication, JSON error bodies, 405 for GET mutations."""
+"""The GraphQL HTTP endpoint: API key authentication, JSON error bodies, 405 for GET mutations, and a short way for
+the requests that need none of Strawberry's request handling (api/prepared_request.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.types import HTTPMethod
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -19,7 +21,6 @@ from strawberry.types.graphql import OperationType
 from credits_graphql.api import rate_limit
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAUTHENTICATED, code_for_message
-from credits_graphql.api.first_read import BODY_LIMIT, account_read_first
 from credits_graphql.api.media import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
@@ -28,6 +29,7 @@ from credits_graphql.api.media import (
     prefers_graphql_response_json,
 )
 from credits_graphql.api.preflight import SEVERAL_OPERATIONS
+from credits_graphql.api.prepared_request import BODY_LIMIT, PreparedRequest, prepared_request
 from credits_graphql.api.request_guard import BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
@@ -86,7 +88,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         reads = RequestScope(self.deps.uow)
         request.state.deps = replace(self.deps, uow=reads)
         try:
-            response = await self.run(request)
+            response = await self._run(request)
         except ClientDisconnect:
             return  # the client left before its request was read: there is no one to answer
         except HTTPException as error:
@@ -97,21 +99,42 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
             await reads.close()
         await response(scope, receive, send)
 
+    async def _run(self, request: Request) -> Response:
+        """A prepared request (api/prepared_request.py) goes straight to its execution; anything else the full
+        way, Strawberry's."""
+        token = bearer_token(request)
+        prepared = await self._prepared(request) if token else None
+        if prepared is None:
+            return await self.run(request)
+        principal, account = await self.authenticate(request, token, prepared.account_read_first())
+        result = await self._execute("POST", prepared.data, self._context(request, principal, account))
+        response_data = await self.process_result(request, result)
+        if result.errors:
+            self._handle_errors(result.errors, response_data)
+        media_type = GRAPHQL_RESPONSE_JSON if prefers_graphql_response_json(request.headers.get("accept")) else JSON
+        return self._json_response(response_data, media_type)
+
+    async def _prepared(self, request: Request) -> PreparedRequest | None:
+        """A small JSON POST, answered as one JSON document (no streaming transport asked for), whose body holds
+        a prepared request."""
+        headers = request.headers
+        length = headers.get("content-length", "")
+        if (request.method != "POST" or not length.isdigit() or int(length) > BODY_LIMIT
+                or media_type_of(headers.get("content-type", "").lower()) != JSON
+                or self._get_stream_transport_from_headers({"accept": headers.get("accept", "")}) is not None):
+            return None
+        return prepared_request(self.documents, await request.body())
+
     async def get_context(self, request: Request, response: Response) -> Context | None:  # type: ignore[override]
         if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
             return None  # the GraphiQL page itself needs no key; the operations it sends do
-        principal, account = await self.authenticate(request)
-        context = Context(deps=request.state.deps, principal=principal, usage=self.usage,
-                          request_id=request.state.request_id)
-        if account is not None:
-            context.prime_accounts([account])
-        return context
+        principal, _ = await self.authenticate(request, bearer_token(request), None)
+        return self._context(request, principal, None)
 
-    async def authenticate(self, request: Request) -> tuple[Principal, Account | None]:
-        """The caller, and the account its query reads first (api/first_read.py), read with its key."""
-        token = bearer_token(request)
-        principal, account = (await access.authenticate_reading(request.state.deps, token,
-                                                                await self._account_read_first(request))
+    async def authenticate(self, request: Request, token: str | None,
+                           account_id: int | None) -> tuple[Principal, Account | None]:
+        """The caller, and the account `account_id` of its organization when there is one, read with its key."""
+        principal, account = (await access.authenticate_reading(request.state.deps, token, account_id)
                               if token else (None, None))
         if principal is None:
             reason = "Missing API key." if token is None else "Unknown, revoked or expired API key."
@@ -120,11 +143,12 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         await rate_limit.enforce(request, principal)
         return principal, account
 
-    async def _account_read_first(self, request: Request) -> int | None:
-        length = request.headers.get("content-length", "")
-        if request.method != "POST" or not length.isdigit() or int(length) > BODY_LIMIT:
-            return None
-        return account_read_first(self.documents, await request.body())
+    def _context(self, request: Request, principal: Principal, account: Account | None) -> Context:
+        context = Context(deps=request.state.deps, principal=principal, usage=self.usage,
+                          request_id=request.state.request_id)
+        if account is not None:
+            context.prime_accounts([account])
+        return context
 
     def parse_json(self, data: str | bytes) -> object:
         try:
@@ -154,22 +178,34 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
 
     def create_response(self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
                         sub_response: Response) -> Response:
-        data: Any = response_data
-        if sub_response.media_type == GRAPHQL_RESPONSE_JSON and isinstance(data, dict) and is_request_error(data):
-            data = {key: value for key, value in data.items() if key != "data"}
-            sub_response.status_code = 400
-        response = super().create_response(data, sub_response)
-        response.headers["content-type"] = f"{sub_response.media_type or JSON}; charset=utf-8"
+        response = self._json_response(response_data, sub_response.media_type or JSON)
+        response.headers.raw.extend(sub_response.headers.raw)  # as Strawberry's (no resolver sets any)
+        response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
         return response
+
+    def _json_response(self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+                       media_type: str) -> Response:
+        """A request error answered as `application/graphql-response+json` is a 400 without `data`."""
+        data: Any = response_data
+        status_code = 200
+        if media_type == GRAPHQL_RESPONSE_JSON and isinstance(data, dict) and is_request_error(data):
+            data = {key: value for key, value in data.items() if key != "data"}
+            status_code = 400
+        return Response(self.encode_json(data), status_code=status_code, media_type=f"{media_type}; charset=utf-8")
 
     async def execute_single(self, request: Request, request_adapter: AsyncHTTPRequestAdapter,
                              sub_response: Response, context: Context | None, root_value: None,
                              request_data: GraphQLRequestData) -> ExecutionResult:
+        return await self._execute(request_adapter.method, request_data, context)
+
+    async def _execute(self, method: HTTPMethod, request_data: GraphQLRequestData,
+                       context: Context | None) -> ExecutionResult:
         try:
             return await self.schema.execute(
-                request_data.query, root_value=root_value, variable_values=request_data.variables,
-                context_value=context, operation_name=request_data.operation_name,
-                allowed_operation_types=OperationType.from_http(request_adapter.method),
+                request_data.query, variable_values=request_data.variables, context_value=context,
+                operation_name=request_data.operation_name, allowed_operation_types=OperationType.from_http(method),
                 operation_extensions=request_data.extensions)
         except InvalidOperationTypeError as error:
             # Strawberry took the first operation of the document: without operationName, the mistake is not the
@@ -177,7 +213,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
             if request_data.operation_name is None and _operation_count(request_data.query) > 1:
                 raise HTTPError(400, SEVERAL_OPERATIONS) from error
             # GraphQL over HTTP: a mutation over GET is 405 Method Not Allowed, with the methods that work.
-            raise HTTPError(405, error.as_http_error_reason(request_adapter.method), {"Allow": "POST"}) from error
+            raise HTTPError(405, error.as_http_error_reason(method), {"Allow": "POST"}) from error
         except Exception as error:  # missing query, unknown operation name, ...
             reason = getattr(error, "as_http_error_reason", None)
             if callable(reason):

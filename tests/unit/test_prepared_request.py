@@ -1,4 +1,5 @@
-"""Which account a request's query reads first (api/first_read.py), from its body, before it runs."""
+"""Which request bodies are prepared requests (api/prepared_request.py), and which account their query reads first,
+before it runs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 import pytest
 from graphql import parse
 
-from credits_graphql.api.first_read import account_read_first
 from credits_graphql.api.ids import global_id
 from credits_graphql.api.prepared import ValidatedDocuments
+from credits_graphql.api.prepared_request import prepared_request
 
 ACCOUNT_7 = str(global_id("Account", 7))
 TRANSACTION_7 = str(global_id("Transaction", 7))
@@ -21,7 +22,8 @@ def first_read(query: str, variables: Any = None, operation_name: Any = None, *,
     if seen:
         documents.remember(query, parse(query))
     body = {"query": query, "variables": variables, "operationName": operation_name}
-    return account_read_first(documents, json.dumps(body).encode())
+    prepared = prepared_request(documents, json.dumps(body).encode())
+    return prepared.account_read_first() if prepared else None
 
 
 @pytest.mark.parametrize("query", [
@@ -66,5 +68,41 @@ def test_a_query_text_not_validated_before_is_not_looked_into() -> None:
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"query": 1}', b'{"query": null}', b"\xff\xfe",
                                   b"[" * 100_000])
-def test_a_body_that_is_not_a_query_object_reads_nothing_first(body: bytes) -> None:
-    assert account_read_first(ValidatedDocuments(), body) is None
+def test_a_body_that_is_not_a_query_object_is_not_prepared(body: bytes) -> None:
+    assert prepared_request(ValidatedDocuments(), body) is None
+
+
+QUERY = "query($id: ID!) { balance(accountId: $id) { asOf } }"
+
+
+def documents_seen(*queries: str) -> ValidatedDocuments:
+    documents = ValidatedDocuments()
+    for query in queries:
+        documents.remember(query, parse(query))
+    return documents
+
+
+@pytest.mark.parametrize("body", [
+    {"query": QUERY, "variables": ["not", "an", "object"]},  # Strawberry's 400
+    {"query": QUERY, "variables": "{}"},
+    {"query": QUERY, "operationName": 1},
+    {"query": QUERY, "extensions": {"persistedQuery": {}}},  # request extensions go the full way
+    {"query": QUERY, "extensions": "nope"},
+    {"query": "query A { accounts { totalCount } } query B { accounts { totalCount } }"},  # no operation chosen
+    {"query": QUERY, "operationName": "Unknown"},
+])
+def test_what_the_full_way_answers_is_not_prepared(body: dict[str, Any]) -> None:
+    documents = documents_seen(QUERY, "query A { accounts { totalCount } } query B { accounts { totalCount } }")
+    assert prepared_request(documents, json.dumps(body).encode()) is None
+
+
+def test_a_prepared_request_runs_what_was_sent() -> None:
+    query = "query A { accounts { totalCount } } mutation B { __typename }"
+    body = {"query": query, "variables": {"n": 1}, "operationName": "B", "extensions": None, "other": 1}
+    prepared = prepared_request(documents_seen(query), json.dumps(body).encode())
+    assert prepared is not None
+    assert (prepared.data.query, prepared.data.variables, prepared.data.operation_name, prepared.data.extensions) == (
+        query, {"n": 1}, "B", None)
+    assert prepared.operation.name is not None
+    assert prepared.operation.name.value == "B"
+    assert prepared.account_read_first() is None  # a mutation reads nothing first
