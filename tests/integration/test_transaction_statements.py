@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.ledger import CreditService, EntryKind, LedgerEntry
-from credits_graphql.service import ledger
+from credits_graphql.service import ledger, usage_batch
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.store import repositories
@@ -73,6 +73,35 @@ async def test_a_usage_report_runs_none_of_its_statements_through_sqlalchemy(
         account.id, CreditService.DOMESTIC_CALLING, Decimal("1.25"), "call-1"))
     assert replayed.entry.id == done.entry.id
     assert [row.amount_micros for row in await _entries(deps, account.id)] == [10_000_000, -1_250_000]
+
+
+async def test_a_batch_reads_its_accounts_and_keys_outside_sqlalchemy(
+        runtime: Runtime, deps: Deps, org: Org, statements_through_sqlalchemy: list[str]) -> None:
+    """As does a group of usage reports (service/usage_combiner.py): the same use case. Keys used before the batch
+    and within it are found; on PostgreSQL several accounts are locked through SQLAlchemy (one statement)."""
+    first, second = await open_account(deps, org.id), await open_account(deps, org.id)
+    for account in (first, second):
+        await fund(deps, org.id, account.id, "10")
+
+    def usage(account_id: int, amount: str, key: str) -> ledger.RecordUsage:
+        return ledger.RecordUsage(account_id, CreditService.DOMESTIC_CALLING, Decimal(amount), key)
+
+    [before] = await usage_batch.record_usage_batch(deps, org.id, [usage(first.id, "1", "k1")])
+    for accounts in ([first.id], [first.id, second.id]):
+        statements_through_sqlalchemy.clear()
+        done = await usage_batch.record_usage_batch(deps, org.id, [
+            usage(first.id, "1", "k1"), *(usage(account_id, "2", f"k2-{len(accounts)}") for account_id in accounts),
+            usage(first.id, "2", f"k2-{len(accounts)}")])
+        assert all(isinstance(result, ledger.Recorded) for result in done), done
+        recorded = [result.entry.id for result in done if isinstance(result, ledger.Recorded)]
+        assert isinstance(before, ledger.Recorded)
+        assert recorded[0] == before.entry.id  # replayed from the batch before
+        assert recorded[1] == recorded[-1]  # replayed within the batch
+        selects = [sql for sql in statements_through_sqlalchemy  # (a replay's recharge is looked up there too)
+                   if sql.lstrip().startswith("SELECT") and ("FROM accounts" in sql or "FROM ledger_entries" in sql)]
+        several_on_postgresql = len(accounts) > 1 and runtime.engine.dialect.name == "postgresql"
+        assert len(selects) == (1 if several_on_postgresql else 0), selects
+    assert [row.amount_micros for row in await _entries(deps, second.id)] == [10_000_000, -2_000_000]
 
 
 async def test_a_rollback_undoes_the_statements_run_on_the_driver(deps: Deps, org: Org) -> None:

@@ -115,6 +115,16 @@ class StoreConnection:
                 await failed.close()
         return (await self.execute(statement, parameters)).all()
 
+    async def point_read_each(self, statement: Select[Any],
+                              value_sets: Sequence[Mapping[str, Any]]) -> Sequence[Sequence[Any]]:
+        """`point_read` once per value set (all with the same names), each set's rows, in order: on SQLite, in a
+        write transaction, all in one trip to the connection's thread."""
+        if self._transaction is not None and value_sets:
+            found = await self._transaction.rows_each(self.opened or await self.open(), statement, value_sets)
+            if found is not None:
+                return found
+        return [await self.point_read(statement, values) for values in value_sets]
+
     async def point_read_one(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Any | None:
         """The row of a point read of at most one row, or None."""
         rows = await self.point_read(statement, parameters)

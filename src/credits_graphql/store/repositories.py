@@ -86,6 +86,12 @@ _RECORD_AUDIT_EVENT = insert(audit_events)
 _UNREAD = {UNREAD_OPTION: True}
 _ENTRY_BY_KEY = select(ledger_entries).where(ledger_entries.c.account_id == bindparam("account_id"),
                                              ledger_entries.c.idempotency_key == bindparam("key"))
+# PostgreSQL: one probe of the unique (account, key) index per pair, whatever the table's size or statistics. An IN
+# list of the keys let PostgreSQL scan every entry of the account instead and compare each row with every key:
+# asyncpg's prepared statement gets a generic plan after five runs, which cannot hash a list of parameters, so a
+# 1000-key batch cost seconds once the account had some 20,000 entries. The pairs go as two arrays (one statement
+# text for any batch size) and the lateral subquery with LIMIT 1 cannot be turned into a join that scans the
+# account's entries.
 _GIVEN_KEYS = func.unnest(bindparam("account_ids", type_=ARRAY(BigInteger())), bindparam("keys", type_=ARRAY(String()))
                          ).table_valued(column("account_id", BigInteger()), column("idempotency_key", String())
                                         ).render_derived()
@@ -94,6 +100,11 @@ _ENTRY_OF_GIVEN_KEY = (select(ledger_entries)
                               ledger_entries.c.idempotency_key == _GIVEN_KEYS.c.idempotency_key)
                        .limit(1).lateral())
 _ENTRIES_BY_KEYS_POSTGRESQL = select(_ENTRY_OF_GIVEN_KEY).select_from(_GIVEN_KEYS).join(_ENTRY_OF_GIVEN_KEY, true())
+# SQLite: an account's entries of the keys given as one JSON array, each found through the unique (account, key)
+# index (a row-value IN of the pairs would scan the account's entries).
+_ENTRIES_BY_KEYS_SQLITE = select(ledger_entries).where(
+    ledger_entries.c.account_id == bindparam("account_id"),
+    ledger_entries.c.idempotency_key.in_(select(func.json_each(bindparam("keys")).table_valued("value").c.value)))
 
 
 class SqlAccountRepository:
@@ -128,6 +139,12 @@ class SqlAccountRepository:
 
     async def lock_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
         # Locked in ascending id order, so that two transactions locking overlapping sets cannot deadlock.
+        if len(account_ids) == 1 or self._connection.dialect.name == "sqlite":
+            # lock_account's compiled statement for each (on SQLite all in one trip to the connection's thread):
+            # no statement to build and render for each batch, or each group of reports (service/usage_combiner.py).
+            found = await self._connection.point_read_each(_ACCOUNT_FOR_UPDATE, [
+                {"account_id": account_id, "org_id": org_id} for account_id in sorted(account_ids)])
+            return [_account(rows[0]) for rows in found if rows]
         rows = await self._connection.execute(
             select(accounts).where(accounts.c.org_id == org_id, accounts.c.id.in_(list(account_ids)))
             .order_by(accounts.c.id).with_for_update())
@@ -184,28 +201,19 @@ class SqlLedgerRepository:
         return _entry(row) if row is not None else None
 
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
+        """Each statement has one text for any number of keys, compiled once (store/compiled.py)."""
         if not keys:
             return []
-        wanted = set(keys)
+        pairs = sorted(set(keys))
         if self._connection.dialect.name == "postgresql":
-            return await self._by_idempotency_keys_postgresql(wanted)
-        rows = await self._connection.execute(select(ledger_entries).where(
-            ledger_entries.c.account_id.in_({account_id for account_id, _ in wanted}),
-            ledger_entries.c.idempotency_key.in_({key for _, key in wanted})))
-        return [_entry(row) for row in rows if (row.account_id, row.idempotency_key) in wanted]
-
-    async def _by_idempotency_keys_postgresql(self, wanted: Collection[tuple[int, str]]) -> list[LedgerEntry]:
-        """One probe of the unique (account, key) index per pair, whatever the table's size or statistics.
-
-        An IN list of the keys lets PostgreSQL scan every entry of the account instead and compare each row
-        with every key: asyncpg's prepared statement gets a generic plan after five runs, which cannot hash a
-        list of parameters, so a 1000-key batch cost seconds once the account had some 20,000 entries. The
-        pairs go as two arrays (one statement text for any batch size) and the lateral subquery with LIMIT 1
-        cannot be turned into a join that scans the account's entries."""
-        pairs = sorted(wanted)
-        rows = await self._connection.execute(_ENTRIES_BY_KEYS_POSTGRESQL, {
-            "account_ids": [account_id for account_id, _ in pairs], "keys": [key for _, key in pairs]})
-        return [_entry(row) for row in rows]
+            return [_entry(row) for row in await self._connection.point_read(_ENTRIES_BY_KEYS_POSTGRESQL, {
+                "account_ids": [account_id for account_id, _ in pairs], "keys": [key for _, key in pairs]})]
+        by_account: dict[int, list[str]] = {}
+        for account_id, key in pairs:
+            by_account.setdefault(account_id, []).append(key)
+        found = await self._connection.point_read_each(_ENTRIES_BY_KEYS_SQLITE, [
+            {"account_id": account_id, "keys": json.dumps(keys)} for account_id, keys in by_account.items()])
+        return [_entry(row) for rows in found for row in rows]
 
     async def get_many(self, org_id: int, entry_ids: Collection[int]) -> list[LedgerEntry]:
         rows = await self._connection.execute(

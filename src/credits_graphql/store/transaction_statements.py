@@ -42,8 +42,9 @@ class TransactionStatements(Protocol):
 
     async def rows_each(self, connection: AsyncConnection, statement: Executable,
                         value_sets: Sequence[Mapping[str, Any]]) -> list[list[Any]] | None:
-        """The rows of an INSERT ... RETURNING run once per value set (all with the same names), in order; None
-        where SQLAlchemy's executemany is the faster way (it sends many rows per statement)."""
+        """The rows of a SELECT, or of an INSERT ... RETURNING, run once per value set (all with the same names),
+        in order; None where a statement per set is a round trip each (PostgreSQL: SQLAlchemy's executemany sends
+        an INSERT's rows together)."""
         ...
 
 
@@ -66,8 +67,8 @@ class SqliteTransactionStatements(CompiledStatements):
 
     async def rows_each(self, connection: AsyncConnection, statement: Executable,
                         value_sets: Sequence[Mapping[str, Any]]) -> list[list[Any]] | None:
-        # SQLite runs a one-row INSERT in a few microseconds: one trip to the thread for all of them costs less
-        # than SQLAlchemy's processing of a multi-row INSERT's parameters.
+        # SQLite runs a one-row INSERT, or an index lookup, in a few microseconds: one trip to the thread for all of
+        # them costs less than SQLAlchemy's processing of a multi-row INSERT's parameters.
         compiled = self.compiled(statement, value_sets[0])
         parameter_sets = compiled.parameters_many(value_sets)
         found: list[list[Any]] = await _on_driver(connection, compiled.sql, parameter_sets,
