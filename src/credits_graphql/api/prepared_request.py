@@ -1,7 +1,8 @@
 """A request that needs none of Strawberry's request handling: a small JSON POST of a query text validated before
 (api/prepared.py). The endpoint (api/http.py) decodes its body once, reads the API key together with the account
-the query reads first, and runs it straight through its own `execute_single`; anything else goes Strawberry's full
-way, which answers every malformed request with its own error.
+the query reads first, and runs it through the same execution and error mapping as Strawberry's way would, without
+the rest of Strawberry's request handling; anything else goes Strawberry's full way, which answers every malformed
+request with its own error.
 
 The account read first: when the first root field of a query reads an account by id (`balance`, `account`,
 `transactions`, `node`), the key and that account are read in one statement (service/access.py's
