@@ -24,8 +24,8 @@ from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAUTHENTICAT
 from credits_graphql.api.media import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
+    is_json,
     is_request_error,
-    media_type_of,
     prefers_graphql_response_json,
 )
 from credits_graphql.api.preflight import SEVERAL_OPERATIONS
@@ -120,7 +120,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         headers = request.headers
         length = headers.get("content-length", "")
         if (request.method != "POST" or not length.isdigit() or int(length) > BODY_LIMIT
-                or media_type_of(headers.get("content-type", "").lower()) != JSON
+                or not is_json(headers.get("content-type"))
                 or self._get_stream_transport_from_headers({"accept": headers.get("accept", "")}) is not None):
             return None
         return prepared_request(self.documents, await request.body())
@@ -165,8 +165,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData | list[GraphQLRequestData]:
         # Only JSON: the content types a browser may send cross-site without a preflight (text/plain,
         # forms, multipart) never reach a resolver.
-        content_type = media_type_of(request.content_type or "")
-        if request.method == "POST" and content_type != JSON:
+        if request.method == "POST" and not is_json(request.content_type):
             raise HTTPError(415, "Send the operation as application/json.", {"Accept-Post": JSON})
         return await super().parse_http_body(request)
 

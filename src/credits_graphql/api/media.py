@@ -36,6 +36,12 @@ def media_type_of(content_type: str) -> str:
     return parse_content_type(content_type)[0]
 
 
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type header names JSON, the only media type operations are sent as (media types are
+    case-insensitive, RFC 9110, 8.3.1)."""
+    return media_type_of((content_type or "").lower()) == JSON
+
+
 @lru_cache(maxsize=64)
 def prefers_graphql_response_json(accept: str | None) -> bool:
     """Legacy clients that send no Accept header, `*/*` or only JSON keep `application/json`."""
