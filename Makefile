@@ -6,7 +6,7 @@ CREDITS_ENV ?= dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install dev run test lint typecheck pytest schema bench clean
+.PHONY: install dev run test lint typecheck pytest schema bench bench-load-generator clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,13 @@ pytest: dev
 
 test: lint typecheck pytest
 
-bench/node_modules/.package-lock.json: bench/package-lock.json
-	cd bench && npm ci --no-audit --no-fund --loglevel=error
+# The load generator of bench/run.py: wrk, Debian's package (apt-get needs root).
+bench-load-generator:
+	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk \
+		|| { apt-get update && apt-get install -y --no-install-recommends wrk; }
 
 # Not part of `make test`: several minutes of load on both cores.
-bench: dev $(VENV)/.installed-bench bench/node_modules/.package-lock.json
+bench: dev $(VENV)/.installed-bench bench-load-generator
 	$(BIN)/python bench/breakdown.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/history.py
