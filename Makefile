@@ -50,7 +50,8 @@ test: lint typecheck pytest
 # The load generator of bench/run.py: wrk, Debian's package (apt-get needs root).
 bench-load-generator:
 	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk \
-		|| { apt-get update && apt-get install -y --no-install-recommends wrk; }
+		|| { apt-get update && apt-get install -y --no-install-recommends wrk; } \
+		|| { echo "make bench needs wrk: install Debian's package wrk" >&2; exit 1; }
 
 # Not part of `make test`: several minutes of load on both cores.
 bench: dev $(VENV)/.installed-bench bench-load-generator

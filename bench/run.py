@@ -103,8 +103,9 @@ def load(name: str, url: str, body: dict[str, Any], key: str | None, *, connecti
     the next of `accounts` in turn."""
     with tempfile.TemporaryDirectory() as directory:
         body_file, accounts_file = Path(directory) / "body.json", Path(directory) / "accounts"
-        body_file.write_text(json.dumps(body))
-        accounts_file.write_text("\n".join(accounts or []))
+        body_file.write_text(json.dumps(body))  # a 1000-item batch is more than an argument may hold
+        if accounts:
+            accounts_file.write_text("\n".join(accounts))
         run = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", LOAD_TIMEOUT, "-s", str(LOAD),
              f"{url}/graphql", "--", str(body_file), uuid.uuid4().hex, key or "",
