@@ -103,9 +103,9 @@ def key_and_account_from_memory() -> Iterator[None]:
     principals: dict[tuple[str, int | None], Any] = {}
     accounts: dict[tuple[int, ...], Any] = {}
 
-    async def remembered_principal(deps: Any, secret: str, account_id: int | None) -> Any:
+    async def remembered_principal(deps: Any, secret: str, account_id: int | None, key_reads: Any = None) -> Any:
         if (secret, account_id) not in principals:
-            principals[secret, account_id] = await authenticate(deps, secret, account_id)
+            principals[secret, account_id] = await authenticate(deps, secret, account_id, key_reads)
         return principals[secret, account_id]
 
     async def remembered_accounts(deps: Any, org_id: int, ids: Any) -> Any:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 
+from credits_graphql.domain.access import Role
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
 from tests.api.documents import (
@@ -75,7 +77,7 @@ async def test_an_unknown_key_or_scheme_is_unauthenticated(gql: GraphQLClient, o
 
 
 async def test_a_revoked_key_is_unauthenticated(gql: GraphQLClient, deps: Deps, org: Org) -> None:
-    key, secret = await access.create_api_key(deps, org.id, access.Role.READER)
+    key, secret = await access.create_api_key(deps, org.id, Role.READER)
     assert (await gql("{ accounts { totalCount } }", key=secret))["accounts"]["totalCount"] == 0
     assert await access.revoke_api_key(deps, key.id)
     _assert_unauthenticated(await gql.post("{ accounts { totalCount } }", key=secret))
@@ -206,3 +208,22 @@ async def test_a_mutation_document_with_one_forbidden_field_runs_none_of_its_fie
     # Each on its own, the allowed one goes through.
     document = document.replace(document[document.index("funded:"):document.rindex("}")], "")
     assert (await gql(document, key=org.usage_writer))["used"]["transaction"]["id"]
+
+
+async def test_concurrent_requests_with_different_keys_each_get_their_own_answer(
+        gql: GraphQLClient, deps: Deps, funded_id: str, org: Org, other_org: Org) -> None:
+    """Keys of requests in flight together are read together (service/key_reads.py): each request still answers
+    as its own key allows, a revoked key's requests included."""
+    revoked, revoked_secret = await access.create_api_key(deps, org.id, Role.READER)
+    assert await access.revoke_api_key(deps, revoked.id)
+    keys = [org.admin, org.reader, other_org.admin, revoked_secret, "cgk_no-such-key", org.usage_writer] * 5
+    responses = await asyncio.gather(*(gql.post(BALANCE, {"id": funded_id}, key=key) for key in keys))
+    for key, response in zip(keys, responses, strict=True):
+        if key in (revoked_secret, "cgk_no-such-key"):
+            _assert_unauthenticated(response)
+            continue
+        balance = response.json()["data"]["balance"]
+        if key == other_org.admin:
+            assert balance is None
+        else:
+            assert balance["available"] == {"amount": "100.00", "currencyCode": "SEK"}

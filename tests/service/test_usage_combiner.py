@@ -214,15 +214,3 @@ async def test_reports_of_another_organization_do_not_wait(
     lone_report_held.set()
     assert (await held).entry.account_id == account.id
 
-
-class _Unrebuildable(Exception):
-    def __init__(self, code: int, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-
-
-def test_a_group_failure_that_cannot_be_copied_reaches_each_report_as_it_is() -> None:
-    error = _Unrebuildable(7, "the store's own failure")
-    assert usage_combiner._for_one_report(error) is error
-    copied = usage_combiner._for_one_report(StoreUnavailable("gone"))
-    assert isinstance(copied, StoreUnavailable)
-    assert str(copied) == "gone"

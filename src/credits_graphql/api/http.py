@@ -36,6 +36,7 @@ from credits_graphql.domain.access import Principal
 from credits_graphql.domain.ledger import Account
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.key_reads import KeyReads
 from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.usage_combiner import UsageCombiner
 
@@ -78,6 +79,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=True)
         self.deps = deps
         self.usage = UsageCombiner(deps)
+        self.key_reads = KeyReads(deps)
         self.documents = schema.documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,7 +136,7 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
     async def authenticate(self, request: Request, token: str | None,
                            account_id: int | None) -> tuple[Principal, Account | None]:
         """The caller, and the account `account_id` of its organization when there is one, read with its key."""
-        principal, account = (await access.authenticate_reading(request.state.deps, token, account_id)
+        principal, account = (await access.authenticate_reading(request.state.deps, token, account_id, self.key_reads)
                               if token else (None, None))
         if principal is None:
             reason = "Missing API key." if token is None else "Unknown, revoked or expired API key."

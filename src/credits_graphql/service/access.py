@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from credits_graphql.domain.access import Principal, Role
 from credits_graphql.domain.ledger import Account
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.key_reads import KeyReads, read_key
 from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import ApiKey, Organization
 
@@ -83,20 +84,18 @@ async def authenticate(deps: Deps, secret: str) -> Principal | None:
 
 
 @retry_on_conflict
-async def authenticate_reading(deps: Deps, secret: str, account_id: int | None) -> tuple[Principal | None,
-                                                                                       Account | None]:
+async def authenticate_reading(deps: Deps, secret: str, account_id: int | None,
+                               key_reads: KeyReads | None = None) -> tuple[Principal | None, Account | None]:
     """`authenticate`, and the account with `account_id` when the key is live and its organization has one, read
-    with the key: a request that reads an account first (most reads do) makes one read of the two."""
+    with the key: a request that reads an account first (most reads do) makes one read of the two. `key_reads`:
+    the process's, to read together with the keys of other requests in flight (service/key_reads.py)."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 100:
         return None, None
     now = deps.clock()
     digest = hash_key(secret)
-    account = None
-    async with deps.uow() as uow:
-        if account_id is None:
-            key = await uow.api_keys.by_hash(digest)
-        else:
-            key, account = await uow.api_keys.by_hash_with_account(digest, account_id) or (None, None)
+    found = await (key_reads.read(deps, digest, account_id) if key_reads is not None
+                   else read_key(deps, digest, account_id))
+    key, account = found or (None, None)
     # The lookup is by digest; the comparison of the secret's digest itself is constant-time.
     if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_live(now):
         return None, None

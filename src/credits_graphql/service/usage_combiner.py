@@ -14,13 +14,13 @@ which its caller may retry with the same idempotency key, as after any failure."
 from __future__ import annotations
 
 import asyncio
-import copy
 from dataclasses import dataclass, field
 
 from credits_graphql.domain.errors import RuleViolation
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, record_usage
 from credits_graphql.service.request_scope import RequestScope
+from credits_graphql.service.shared_work import answer_each
 from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usage_batch
 
 
@@ -74,35 +74,17 @@ class UsageCombiner:
         group.add_done_callback(self._groups.discard)
 
     async def _run(self, org_id: int, group: list[_Report]) -> None:
-        try:
+        async def recorded() -> list[ItemResult]:
             outcomes = await record_usage_batch(
                 self.deps, org_id, [report.cmd for report in group],
                 [report.scope.staged_audit_event if report.scope else None for report in group])
-        except asyncio.CancelledError:
-            for report in group:
-                report.outcome.cancel()
-            raise
-        except Exception as error:
-            for report in group:
-                if not report.outcome.done():  # its request may have been cancelled
-                    report.outcome.set_exception(_for_one_report(error))
-        else:
             for report, outcome in zip(group, outcomes, strict=True):
                 scope = report.scope
                 if scope is not None and scope.staged_audit_event and not isinstance(outcome, RuleViolation):
                     scope.audit_event_committed()
-                if not report.outcome.done():
-                    report.outcome.set_result(outcome)
+            return outcomes
+
+        try:
+            await answer_each([report.outcome for report in group], recorded())
         finally:
             self._next(org_id)
-
-
-def _for_one_report(error: Exception) -> Exception:
-    """The group's failure as one report's own exception, of the same type, caused by the group's: raised in
-    several requests, one shared exception would carry whichever request raised it last in its traceback."""
-    try:
-        own = copy.copy(error)
-    except Exception:  # an exception type that cannot be rebuilt from its arguments
-        return error
-    own.__cause__ = error
-    return own

@@ -66,6 +66,17 @@ _KEY_AND_ACCOUNT = select(api_keys, *(column.label(f"account_{column.key}") for 
     api_keys.outerjoin(accounts, and_(accounts.c.id == bindparam("account_id"),
                                       accounts.c.org_id == api_keys.c.org_id)),
 ).where(api_keys.c.key_hash == bindparam("key_hash"))
+# PostgreSQL: several keys, each with an account of its organization, in one statement (key reads taken together,
+# service/key_reads.py): each given pair comes back with its key's row when there is one, and its account's.
+_GIVEN_KEY_READS = func.unnest(bindparam("key_hashes", type_=ARRAY(String())),
+                               bindparam("account_ids", type_=ARRAY(BigInteger()))
+                               ).table_valued(column("key_hash", String()), column("account_id", BigInteger())
+                                              ).render_derived()
+_KEYS_AND_ACCOUNTS = select(
+    api_keys, *(column.label(f"account_{column.key}") for column in accounts.c),
+    _GIVEN_KEY_READS.c.key_hash.label("given_key_hash"), _GIVEN_KEY_READS.c.account_id.label("given_account_id"),
+).select_from(_GIVEN_KEY_READS.join(api_keys, api_keys.c.key_hash == _GIVEN_KEY_READS.c.key_hash).outerjoin(
+    accounts, and_(accounts.c.id == _GIVEN_KEY_READS.c.account_id, accounts.c.org_id == api_keys.c.org_id)))
 _ACCOUNTS = select(accounts).where(accounts.c.org_id == bindparam("org_id"),
                                    accounts.c.id.in_(bindparam("account_ids", expanding=True)))
 _PENDING_ATTEMPT = select(recharge_attempts).where(
@@ -350,10 +361,17 @@ class SqlApiKeyRepository:
     async def by_hash_with_account(self, key_hash: str, account_id: int) -> tuple[ApiKey, Account | None] | None:
         row = await self._connection.point_read_one(_KEY_AND_ACCOUNT, {"key_hash": key_hash,
                                                                        "account_id": account_id})
-        if row is None:
-            return None
-        account: Any = _ACCOUNT_ROW._make(row[_KEY_COLUMNS:])
-        return _api_key(row), _account(account) if account.id is not None else None
+        return _key_and_account(row) if row is not None else None
+
+    async def by_hashes_with_accounts(self, reads: Collection[tuple[str, int | None]]
+                                      ) -> dict[tuple[str, int | None], tuple[ApiKey, Account | None]]:
+        if self._connection.dialect.name != "postgresql":  # SQLite reads each on the loop's thread: no trip to save
+            found = {(key_hash, account_id): await self._connection.point_read_one(
+                _KEY_AND_ACCOUNT, {"key_hash": key_hash, "account_id": account_id}) for key_hash, account_id in reads}
+            return {read: _key_and_account(row) for read, row in found.items() if row is not None}
+        rows = await self._connection.point_read(_KEYS_AND_ACCOUNTS, {
+            "key_hashes": [key_hash for key_hash, _ in reads], "account_ids": [account_id for _, account_id in reads]})
+        return {(row.given_key_hash, row.given_account_id): _key_and_account(row) for row in rows}
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
         rows = await self._connection.execute(
@@ -531,6 +549,12 @@ def _funds_charge(row: Row[Any]) -> FundsCharge:
     values = _fields(row, _FUNDS_CHARGE_FIELDS)
     values["status"] = FundsChargeStatus(row.status)
     return FundsCharge(id=row.id, **values)
+
+
+def _key_and_account(row: Row[Any]) -> tuple[ApiKey, Account | None]:
+    """A row of a key with its account's columns after them, all NULL when there is no such account."""
+    account: Any = _ACCOUNT_ROW._make(row[_KEY_COLUMNS:_KEY_COLUMNS + len(_ACCOUNT_ROW._fields)])
+    return _api_key(row), _account(account) if account.id is not None else None
 
 
 def _api_key(row: Row[Any]) -> ApiKey:
