@@ -369,8 +369,9 @@ class SqlApiKeyRepository:
             found = {(key_hash, account_id): await self._connection.point_read_one(
                 _KEY_AND_ACCOUNT, {"key_hash": key_hash, "account_id": account_id}) for key_hash, account_id in reads}
             return {read: _key_and_account(row) for read, row in found.items() if row is not None}
+        pairs = list(reads)
         rows = await self._connection.point_read(_KEYS_AND_ACCOUNTS, {
-            "key_hashes": [key_hash for key_hash, _ in reads], "account_ids": [account_id for _, account_id in reads]})
+            "key_hashes": [key_hash for key_hash, _ in pairs], "account_ids": [account_id for _, account_id in pairs]})
         return {(row.given_key_hash, row.given_account_id): _key_and_account(row) for row in rows}
 
     async def list(self, org_id: int) -> Sequence[ApiKey]:
