@@ -1,7 +1,8 @@
-"""One read unit of work per request: the reads of a request (the key check, then every field) share
-one connection instead of opening one each. They are not one snapshot: each read sees the commits made before
-it, so a field read after a concurrent usage report may show it where an earlier one did not (as under READ
-COMMITTED). Reads are serialised on it; a write ends it first, so reads after a commit see that commit.
+"""One read unit of work per request: the reads of a request (its key check, unless it is read together with
+other requests' keys (service/key_reads.py), then every field) share one connection instead of opening one each.
+They are not one snapshot: each read sees the commits made before it, so a field read after a concurrent usage
+report may show it where an earlier one did not (as under READ COMMITTED). Reads are serialised on it; a write
+ends it first, so reads after a commit see that commit.
 
 A staged audit event is appended first thing in each of the request's write transactions, until one
 commits: the event and the change it records commit together (and on PostgreSQL the insert is made
