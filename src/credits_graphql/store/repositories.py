@@ -26,6 +26,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 from credits_graphql.domain.access import Role
 from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
@@ -51,6 +53,14 @@ from credits_graphql.store.tables import (
     recharge_attempts,
 )
 
+
+def _given(*columns: tuple[str, str, TypeEngine[Any]]) -> TableValuedAlias:
+    """PostgreSQL: rows given as one array parameter per column, each (parameter, column, type): one statement text
+    for any number of rows."""
+    return func.unnest(*(bindparam(parameter, type_=ARRAY(type_)) for parameter, _, type_ in columns)).table_valued(
+        *(column(name, type_) for _, name, type_ in columns)).render_derived()
+
+
 # The statements of the hot paths (every request, every usage report) are built once: building a select and
 # its cache key costs more than SQLite takes to run it. The ones run through StoreConnection's point_read, write
 # and write_returning also skip SQLAlchemy's pipeline: a read unit of work's run on the point reader
@@ -68,10 +78,7 @@ _KEY_AND_ACCOUNT = select(api_keys, *(column.label(f"account_{column.key}") for 
 ).where(api_keys.c.key_hash == bindparam("key_hash"))
 # PostgreSQL: several keys, each with an account of its organization, in one statement (key reads taken together,
 # service/key_reads.py): each given pair comes back with its key's row when there is one, and its account's.
-_GIVEN_KEY_READS = func.unnest(bindparam("key_hashes", type_=ARRAY(String())),
-                               bindparam("account_ids", type_=ARRAY(BigInteger()))
-                               ).table_valued(column("key_hash", String()), column("account_id", BigInteger())
-                                              ).render_derived()
+_GIVEN_KEY_READS = _given(("key_hashes", "key_hash", String()), ("account_ids", "account_id", BigInteger()))
 _KEYS_AND_ACCOUNTS = select(
     api_keys, *(column.label(f"account_{column.key}") for column in accounts.c),
     _GIVEN_KEY_READS.c.key_hash.label("given_key_hash"), _GIVEN_KEY_READS.c.account_id.label("given_account_id"),
@@ -103,9 +110,7 @@ _ENTRY_BY_KEY = select(ledger_entries).where(ledger_entries.c.account_id == bind
 # 1000-key batch cost seconds once the account had some 20,000 entries. The pairs go as two arrays (one statement
 # text for any batch size) and the lateral subquery with LIMIT 1 cannot be turned into a join that scans the
 # account's entries.
-_GIVEN_KEYS = func.unnest(bindparam("account_ids", type_=ARRAY(BigInteger())), bindparam("keys", type_=ARRAY(String()))
-                         ).table_valued(column("account_id", BigInteger()), column("idempotency_key", String())
-                                        ).render_derived()
+_GIVEN_KEYS = _given(("account_ids", "account_id", BigInteger()), ("keys", "idempotency_key", String()))
 _ENTRY_OF_GIVEN_KEY = (select(ledger_entries)
                        .where(ledger_entries.c.account_id == _GIVEN_KEYS.c.account_id,
                               ledger_entries.c.idempotency_key == _GIVEN_KEYS.c.idempotency_key)
