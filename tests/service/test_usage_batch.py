@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -78,6 +79,21 @@ async def test_items_apply_in_the_order_given(deps: Deps, org: Org) -> None:
     stored = list(reversed(await entries(deps, account_id, [EntryKind.USAGE])))
     assert [e.id for e in stored] == [recorded(r).entry.id for r in results]
     assert [e.balance_after_micros for e in stored] == balances
+
+
+async def test_each_item_is_stored_as_answered_when_accounts_interleave(deps: Deps, org: Org) -> None:
+    """Entries of several accounts written together: each stored entry is the one its item was answered with."""
+    first, second = await _funded(deps, org, "100"), await _funded(deps, org, "100")
+    occurred = datetime(2026, 11, 1, 12, 30, tzinfo=UTC)
+    items = [item(account_id, f"0.{n + 1}", f"k{n}", minutes=n, reference=f"call-{n}" if n % 2 else None,
+                  occurred_at=occurred + timedelta(minutes=n) if n % 3 else None)
+             for n, account_id in enumerate([first, second, second, first, second, first, first])]
+    answered = [recorded(result).entry for result in await record_usage_batch(deps, org.id, items)]
+    for account_id in (first, second):
+        stored = list(reversed(await entries(deps, account_id, [EntryKind.USAGE])))
+        assert stored == [entry for entry in answered if entry.account_id == account_id]
+    assert [entry.reference for entry in answered] == [None, "call-1", None, "call-3", None, "call-5", None]
+    assert [entry.id for entry in answered] == sorted(entry.id for entry in answered if entry.id is not None)
 
 
 async def test_running_out_of_funds_mid_batch_refuses_only_what_does_not_fit(deps: Deps, org: Org) -> None:
