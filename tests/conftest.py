@@ -216,9 +216,9 @@ def usage_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     run = usage_combiner.record_usage_batch
 
-    async def counted(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any) -> Any:
+    async def counted(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any, **kwargs: Any) -> Any:
         sizes.append(len(items))
-        return await run(deps, org_id, items, *args)
+        return await run(deps, org_id, items, *args, **kwargs)
 
     monkeypatch.setattr(usage_combiner, "record_usage_batch", counted)
     return sizes

@@ -66,6 +66,46 @@ async def test_reports_sent_together_are_each_recorded_once_in_the_order_they_ar
     assert sum(usage_groups) == 29
 
 
+async def test_a_report_sent_again_in_a_group_is_answered_as_the_first_time_and_moves_no_money(
+        deps: Deps, org: Org, usage_groups: list[int]) -> None:
+    """A group's insert takes its keys for new: one used before sends the group again, with the lookup."""
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100")
+    first = await ledger.record_usage(deps, org.id, report(account.id, "2", "call-1"))
+
+    outcomes = await together(UsageCombiner(deps), deps, org, [
+        report(account.id, "1", "call-0"), report(account.id, "3", "call-2"), report(account.id, "2", "call-1"),
+        report(account.id, "4", "call-3"), report(account.id, "5", "call-1")])
+
+    assert usage_groups == [4]
+    assert codes(outcomes) == ["Recorded"] * 4 + ["IDEMPOTENCY_KEY_REUSED"]
+    replayed = outcomes[2]
+    assert isinstance(replayed, Recorded)
+    assert replayed.entry.id == first.entry.id
+    assert replayed.entry.balance_after_micros == micros("98")
+    assert [o.entry.balance_after_micros for o in outcomes if isinstance(o, Recorded) and o is not replayed] == [
+        micros("97"), micros("94"), micros("90")]
+    assert (await assert_ledger_consistent(deps, account.id)).balance_micros == micros("90")
+    assert len(await entries(deps, account.id, [EntryKind.USAGE])) == 4
+
+
+async def test_a_report_sent_again_in_a_group_after_its_account_ran_dry_is_answered_as_the_first_time(
+        deps: Deps, org: Org, usage_groups: list[int]) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "10")
+    first = await ledger.record_usage(deps, org.id, report(account.id, "2", "call-1"))
+    await ledger.record_usage(deps, org.id, report(account.id, "8", "drain"))
+
+    outcomes = await together(UsageCombiner(deps), deps, org, [
+        report(account.id, "1", "call-0"), report(account.id, "2", "call-1"), report(account.id, "1", "call-2")])
+
+    assert usage_groups == [2]
+    assert codes(outcomes) == ["INSUFFICIENT_FUNDS", "Recorded", "INSUFFICIENT_FUNDS"]
+    assert isinstance(outcomes[1], Recorded)
+    assert outcomes[1].entry.id == first.entry.id
+    assert (await assert_ledger_consistent(deps, account.id)).balance_micros == 0
+
+
 async def test_a_refused_report_in_a_group_is_refused_alone(deps: Deps, org: Org, usage_groups: list[int]) -> None:
     account = await open_account(deps, org.id)
     other = await open_account(deps, org.id, name="Other")
@@ -110,11 +150,11 @@ def failing_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     failed: list[int] = []
     run = usage_combiner.record_usage_batch
 
-    async def fail_once(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any) -> Any:
+    async def fail_once(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any, **kwargs: Any) -> Any:
         if not failed:
             failed.append(len(items))
             raise StoreUnavailable("the database went away")
-        return await run(deps, org_id, items, *args)
+        return await run(deps, org_id, items, *args, **kwargs)
 
     monkeypatch.setattr(usage_combiner, "record_usage_batch", fail_once)
     return failed

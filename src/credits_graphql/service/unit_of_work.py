@@ -39,6 +39,10 @@ class ApiKey:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
+class KeyAlreadyUsed(Exception):
+    """An entry's idempotency key, taken for new, was used already: see `append_many_unless_keys_used`."""
+
+
 class AuditOutcome(StrEnum):
     OK = "OK"
     USER_ERROR = "USER_ERROR"
@@ -86,6 +90,11 @@ class LedgerRepository(Protocol):
     async def append_unless_key_used(self, entry: LedgerEntry) -> LedgerEntry | None:
         """`append` for an entry with an idempotency key: None, and nothing stored, when the account has an entry
         with that key already."""
+        ...
+    async def append_many_unless_keys_used(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        """`append_many`, for entries whose keys were not looked up: raises KeyAlreadyUsed when an account has an
+        entry with one of these keys already, after which the transaction must not commit (the other entries may
+        have been stored)."""
         ...
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None: ...
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:

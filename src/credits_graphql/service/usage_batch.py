@@ -16,7 +16,7 @@ from credits_graphql.domain.recharge import RechargeAttempt, RechargeStatus
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, check_usage
 from credits_graphql.service.transient import retry_on_conflict
-from credits_graphql.service.unit_of_work import AuditEvent, UnitOfWork
+from credits_graphql.service.unit_of_work import AuditEvent, KeyAlreadyUsed, UnitOfWork
 
 MAX_BATCH_ITEMS = 1000
 
@@ -47,28 +47,45 @@ _Outcome: TypeAlias = LedgerEntry | _Appended | RuleViolation
 
 @retry_on_conflict
 async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage],
-                             audit_events: Sequence[AuditEvent | None] = ()) -> list[ItemResult]:
+                             audit_events: Sequence[AuditEvent | None] = (), *,
+                             keys_likely_new: bool = False) -> list[ItemResult]:
     """Applies the items in the order given; a refused item leaves the others alone. A key used twice in
     one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input.
 
     `audit_events`, one per item where given: each committed with the batch if its item is recorded (or
-    replayed), so that the event and the change it records commit together."""
+    replayed), so that the event and the change it records commit together.
+
+    `keys_likely_new`: the items' keys are taken for new, without a lookup before the insert (a statement less,
+    a round trip on PostgreSQL); when the insert finds one used, the transaction is rolled back and the items go
+    again, with the lookup. For reports that each come once and are seldom retried (group commit), not for a
+    batch, which a partner may send again whole."""
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise RuleViolation(ErrorCode.INVALID_INPUT, f"A batch holds 1 to {MAX_BATCH_ITEMS} items.",
                             ["input", "items"])
     now = deps.clock()
-    outcomes: list[_Outcome | None] = [None] * len(items)
+    refused: list[RuleViolation | None] = [None] * len(items)
     checked: list[_Checked] = []
     for index, cmd in enumerate(items):
         try:
             fingerprint, occurred_at = check_usage(cmd, now)
         except RuleViolation as violation:
-            outcomes[index] = violation
+            refused[index] = violation
         else:
             checked.append(_Checked(index, cmd, fingerprint, occurred_at))
     if not checked:
-        return [outcome for outcome in outcomes if isinstance(outcome, RuleViolation)]
+        return [violation for violation in refused if violation is not None]
+    if keys_likely_new:
+        try:
+            return await _record(deps, org_id, checked, list(refused), audit_events, now, look_up_keys=False)
+        except KeyAlreadyUsed:
+            pass  # a report sent again: rolled back, and recorded as if the key had been looked up
+    return await _record(deps, org_id, checked, list(refused), audit_events, now, look_up_keys=True)
 
+
+async def _record(deps: Deps, org_id: int, checked: list[_Checked], outcomes: list[_Outcome | None],
+                  audit_events: Sequence[AuditEvent | None], now: datetime, *,
+                  look_up_keys: bool) -> list[ItemResult]:
+    """The checked items in one transaction; `outcomes` holds the refused items' violations, by index."""
     async with deps.uow(write=True) as uow:
         accounts = {account.id: account for account in await uow.accounts.lock_many(
             org_id, sorted({item.cmd.account_id for item in checked}))}
@@ -76,7 +93,7 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
             (entry.account_id, entry.idempotency_key or ""): entry
             for entry in await uow.ledger.by_idempotency_keys(
                 {(item.cmd.account_id, item.cmd.idempotency_key) for item in checked
-                 if item.cmd.account_id in accounts})}
+                 if item.cmd.account_id in accounts})} if look_up_keys else {}
         # Only an account with auto-recharge ACTIVE can become due: the others' attempts need no reading.
         recharging = [account.id for account in accounts.values() if account.recharge.status is RechargeStatus.ACTIVE]
         pending = ({attempt.account_id for attempt in await uow.attempts.pending_for_accounts(recharging)}
@@ -92,7 +109,10 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
                     and account.recharge.is_due(account.balance_micros)):
                 pending.add(account.id)
                 triggers[account.id] = before
-        stored = await uow.ledger.append_many(appended)
+        if not look_up_keys and await _refused_one_sent_again(uow, checked, outcomes, accounts):
+            raise KeyAlreadyUsed
+        stored = await (uow.ledger.append_many(appended) if look_up_keys
+                        else uow.ledger.append_many_unless_keys_used(appended))
         await uow.accounts.save_many([accounts[account_id] for account_id in sorted(
             {entry.account_id for entry in appended})])
         triggered = await _start_recharges(uow, accounts, triggers, stored, now)
@@ -106,6 +126,15 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
     if triggers:
         deps.recharge_created()
     return [_result(outcome, accounts, stored, triggered) for outcome in outcomes]
+
+
+async def _refused_one_sent_again(uow: UnitOfWork, checked: list[_Checked], outcomes: list[_Outcome | None],
+                                  accounts: dict[int, Account]) -> bool:
+    """Whether an item refused as new (its account drained or closed since) used its key before: its first answer
+    is the one to give, as recordUsage gives it."""
+    keys = {(item.cmd.account_id, item.cmd.idempotency_key) for item in checked
+            if isinstance(outcomes[item.index], RuleViolation) and item.cmd.account_id in accounts}
+    return bool(keys) and bool(await uow.ledger.by_idempotency_keys(keys))
 
 
 def _apply(item: _Checked, accounts: dict[int, Account], used: dict[tuple[int, str], LedgerEntry | _Appended],

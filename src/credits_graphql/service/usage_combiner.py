@@ -1,12 +1,13 @@
 """Usage reports that arrive together share one transaction (group commit).
 
-A usage report is a transaction of its own: the account's lock, the key lookup, the entry, the account, the
-audit event, the commit. Under load, reports queue behind one another's locks (on SQLite, behind the database's
+A usage report is a transaction of its own: the account's lock, the entry, the account, the audit event, the
+commit. Under load, reports queue behind one another's locks (on SQLite, behind the database's
 one writer), and each pays a whole transaction. Here a report of an organization none of whose reports is in a
 transaction goes at once, alone (service/ledger.py). The reports that arrive while one is in a transaction wait
 for it to end, then go together, in the order they arrived, through the batch use case (service/usage_batch.py):
 each with recordUsage's rules and its own outcome, as if one after the other, in one transaction. Nothing waits
-on a timer.
+on a timer. As a lone report's insert does, a group's insert finds the keys used before (no lookup before it);
+when it finds one, the group goes again, with the lookup.
 
 What a group shares is its transaction: a failure of the database (or a bug) fails each report of the group,
 which its caller may retry with the same idempotency key, as after any failure."""
@@ -77,7 +78,7 @@ class UsageCombiner:
         async def recorded() -> list[ItemResult]:
             outcomes = await record_usage_batch(
                 self.deps, org_id, [report.cmd for report in group],
-                [report.scope.staged_audit_event if report.scope else None for report in group])
+                [report.scope.staged_audit_event if report.scope else None for report in group], keys_likely_new=True)
             for report, outcome in zip(group, outcomes, strict=True):
                 scope = report.scope
                 if scope is not None and scope.staged_audit_event and not isinstance(outcome, RuleViolation):

@@ -27,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
@@ -41,7 +42,7 @@ from credits_graphql.domain.ledger import (
     PaymentMethod,
 )
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
-from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, Organization
+from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, KeyAlreadyUsed, Organization
 from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.tables import (
@@ -214,15 +215,30 @@ class SqlLedgerRepository:
             return []
         values = [_fields(entry, _ENTRY_FIELDS) for entry in entries]
         if self._connection.dialect.name == "postgresql":
-            # As SQLAlchemy's insertmanyvalues does on PostgreSQL: the ids are drawn in the rows' order, so the
-            # ascending ids are the rows' in order.
-            columns = {f"each_{name}": [value[name] for value in values] for name in _ENTRY_FIELDS}
-            ids = sorted(entry_id for (entry_id,) in await self._connection.write_returning(
-                _APPEND_ENTRIES_POSTGRESQL, columns))
+            ids = await self._append_together(_APPEND_ENTRIES_POSTGRESQL, values)
         else:
             ids = [entry_id for [(entry_id,)] in await self._connection.write_each_returning(_APPEND_ENTRY, values)]
         # LedgerEntry(**) on the values already at hand: dataclasses.replace() costs ~3 ms per 1000 entries.
         return [LedgerEntry(id=entry_id, **value) for value, entry_id in zip(values, ids, strict=True)]
+
+    async def append_many_unless_keys_used(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        if not entries:
+            return []
+        values = [_fields(entry, _ENTRY_FIELDS) for entry in entries]
+        if self._connection.dialect.name == "postgresql":
+            ids = await self._append_together(_APPEND_ENTRIES_UNLESS_KEYS_USED_POSTGRESQL, values)
+        else:
+            ids = [entry_id for rows in await self._connection.write_each_returning(
+                _APPEND_ENTRY_UNLESS_KEY_USED[self._connection.dialect.name], values) for (entry_id,) in rows]
+        if len(ids) != len(values):
+            raise KeyAlreadyUsed
+        return [LedgerEntry(id=entry_id, **value) for value, entry_id in zip(values, ids, strict=True)]
+
+    async def _append_together(self, statement: UpdateBase, values: list[dict[str, Any]]) -> list[int]:
+        """PostgreSQL: the entries in one statement, one array per column; their ids in the entries' order (drawn in
+        that order, as SQLAlchemy's insertmanyvalues relies on too)."""
+        columns = {f"each_{name}": [value[name] for value in values] for name in _ENTRY_FIELDS}
+        return sorted(entry_id for (entry_id,) in await self._connection.write_returning(statement, columns))
 
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
         row = await self._connection.point_read_one(_ENTRY_BY_KEY, {"account_id": account_id, "key": key})
@@ -542,9 +558,13 @@ _ENTRY_FIELDS = ("account_id", "kind", "amount_micros", "balance_after_micros", 
 # PostgreSQL: a batch's entries as one array per column, in one statement text for any number of entries.
 _GIVEN_ENTRIES = _given(*((f"each_{name}", name, ledger_entries.c[name].type) for name in _ENTRY_FIELDS),
                         with_ordinality="position")
-_APPEND_ENTRIES_POSTGRESQL = insert(ledger_entries).from_select(
-    _ENTRY_FIELDS, select(*(_GIVEN_ENTRIES.c[name] for name in _ENTRY_FIELDS)).order_by(_GIVEN_ENTRIES.c.position),
-).returning(ledger_entries.c.id)
+_GIVEN_ENTRIES_IN_ORDER = select(*(_GIVEN_ENTRIES.c[name] for name in _ENTRY_FIELDS)).order_by(
+    _GIVEN_ENTRIES.c.position)
+_APPEND_ENTRIES_POSTGRESQL = insert(ledger_entries).from_select(_ENTRY_FIELDS, _GIVEN_ENTRIES_IN_ORDER).returning(
+    ledger_entries.c.id)
+_APPEND_ENTRIES_UNLESS_KEYS_USED_POSTGRESQL = postgresql.insert(ledger_entries).from_select(
+    _ENTRY_FIELDS, _GIVEN_ENTRIES_IN_ORDER).on_conflict_do_nothing(
+    index_elements=[ledger_entries.c.account_id, ledger_entries.c.idempotency_key]).returning(ledger_entries.c.id)
 
 
 def _entry(row: Row[Any]) -> LedgerEntry:
