@@ -27,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
@@ -211,34 +210,29 @@ class SqlLedgerRepository:
         return LedgerEntry(id=rows[0][0], **values) if rows else None
 
     async def append_many(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        if not entries:
-            return []
-        values = [_fields(entry, _ENTRY_FIELDS) for entry in entries]
-        if self._connection.dialect.name == "postgresql":
-            ids = await self._append_together(_APPEND_ENTRIES_POSTGRESQL, values)
-        else:
-            ids = [entry_id for [(entry_id,)] in await self._connection.write_each_returning(_APPEND_ENTRY, values)]
-        # LedgerEntry(**) on the values already at hand: dataclasses.replace() costs ~3 ms per 1000 entries.
-        return [LedgerEntry(id=entry_id, **value) for value, entry_id in zip(values, ids, strict=True)]
+        return await self._append_many(entries, unless_keys_used=False)
 
     async def append_many_unless_keys_used(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        return await self._append_many(entries, unless_keys_used=True)
+
+    async def _append_many(self, entries: Sequence[LedgerEntry], *, unless_keys_used: bool) -> list[LedgerEntry]:
         if not entries:
             return []
         values = [_fields(entry, _ENTRY_FIELDS) for entry in entries]
         if self._connection.dialect.name == "postgresql":
-            ids = await self._append_together(_APPEND_ENTRIES_UNLESS_KEYS_USED_POSTGRESQL, values)
+            # One statement of arrays. The ids are drawn in the entries' order, so the ascending ids are the entries'
+            # in order (as SQLAlchemy's insertmanyvalues takes them on PostgreSQL).
+            statement = _APPEND_ENTRIES_UNLESS_KEYS_USED_POSTGRESQL if unless_keys_used else _APPEND_ENTRIES_POSTGRESQL
+            ids = sorted(entry_id for (entry_id,) in await self._connection.write_returning(statement, {
+                f"each_{name}": [value[name] for value in values] for name in _ENTRY_FIELDS}))
         else:
-            ids = [entry_id for rows in await self._connection.write_each_returning(
-                _APPEND_ENTRY_UNLESS_KEY_USED[self._connection.dialect.name], values) for (entry_id,) in rows]
-        if len(ids) != len(values):
+            one = _APPEND_ENTRY_UNLESS_KEY_USED[self._connection.dialect.name] if unless_keys_used else _APPEND_ENTRY
+            found = await self._connection.write_each_returning(one, values)
+            ids = [entry_id for rows in found for (entry_id,) in rows]
+        if len(ids) != len(values):  # an insert that found its key used returned no id
             raise KeyAlreadyUsed
+        # LedgerEntry(**) on the values already at hand: dataclasses.replace() costs ~3 ms per 1000 entries.
         return [LedgerEntry(id=entry_id, **value) for value, entry_id in zip(values, ids, strict=True)]
-
-    async def _append_together(self, statement: UpdateBase, values: list[dict[str, Any]]) -> list[int]:
-        """PostgreSQL: the entries in one statement, one array per column; their ids in the entries' order (drawn in
-        that order, as SQLAlchemy's insertmanyvalues relies on too)."""
-        columns = {f"each_{name}": [value[name] for value in values] for name in _ENTRY_FIELDS}
-        return sorted(entry_id for (entry_id,) in await self._connection.write_returning(statement, columns))
 
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None:
         row = await self._connection.point_read_one(_ENTRY_BY_KEY, {"account_id": account_id, "key": key})
