@@ -1,11 +1,18 @@
 -- The load of bench/run.py: wrk (Debian's package) sending one POST body, with a fresh id in each request.
 --   wrk -t1 -c32 -d10s --timeout 30s -s bench/load.lua <url> -- <body file> <run id> [<API key> [<accounts file>]]
 -- `__ID__` in the body becomes `<run id>-<n>` (n counts this thread's requests), and `__ACCOUNT__` the next line of
--- the accounts file in turn. Last, it prints one line of JSON: requests, seconds, p50_us, p99_us, non2xx, errors.
+-- the accounts file in turn. Last, it prints one line of JSON: requests, seconds, p50_us, p99_us, non2xx, errors,
+-- and failed: the answers with a GraphQL error or a user error (a 200 all the same), which a fast run must not hide.
 local template, run = nil, nil
 local accounts = {}
 local headers = {["content-type"] = "application/json"}
 local sent = 0
+failed = 0  -- global: read by done() through the thread (wrk runs done() in a Lua state of its own)
+local threads = {}
+
+function setup(thread)
+  threads[#threads + 1] = thread
+end
 
 local function literal(text)  -- a replacement string for gsub, which reads "%" as an escape
   return (text:gsub("%%", "%%%%"))
@@ -31,10 +38,15 @@ function request()
   return wrk.format("POST", nil, headers, body)
 end
 
+function response(status, _, body)
+  if body:find('"errors"', 1, true) or body:find('"userErrors":%s*%[%s*{') then failed = failed + 1 end
+end
+
 function done(summary, latency, _)
-  local errors = summary.errors
+  local errors, answered_failed = summary.errors, 0
+  for _, thread in ipairs(threads) do answered_failed = answered_failed + thread:get("failed") end
   io.write(string.format(
-    '{"requests": %d, "seconds": %.6f, "p50_us": %d, "p99_us": %d, "non2xx": %d, "errors": %d}\n',
+    '{"requests": %d, "seconds": %.6f, "p50_us": %d, "p99_us": %d, "non2xx": %d, "errors": %d, "failed": %d}\n',
     summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), errors.status,
-    errors.connect + errors.read + errors.write + errors.timeout))
+    errors.connect + errors.read + errors.write + errors.timeout, answered_failed))
 end

@@ -61,6 +61,7 @@ class Figures:
     non_2xx: int
     errors: int
     entries_per_second: float | None = None  # batch scenarios: usage entries ingested
+    failed: int = 0  # answers with a GraphQL error or a user error: a run with any measured something else
 
 
 def free_port() -> int:
@@ -112,7 +113,7 @@ def load(name: str, url: str, body: dict[str, Any], key: str | None, *, connecti
              *([str(accounts_file)] if accounts else [])], capture_output=True, text=True, check=True)
     raw = json.loads(run.stdout.strip().splitlines()[-1])
     return Figures(name, raw["requests"] / raw["seconds"], raw["p50_us"] / 1000, raw["p99_us"] / 1000, raw["non2xx"],
-                   raw["errors"])
+                   raw["errors"], failed=raw["failed"])
 
 
 def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: argparse.Namespace,
@@ -125,6 +126,7 @@ def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: ar
         chosen.entries_per_second = chosen.requests_per_second * items
     print(f"  {name:<60} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
           f"p99 {chosen.p99_ms:>6.1f} ms  non-2xx {chosen.non_2xx}"
+          + (f"  FAILED ANSWERS {chosen.failed}" if chosen.failed else "")
           + (f"  {chosen.entries_per_second:.0f} entries/s" if items is not None else ""), flush=True)
     return chosen
 
