@@ -39,8 +39,10 @@ async def _refuses_connections(base_url: str) -> bool:
     try:
         async with httpx.AsyncClient(timeout=2) as client:
             await client.get(f"{base_url}/healthz")
-    except (httpx.ConnectError, httpx.RemoteProtocolError):  # not accepted, or accepted as the socket closed
-        return True                                          # and then dropped unanswered: not served either way
+    # Not accepted, or accepted as the socket closed and then dropped unanswered (seen as a protocol error, or as a
+    # failed read or write, by when the close came): not served, any way.
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        return True
     return False
 
 
