@@ -226,10 +226,12 @@ class SqlLedgerRepository:
             ids = sorted(entry_id for (entry_id,) in await self._connection.write_returning(statement, {
                 f"each_{name}": [value[name] for value in values] for name in _ENTRY_FIELDS}))
         else:
+            # SQLite, always on our driver (store/engine.py): each entry its own statement, in order, in one trip to
+            # the connection's thread; an insert that found its key used returns no row.
             one = _APPEND_ENTRY_UNLESS_KEY_USED[self._connection.dialect.name] if unless_keys_used else _APPEND_ENTRY
             found = await self._connection.write_each_returning(one, values)
             ids = [entry_id for rows in found for (entry_id,) in rows]
-        if len(ids) != len(values):  # an insert that found its key used returned no id
+        if len(ids) != len(values):
             raise KeyAlreadyUsed
         # LedgerEntry(**) on the values already at hand: dataclasses.replace() costs ~3 ms per 1000 entries.
         return [LedgerEntry(id=entry_id, **value) for value, entry_id in zip(values, ids, strict=True)]
