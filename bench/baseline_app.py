@@ -1,9 +1,14 @@
 """The ceiling to compare against: bare Strawberry on Starlette with the parser and validation caches,
-answering the same balance query from memory. Run: python bench/baseline_app.py PORT"""
+answering the same balance query from memory. Run: python bench/baseline_app.py PORT [PROCESSES]
+
+With PROCESSES > 1, uvicorn's own worker processes share the port: the scale-out that bare Strawberry itself gets on
+this machine, the ceiling for `serve --workers`, whose processes share the cores with the database and the load
+generator too."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import strawberry
 import uvicorn
@@ -39,4 +44,6 @@ schema = strawberry.Schema(query=Query, extensions=[lambda: ParserCache(maxsize=
 app = Starlette(routes=[Route("/graphql", GraphQL(schema, graphql_ide=None))])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    processes = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    uvicorn.run("baseline_app:app" if processes > 1 else app, app_dir=str(Path(__file__).parent), host="127.0.0.1",
+                port=int(sys.argv[1]), workers=processes, log_level="info", access_log=False)

@@ -3,7 +3,9 @@
 For each scenario it runs wrk (Debian's package; bench/load.lua) `--runs` times against a fresh process and
 keeps the median run; prints a table and, last, one line of ratios to the baseline (and of `serve --workers 2`
 to one process on each database: the scale-out factor; and the batches' usage entries per second); writes the
-figures to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare."""
+figures to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare.
+The baseline runs in two processes too: its scale-out is what two processes can get on this machine's cores with
+no database, the ceiling for the service's."""
 
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ BATCH_ITEMS = 1000
 BATCH_CONNECTIONS = 8
 SPREAD_ACCOUNTS = 100
 SCALE_OUT_WORKERS = 2  # each database is measured again with `serve --workers 2`: the scale-out factor
+BASELINE = "baseline: bare Strawberry, memory"
+BASELINE_SCALED_OUT = f"baseline, {SCALE_OUT_WORKERS} processes: bare Strawberry, memory"
 
 
 @dataclass
@@ -131,6 +135,13 @@ def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: ar
     return chosen
 
 
+def bare_strawberry(name: str, args: argparse.Namespace, processes: int = 1) -> Figures:
+    port = free_port()
+    with process([str(PYTHON), str(ROOT / "bench" / "baseline_app.py"), str(port), str(processes)],
+                 dict(os.environ), port, servers=processes) as url:
+        return measure(name, url, {"query": BALANCE, "variables": {"id": "1"}}, None, args)
+
+
 def cli(*args: str, env: dict[str, str]) -> str:
     run = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     return run.stdout.strip().splitlines()[-1]
@@ -193,6 +204,9 @@ def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
     """Requests per second with `serve --workers N` over those of one process, per database and request kind."""
     by_scenario = {f.scenario: f.requests_per_second for f in figures}
     factors = {}
+    if (one := by_scenario.get(BASELINE)) and (several := by_scenario.get(
+            BASELINE_SCALED_OUT)):
+        factors["baseline (bare Strawberry)"] = several / one
     for database in ("sqlite", "postgresql"):
         for kind in ("balance read", "recordUsage", f"recordUsage, {SPREAD_ACCOUNTS} accounts",
                      f"recordUsageBatch ({BATCH_ITEMS} items)"):
@@ -222,11 +236,9 @@ def main() -> None:
     print(f"bench: {args.runs} x {args.duration} s per scenario, {args.connections} connections, "
           f"{os.cpu_count()} cores", flush=True)
 
-    port = free_port()
-    with process([str(PYTHON), str(ROOT / "bench" / "baseline_app.py"), str(port)], dict(os.environ), port) as url:
-        baseline = measure("baseline: bare Strawberry, memory", url, {"query": BALANCE, "variables": {"id": "1"}},
-                           None, args)
-    figures = [baseline]
+    baseline = bare_strawberry(BASELINE, args)
+    # Its own scale-out on the same cores: how far two processes can go here with no database at all.
+    figures = [baseline, bare_strawberry(BASELINE_SCALED_OUT, args, SCALE_OUT_WORKERS)]
     with tempfile.TemporaryDirectory() as directory:
         figures += service("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", args)
         # One database file shared by the processes: SQLite takes one writer at a time, across processes too.
@@ -243,7 +255,7 @@ def main() -> None:
         finally:
             asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures[1:]
+    ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures[2:]
               if f.entries_per_second is None}
     scale_out = scale_out_factors(figures)
     RESULTS.mkdir(exist_ok=True)
