@@ -1,7 +1,7 @@
 """`make bench`: the real service against bare Strawberry, back to back on this machine.
 
-For each scenario it runs wrk (Debian's package; bench/load.lua) `--runs` times against a fresh process and
-keeps the median run; prints a table and, last, one line of ratios to the baseline (and of `serve --workers 2`
+For each scenario it runs wrk (Debian's package; bench/load.lua) `--runs` times against one process and as many
+against `serve --workers 2` (both up at once, their runs in turns) and keeps each's median run; prints a table and, last, one line of ratios to the baseline (and of `serve --workers 2`
 to one process on each database: the scale-out factor; and the batches' usage entries per second); writes the
 figures to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare.
 The baseline runs in two processes too: its scale-out is what two processes can get on this machine's cores with
@@ -120,26 +120,40 @@ def load(name: str, url: str, body: dict[str, Any], key: str | None, *, connecti
                    raw["errors"], failed=raw["failed"])
 
 
-def measure(name: str, url: str, body: dict[str, Any], key: str | None, args: argparse.Namespace,
-            items: int | None = None, connections: int | None = None, accounts: list[str] | None = None) -> Figures:
-    runs = [load(name, url, body, key, connections=connections or args.connections, duration=args.duration,
-                 accounts=accounts) for _ in range(args.runs)]
+Target = tuple[str, str, dict[str, Any], str | None, list[str] | None]
+"""A scenario on one server: its name, the server's URL, the body, the API key, the accounts for `__ACCOUNT__`."""
+
+
+def measure(targets: list[Target], args: argparse.Namespace, items: int | None = None,
+            connections: int | None = None) -> list[Figures]:
+    """`args.runs` runs of each target, in turns (one run of each, then again), so that a machine that slows down or
+    speeds up during the bench weighs on each alike; for each, the median run."""
+    runs: list[list[Figures]] = [[] for _ in targets]
+    for _ in range(args.runs):
+        for (name, url, body, key, accounts), done in zip(targets, runs, strict=True):
+            done.append(load(name, url, body, key, connections=connections or args.connections,
+                             duration=args.duration, accounts=accounts))
+    return [median_run(done, items) for done in runs]
+
+
+def median_run(runs: list[Figures], items: int | None) -> Figures:
     median = statistics.median(r.requests_per_second for r in runs)
     chosen = min(runs, key=lambda r: abs(r.requests_per_second - median))
     if items is not None:
         chosen.entries_per_second = chosen.requests_per_second * items
-    print(f"  {name:<60} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
+    print(f"  {chosen.scenario:<60} {chosen.requests_per_second:>9.0f} req/s  p50 {chosen.p50_ms:>6.1f} ms  "
           f"p99 {chosen.p99_ms:>6.1f} ms  non-2xx {chosen.non_2xx}"
           + (f"  FAILED ANSWERS {chosen.failed}" if chosen.failed else "")
           + (f"  {chosen.entries_per_second:.0f} entries/s" if items is not None else ""), flush=True)
     return chosen
 
 
-def bare_strawberry(name: str, args: argparse.Namespace, processes: int = 1) -> Figures:
+@contextmanager
+def bare_strawberry(processes: int = 1) -> Iterator[str]:
     port = free_port()
     with process([str(PYTHON), str(ROOT / "bench" / "baseline_app.py"), str(port), str(processes)],
                  dict(os.environ), port, servers=processes) as url:
-        return measure(name, url, {"query": BALANCE, "variables": {"id": "1"}}, None, args)
+        yield url
 
 
 def cli(*args: str, env: dict[str, str]) -> str:
@@ -172,8 +186,19 @@ def seed(url: str, key: str, *, accounts: int = 1, deposits: int = 20) -> list[s
     return ids
 
 
-def service(name: str, database_url: str, args: argparse.Namespace, workers: int = 1) -> list[Figures]:
-    """`workers` > 1: `serve --workers N`, on the same scenarios (for the scale-out)."""
+@dataclass(frozen=True)
+class Served:
+    name: str
+    url: str
+    key: str
+    account: str
+    spread: list[str]
+
+
+@contextmanager
+def served(name: str, database_url: str, workers: int = 1) -> Iterator[Served]:
+    """`serve` on a database with an organization, an API key and accounts of its own; `workers` > 1: `serve
+    --workers N`."""
     env = service_env(database_url)
     cli("migrate", env=env)
     org = cli("create-org", "bench", env=env)
@@ -182,22 +207,34 @@ def service(name: str, database_url: str, args: argparse.Namespace, workers: int
     serve = [str(CLI), "serve", "--port", str(port), *(["--workers", str(workers)] if workers > 1 else [])]
     with process(serve, env, port, servers=workers) as url:
         [account] = seed(url, key)
-        spread = seed(url, key, accounts=SPREAD_ACCOUNTS, deposits=2)
-        read = measure(f"{name}: balance read", url, {"query": BALANCE, "variables": {"id": account}}, key, args)
-        usage = {"query": USAGE, "variables": {"in": {"accountId": account, "service": "DOMESTIC_CALLING",
-                                                       "amount": "0.01", "idempotencyKey": "__ID__"}}}
-        write = measure(f"{name}: recordUsage", url, usage, key, args)
+        yield Served(name, url, key, account, seed(url, key, accounts=SPREAD_ACCOUNTS, deposits=2))
+
+
+def service(database: str, database_url: str, scaled_out_database_url: str, args: argparse.Namespace) -> list[Figures]:
+    """The scenarios on one process and on `serve --workers 2`, both up at once, their runs in turns: the scale-out
+    factor compares runs made minutes apart at most."""
+    with (served(database, database_url) as one,
+          served(f"{database}, serve --workers {SCALE_OUT_WORKERS}", scaled_out_database_url,
+                 SCALE_OUT_WORKERS) as several):
+        servers = (one, several)
+
+        def usage(account: str, key: str = "__ID__") -> dict[str, Any]:
+            return {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01", "idempotencyKey": key}
+
+        figures = measure([(f"{s.name}: balance read", s.url, {"query": BALANCE, "variables": {"id": s.account}},
+                            s.key, None) for s in servers], args)
+        figures += measure([(f"{s.name}: recordUsage", s.url, {"query": USAGE, "variables": {"in": usage(s.account)}},
+                             s.key, None) for s in servers], args)
         # As partners report it: each request on one of many accounts, which commit in parallel (on one account
         # every write waits for the row lock, whatever the number of processes).
-        usage["variables"]["in"]["accountId"] = "__ACCOUNT__"
-        spread_write = measure(f"{name}: recordUsage, {SPREAD_ACCOUNTS} accounts", url, usage, key, args,
-                               accounts=spread)
-        batch = {"query": USAGE_BATCH, "variables": {"in": {"items": [
-            {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01", "idempotencyKey": f"__ID__-{n}"}
-            for n in range(BATCH_ITEMS)]}}}
-        ingest = measure(f"{name}: recordUsageBatch ({BATCH_ITEMS} items)", url, batch, key, args, items=BATCH_ITEMS,
-                         connections=min(args.connections, BATCH_CONNECTIONS))
-    return [read, write, spread_write, ingest]
+        figures += measure([(f"{s.name}: recordUsage, {SPREAD_ACCOUNTS} accounts", s.url,
+                             {"query": USAGE, "variables": {"in": usage("__ACCOUNT__")}}, s.key, s.spread)
+                            for s in servers], args)
+        figures += measure([(f"{s.name}: recordUsageBatch ({BATCH_ITEMS} items)", s.url, {
+            "query": USAGE_BATCH, "variables": {"in": {"items": [
+                usage(s.account, f"__ID__-{n}") for n in range(BATCH_ITEMS)]}}}, s.key, None) for s in servers],
+            args, items=BATCH_ITEMS, connections=min(args.connections, BATCH_CONNECTIONS))
+    return figures
 
 
 def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
@@ -236,22 +273,22 @@ def main() -> None:
     print(f"bench: {args.runs} x {args.duration} s per scenario, {args.connections} connections, "
           f"{os.cpu_count()} cores", flush=True)
 
-    baseline = bare_strawberry(BASELINE, args)
-    # Its own scale-out on the same cores: how far two processes can go here with no database at all.
-    figures = [baseline, bare_strawberry(BASELINE_SCALED_OUT, args, SCALE_OUT_WORKERS)]
+    balance = {"query": BALANCE, "variables": {"id": "1"}}
+    with bare_strawberry() as one, bare_strawberry(SCALE_OUT_WORKERS) as several:
+        # Its own scale-out on the same cores: how far two processes can go here with no database at all.
+        figures = measure([(BASELINE, one, balance, None, None), (BASELINE_SCALED_OUT, several, balance, None, None)],
+                          args)
+    baseline = figures[0]
     with tempfile.TemporaryDirectory() as directory:
-        figures += service("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", args)
         # One database file shared by the processes: SQLite takes one writer at a time, across processes too.
-        figures += service(f"sqlite, serve --workers {SCALE_OUT_WORKERS}", f"sqlite+aiosqlite:///{directory}/two.db",
-                           args, workers=SCALE_OUT_WORKERS)
+        figures += service("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db",
+                           f"sqlite+aiosqlite:///{directory}/two.db", args)
     if args.postgres:
         name = f"credits_bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(admin(args.postgres, f'CREATE DATABASE "{name}"'))
         try:
             base = re.sub(r"^postgresql://", "postgresql+asyncpg://", args.postgres.rsplit("/", 1)[0])
-            figures += service("postgresql", f"{base}/{name}", args)
-            figures += service(f"postgresql, serve --workers {SCALE_OUT_WORKERS}", f"{base}/{name}", args,
-                               workers=SCALE_OUT_WORKERS)
+            figures += service("postgresql", f"{base}/{name}", f"{base}/{name}", args)
         finally:
             asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
