@@ -1,9 +1,10 @@
 """`make bench`: the real service against bare Strawberry, back to back on this machine.
 
 For each scenario it runs wrk (Debian's package; bench/load.lua) `--runs` times against one process and as many
-against `serve --workers 2` (both up at once, their runs in turns) and keeps each's median run; prints a table and, last, one line of ratios to the baseline (and of `serve --workers 2`
-to one process on each database: the scale-out factor; and the batches' usage entries per second); writes the
-figures to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare.
+against `serve --workers 2` (both up at once, their runs in turns) and keeps each's median run; prints a table
+and, last, one line of ratios to the baseline (and of `serve --workers 2` to one process on each database: the
+scale-out factor; and the batches' usage entries per second); writes the figures
+to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare.
 The baseline runs in two processes too: its scale-out is what two processes can get on this machine's cores with
 no database, the ceiling for the service's."""
 
@@ -51,7 +52,7 @@ BATCH_ITEMS = 1000
 # `serve --workers 2`'s processes gets a share (the kernel spreads connections by hash: 4 could all land on one).
 BATCH_CONNECTIONS = 8
 SPREAD_ACCOUNTS = 100
-SCALE_OUT_WORKERS = 2  # each database is measured again with `serve --workers 2`: the scale-out factor
+SCALE_OUT_WORKERS = 2  # each database is measured with `serve --workers 2` too: the scale-out factor
 BASELINE = "baseline: bare Strawberry, memory"
 BASELINE_SCALED_OUT = f"baseline, {SCALE_OUT_WORKERS} processes: bare Strawberry, memory"
 
@@ -241,8 +242,7 @@ def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
     """Requests per second with `serve --workers N` over those of one process, per database and request kind."""
     by_scenario = {f.scenario: f.requests_per_second for f in figures}
     factors = {}
-    if (one := by_scenario.get(BASELINE)) and (several := by_scenario.get(
-            BASELINE_SCALED_OUT)):
+    if (one := by_scenario.get(BASELINE)) and (several := by_scenario.get(BASELINE_SCALED_OUT)):
         factors["baseline (bare Strawberry)"] = several / one
     for database in ("sqlite", "postgresql"):
         for kind in ("balance read", "recordUsage", f"recordUsage, {SPREAD_ACCOUNTS} accounts",
@@ -280,7 +280,8 @@ def main() -> None:
                           args)
     baseline = figures[0]
     with tempfile.TemporaryDirectory() as directory:
-        # One database file shared by the processes: SQLite takes one writer at a time, across processes too.
+        # `serve --workers 2` shares its file between its processes: SQLite takes one writer at a time, across
+        # processes too.
         figures += service("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db",
                            f"sqlite+aiosqlite:///{directory}/two.db", args)
     if args.postgres:
@@ -292,8 +293,8 @@ def main() -> None:
         finally:
             asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures[2:]
-              if f.entries_per_second is None}
+    ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures
+              if f.scenario not in (BASELINE, BASELINE_SCALED_OUT) and f.entries_per_second is None}
     scale_out = scale_out_factors(figures)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
