@@ -321,7 +321,8 @@ async def run_database(database: str, database_url: str, seeder_dsn: str, args: 
     port = free_port()
     # One server for every size, seeded from outside between measurements (it reads the database on each
     # request): a process per size would add its own start-to-start variance to the ratios.
-    with process([str(CLI), "serve", "--port", str(port)], env, port) as url:
+    with process([str(CLI), "serve", "--port", str(port)], env, port) as server:
+        url = server.url
         try:
             ledger = Ledger()
             history_account = (await seeder.add_accounts(org, 1))[0]

@@ -1,11 +1,13 @@
 -- The load of bench/run.py: wrk (Debian's package) sending one POST body, with a fresh id in each request.
 --   wrk -t1 -c32 -d10s --timeout 30s -s bench/load.lua <url> -- <body file> <run id> [<API key> [<accounts file>]]
 -- `__ID__` in the body becomes `<run id>-<n>` (n counts this thread's requests), and `__ACCOUNT__` the next line of
--- the accounts file in turn. Last, it prints one line of JSON: requests, seconds, p50_us, p99_us, non2xx, errors,
+-- the accounts file in turn; a line "<account id> <API key>" sends that request with its own key. Last, it prints one line of JSON: requests, seconds, p50_us, p99_us, non2xx, errors,
 -- and failed: the answers with a GraphQL error or a user error (a 200 all the same), which a fast run must not hide.
 local template, run = nil, nil
 local accounts = {}
+local account_keys = {}  -- by line, where the line has a key of its own
 local headers = {["content-type"] = "application/json"}
+local key_header = nil
 local sent = 0
 failed = 0  -- global: read by done() through the thread (wrk runs done() in a Lua state of its own)
 local threads = {}
@@ -23,10 +25,14 @@ function init(args)
   template = file:read("*a")
   file:close()
   run = literal(args[2])
-  if args[3] and args[3] ~= "" then headers["authorization"] = "Bearer " .. args[3] end
+  if args[3] and args[3] ~= "" then key_header = "Bearer " .. args[3] end
   if args[4] then
     for line in io.lines(args[4]) do
-      if line ~= "" then accounts[#accounts + 1] = literal(line) end
+      local account, key = line:match("^(%S+)%s*(%S*)$")
+      if account then
+        accounts[#accounts + 1] = literal(account)
+        if key ~= "" then account_keys[#accounts] = "Bearer " .. key end
+      end
     end
   end
 end
@@ -34,7 +40,12 @@ end
 function request()
   sent = sent + 1
   local body = template:gsub("__ID__", run .. "-" .. sent)
-  if #accounts > 0 then body = body:gsub("__ACCOUNT__", accounts[sent % #accounts + 1]) end
+  headers["authorization"] = key_header
+  if #accounts > 0 then
+    local line = sent % #accounts + 1
+    body = body:gsub("__ACCOUNT__", accounts[line])
+    headers["authorization"] = account_keys[line] or key_header
+  end
   return wrk.format("POST", nil, headers, body)
 end
 

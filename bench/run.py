@@ -6,7 +6,9 @@ and, last, one line of ratios to the baseline (and of `serve --workers 2` to one
 scale-out factor; and the batches' usage entries per second); writes the figures
 to bench/results/<UTC time>.json. Absolute numbers vary between machines; the ratios are what to compare.
 The baseline runs in two processes too: its scale-out is what two processes can get on this machine's cores with
-no database, the ceiling for the service's."""
+no database. Each run also reads from /proc the CPU that the service, PostgreSQL and wrk spent per request
+(bench/cpu_use.py), printed as a table before the last line; from one process's, each scale-out factor gets the
+ceiling the machine allows it (in brackets)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+from cpu_use import CpuPerRequest, per_request, snapshot
+
+from credits_graphql.bootstrap import bootstrap
+from credits_graphql.domain.access import Role
+from credits_graphql.service import access
+from credits_graphql.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / ".venv" / "bin" / "credits-graphql"
@@ -52,6 +60,7 @@ BATCH_ITEMS = 1000
 # `serve --workers 2`'s processes gets a share (the kernel spreads connections by hash: 4 could all land on one).
 BATCH_CONNECTIONS = 8
 SPREAD_ACCOUNTS = 100
+ORGANIZATIONS = 100
 SCALE_OUT_WORKERS = 2  # each database is measured with `serve --workers 2` too: the scale-out factor
 BASELINE = "baseline: bare Strawberry, memory"
 BASELINE_SCALED_OUT = f"baseline, {SCALE_OUT_WORKERS} processes: bare Strawberry, memory"
@@ -67,6 +76,13 @@ class Figures:
     errors: int
     entries_per_second: float | None = None  # batch scenarios: usage entries ingested
     failed: int = 0  # answers with a GraphQL error or a user error: a run with any measured something else
+    cpu: CpuPerRequest | None = None
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
 
 
 def free_port() -> int:
@@ -76,7 +92,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], port: int, servers: int = 1) -> Iterator[str]:
+def process(args: list[str], env: dict[str, str], port: int, servers: int = 1) -> Iterator[Server]:
     """`servers`: how many server processes must have started (uvicorn logs each) before the load begins."""
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
     popen = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -93,7 +109,7 @@ def process(args: list[str], env: dict[str, str], port: int, servers: int = 1) -
             if popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{args} did not start: {Path(log.name).read_text()[-2000:]}")
             time.sleep(0.1)
-        yield url
+        yield Server(url, popen.pid)
     finally:
         popen.terminate()
         try:
@@ -103,26 +119,29 @@ def process(args: list[str], env: dict[str, str], port: int, servers: int = 1) -
         os.unlink(log.name)
 
 
-def load(name: str, url: str, body: dict[str, Any], key: str | None, *, connections: int, duration: int,
+def load(name: str, server: Server, body: dict[str, Any], key: str | None, *, connections: int, duration: int,
          accounts: list[str] | None = None) -> Figures:
     """One run of wrk (bench/load.lua); `__ID__` in the body becomes a fresh id in every request, and `__ACCOUNT__`
-    the next of `accounts` in turn."""
+    the next of `accounts` in turn (a line "<account id> <API key>": sent with that key instead of `key`). With the
+    CPU each party spent per request meanwhile."""
     with tempfile.TemporaryDirectory() as directory:
         body_file, accounts_file = Path(directory) / "body.json", Path(directory) / "accounts"
         body_file.write_text(json.dumps(body))  # a 1000-item batch is more than an argument may hold
         if accounts:
             accounts_file.write_text("\n".join(accounts))
+        before = snapshot(server.pid)
         run = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", LOAD_TIMEOUT, "-s", str(LOAD),
-             f"{url}/graphql", "--", str(body_file), uuid.uuid4().hex, key or "",
+             f"{server.url}/graphql", "--", str(body_file), uuid.uuid4().hex, key or "",
              *([str(accounts_file)] if accounts else [])], capture_output=True, text=True, check=True)
+        after = snapshot(server.pid)
     raw = json.loads(run.stdout.strip().splitlines()[-1])
     return Figures(name, raw["requests"] / raw["seconds"], raw["p50_us"] / 1000, raw["p99_us"] / 1000, raw["non2xx"],
-                   raw["errors"], failed=raw["failed"])
+                   raw["errors"], failed=raw["failed"], cpu=per_request(before, after, raw["requests"]))
 
 
-Target = tuple[str, str, dict[str, Any], str | None, list[str] | None]
-"""A scenario on one server: its name, the server's URL, the body, the API key, the accounts for `__ACCOUNT__`."""
+Target = tuple[str, Server, dict[str, Any], str | None, list[str] | None]
+"""A scenario on one server: its name, the server, the body, the API key, the accounts for `__ACCOUNT__`."""
 
 
 def measure(targets: list[Target], args: argparse.Namespace, items: int | None = None,
@@ -131,8 +150,8 @@ def measure(targets: list[Target], args: argparse.Namespace, items: int | None =
     speeds up during the bench weighs on each alike; for each, the median run."""
     runs: list[list[Figures]] = [[] for _ in targets]
     for _ in range(args.runs):
-        for (name, url, body, key, accounts), done in zip(targets, runs, strict=True):
-            done.append(load(name, url, body, key, connections=connections or args.connections,
+        for (name, server, body, key, accounts), done in zip(targets, runs, strict=True):
+            done.append(load(name, server, body, key, connections=connections or args.connections,
                              duration=args.duration, accounts=accounts))
     return [median_run(done, items) for done in runs]
 
@@ -150,11 +169,11 @@ def median_run(runs: list[Figures], items: int | None) -> Figures:
 
 
 @contextmanager
-def bare_strawberry(processes: int = 1) -> Iterator[str]:
+def bare_strawberry(processes: int = 1) -> Iterator[Server]:
     port = free_port()
     with process([str(PYTHON), str(ROOT / "bench" / "baseline_app.py"), str(port), str(processes)],
-                 dict(os.environ), port, servers=processes) as url:
-        yield url
+                 dict(os.environ), port, servers=processes) as server:
+        yield server
 
 
 def cli(*args: str, env: dict[str, str]) -> str:
@@ -190,10 +209,30 @@ def seed(url: str, key: str, *, accounts: int = 1, deposits: int = 20) -> list[s
 @dataclass(frozen=True)
 class Served:
     name: str
-    url: str
+    server: Server
     key: str
     account: str
     spread: list[str]
+    """Accounts of the key's organization."""
+    organizations: list[str]
+    """An account in each of as many organizations, each with an API key: "<account id> <API key>"."""
+
+
+def organizations(env: dict[str, str], url: str, count: int) -> list[str]:
+    """`count` organizations, each with an ADMIN key and an account with funds: "<account id> <API key>" each (made
+    in process: `credits-graphql create-org` and `create-api-key` start a Python each, seconds for a hundred)."""
+    async def keys() -> list[str]:
+        runtime = bootstrap(Settings.from_env(env))
+        try:
+            made = []
+            for n in range(count):
+                org = await access.create_organization(runtime.deps, f"bench {n}")
+                made.append((await access.create_api_key(runtime.deps, org.id, Role.ADMIN))[1])
+            return made
+        finally:
+            await runtime.close()
+
+    return [f"{seed(url, key, deposits=2)[0]} {key}" for key in asyncio.run(keys())]
 
 
 @contextmanager
@@ -206,9 +245,10 @@ def served(name: str, database_url: str, workers: int = 1) -> Iterator[Served]:
     key = cli("create-api-key", "--org", org, "--role", "ADMIN", env=env)
     port = free_port()
     serve = [str(CLI), "serve", "--port", str(port), *(["--workers", str(workers)] if workers > 1 else [])]
-    with process(serve, env, port, servers=workers) as url:
-        [account] = seed(url, key)
-        yield Served(name, url, key, account, seed(url, key, accounts=SPREAD_ACCOUNTS, deposits=2))
+    with process(serve, env, port, servers=workers) as server:
+        [account] = seed(server.url, key)
+        yield Served(name, server, key, account, seed(server.url, key, accounts=SPREAD_ACCOUNTS, deposits=2),
+                     organizations(env, server.url, ORGANIZATIONS))
 
 
 def service(database: str, database_url: str, scaled_out_database_url: str, args: argparse.Namespace) -> list[Figures]:
@@ -222,36 +262,69 @@ def service(database: str, database_url: str, scaled_out_database_url: str, args
         def usage(account: str, key: str = "__ID__") -> dict[str, Any]:
             return {"accountId": account, "service": "DOMESTIC_CALLING", "amount": "0.01", "idempotencyKey": key}
 
-        figures = measure([(f"{s.name}: balance read", s.url, {"query": BALANCE, "variables": {"id": s.account}},
+        figures = measure([(f"{s.name}: balance read", s.server, {"query": BALANCE, "variables": {"id": s.account}},
                             s.key, None) for s in servers], args)
-        figures += measure([(f"{s.name}: recordUsage", s.url, {"query": USAGE, "variables": {"in": usage(s.account)}},
-                             s.key, None) for s in servers], args)
+        figures += measure([(f"{s.name}: recordUsage", s.server,
+                             {"query": USAGE, "variables": {"in": usage(s.account)}}, s.key, None) for s in servers],
+                           args)
         # As partners report it: each request on one of many accounts, which commit in parallel (on one account
         # every write waits for the row lock, whatever the number of processes).
-        figures += measure([(f"{s.name}: recordUsage, {SPREAD_ACCOUNTS} accounts", s.url,
+        figures += measure([(f"{s.name}: recordUsage, {SPREAD_ACCOUNTS} accounts", s.server,
                              {"query": USAGE, "variables": {"in": usage("__ACCOUNT__")}}, s.key, s.spread)
                             for s in servers], args)
-        figures += measure([(f"{s.name}: recordUsageBatch ({BATCH_ITEMS} items)", s.url, {
+        # As a platform reports it for its many customers: each request an organization's own, whose group commits
+        # (one organization's reports at a time, service/usage_combiner.py) run side by side.
+        figures += measure([(f"{s.name}: recordUsage, {ORGANIZATIONS} organizations", s.server,
+                             {"query": USAGE, "variables": {"in": usage("__ACCOUNT__")}}, s.key, s.organizations)
+                            for s in servers], args)
+        figures += measure([(f"{s.name}: recordUsageBatch ({BATCH_ITEMS} items)", s.server, {
             "query": USAGE_BATCH, "variables": {"in": {"items": [
                 usage(s.account, f"__ID__-{n}") for n in range(BATCH_ITEMS)]}}}, s.key, None) for s in servers],
             args, items=BATCH_ITEMS, connections=min(args.connections, BATCH_CONNECTIONS))
     return figures
 
 
-def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
-    """Requests per second with `serve --workers N` over those of one process, per database and request kind."""
-    by_scenario = {f.scenario: f.requests_per_second for f in figures}
-    factors = {}
-    if (one := by_scenario.get(BASELINE)) and (several := by_scenario.get(BASELINE_SCALED_OUT)):
-        factors["baseline (bare Strawberry)"] = several / one
+def scale_out_pairs(figures: list[Figures]) -> dict[str, tuple[Figures, Figures]]:
+    """Each request kind's run on one process and on `serve --workers N` (for the baseline, N uvicorn workers)."""
+    by_scenario = {f.scenario: f for f in figures}
+    names = {"baseline (bare Strawberry)": (BASELINE, BASELINE_SCALED_OUT)}
     for database in ("sqlite", "postgresql"):
         for kind in ("balance read", "recordUsage", f"recordUsage, {SPREAD_ACCOUNTS} accounts",
-                     f"recordUsageBatch ({BATCH_ITEMS} items)"):
-            one = by_scenario.get(f"{database}: {kind}")
-            several = by_scenario.get(f"{database}, serve --workers {SCALE_OUT_WORKERS}: {kind}")
-            if one and several:
-                factors[f"{database} {kind}"] = several / one
-    return factors
+                     f"recordUsage, {ORGANIZATIONS} organizations", f"recordUsageBatch ({BATCH_ITEMS} items)"):
+            names[f"{database} {kind}"] = (f"{database}: {kind}",
+                                           f"{database}, serve --workers {SCALE_OUT_WORKERS}: {kind}")
+    return {name: (by_scenario[one], by_scenario[several]) for name, (one, several) in names.items()
+            if one in by_scenario and several in by_scenario}
+
+
+def scale_out_factors(figures: list[Figures]) -> dict[str, float]:
+    """Requests per second with `serve --workers N` over those of one process, per database and request kind."""
+    return {name: several.requests_per_second / one.requests_per_second
+            for name, (one, several) in scale_out_pairs(figures).items()}
+
+
+def scale_out_ceilings(figures: list[Figures], cores: int) -> dict[str, float]:
+    """The factor N processes would reach if each request cost them the CPU it cost one process: each process can
+    use a core at most, and all of them, the database and the load generator share the machine's `cores`. With
+    the database and wrk on the same cores, it stays below N even for a service that scales perfectly; it is the
+    ceiling to hold a scale-out factor against (bench/cpu_use.py)."""
+    ceilings = {}
+    for name, (one, _) in scale_out_pairs(figures).items():
+        if one.cpu is None or not one.cpu.service_us:
+            continue
+        service = one.cpu.service_us
+        others = one.cpu.database_us + one.cpu.load_generator_us
+        most = min(SCALE_OUT_WORKERS / service, cores / (service + others)) * 1e6
+        ceilings[name] = most / one.requests_per_second
+    return ceilings
+
+
+def cpu_table(figures: list[Figures]) -> None:
+    print("CPU per request (per batch for batches) in µs, from /proc, and the cores left idle:")
+    for f in figures:
+        if f.cpu is not None:
+            print(f"  {f.scenario:<60} service {f.cpu.service_us:>7.0f}  database {f.cpu.database_us:>6.0f}  "
+                  f"wrk {f.cpu.load_generator_us:>5.0f}  idle {f.cpu.idle_cores:.2f} cores")
 
 
 async def admin(dsn: str, sql: str) -> None:
@@ -296,16 +369,21 @@ def main() -> None:
     ratios = {f.scenario: f.requests_per_second / baseline.requests_per_second for f in figures
               if f.scenario not in (BASELINE, BASELINE_SCALED_OUT) and f.entries_per_second is None}
     scale_out = scale_out_factors(figures)
+    ceilings = scale_out_ceilings(figures, os.cpu_count() or 1)
+    cpu_table(figures)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({"at": stamp, "args": vars(args), "figures": [asdict(f) for f in figures],
-                               "ratios": ratios, "scale_out": scale_out}, indent=2))
+                               "ratios": ratios, "scale_out": scale_out,
+                               "scale_out_ceiling": ceilings}, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
     line = "ratios to baseline: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items())
     if scale_out:
-        line += (f"; scale-out with serve --workers {SCALE_OUT_WORKERS} (over 1): "
-                 + ", ".join(f"{name} {factor:.2f}" for name, factor in scale_out.items()))
+        line += (f"; scale-out with serve --workers {SCALE_OUT_WORKERS} (over 1; in brackets, the ceiling at one "
+                 "process's CPU per request): " + ", ".join(
+                     f"{name} {factor:.2f}" + (f" ({ceilings[name]:.2f})" if name in ceilings else "")
+                     for name, factor in scale_out.items()))
     line += "; usage entries/s in batches: " + ", ".join(
         f"{f.scenario.split(':')[0]} {f.entries_per_second:.0f}" for f in figures if f.entries_per_second)
     print(line)
