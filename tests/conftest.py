@@ -214,11 +214,11 @@ def usage_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of each group of usage reports that shared a transaction (service/usage_combiner.py); a report
     that went alone is not one."""
     sizes: list[int] = []
-    run = usage_combiner.record_usage_batch
+    run = usage_combiner.record_usages
 
-    async def counted(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any, **kwargs: Any) -> Any:
+    async def counted(deps: Deps, items: Sequence[tuple[int, RecordUsage]], *args: Any, **kwargs: Any) -> Any:
         sizes.append(len(items))
-        return await run(deps, org_id, items, *args, **kwargs)
+        return await run(deps, items, *args, **kwargs)
 
-    monkeypatch.setattr(usage_combiner, "record_usage_batch", counted)
+    monkeypatch.setattr(usage_combiner, "record_usages", counted)
     return sizes

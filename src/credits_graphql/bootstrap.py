@@ -36,6 +36,7 @@ def bootstrap(settings: Settings, gateway: PaymentGateway | None = None,
         uow=SqlUnitOfWorkFactory(engine),
         gateway=gateway or sandbox_from_env(),
         policy=settings.policy,
+        one_writer=engine.dialect.name == "sqlite",
     )
     return Runtime(settings=settings, engine=engine, deps=deps, rate_limiter=rate_limiter(settings))
 

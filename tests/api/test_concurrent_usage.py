@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from credits_graphql.service.deps import Deps
 from tests.api.documents import add_funds, balance, create_account, record_usage
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, make_org
 
 AUDIT = """{ auditEvents(first: 100) { edges { node {
   operation input { name value } outcome errorCodes } } } }"""
@@ -40,4 +41,28 @@ async def test_requests_sent_together_are_answered_and_audited_each_as_if_alone(
     assert await audited_usage(gql) == sorted(
         (key, "OK", []) if answer["transaction"] else (key, "USER_ERROR", ["INSUFFICIENT_FUNDS"])
         for key, answer in zip(keys, answers, strict=True))
+    assert max(usage_groups, default=0) > 1  # they did share transactions
+
+
+async def test_organizations_reporting_together_each_move_and_see_only_their_own(
+        gql: GraphQLClient, deps: Deps, usage_groups: list[int]) -> None:
+    # On SQLite their reports share transactions whatever the organization; on PostgreSQL each has its own.
+    other = gql.as_key((await make_org(deps, "Globex")).admin)
+    ours, theirs = (await create_account(gql))["id"], (await create_account(other))["id"]
+    await add_funds(gql, ours, "10", "seed")
+    await add_funds(other, theirs, "10", "seed")
+
+    answers = await asyncio.gather(*(
+        record_usage(client, account, "1", f"{name}-{n}") for n in range(6)
+        for client, account, name in ((gql, ours, "ours"), (other, theirs, "theirs"), (other, ours, "stolen"))))
+
+    codes = [[error["code"] for error in answer["userErrors"]] for answer in answers]
+    assert codes == [[], [], ["ACCOUNT_NOT_FOUND"]] * 6  # an account of another organization is not found
+    assert await balance(gql, ours) == "4.00"
+    assert await balance(other, theirs) == "4.00"
+    # Each organization's audit trail holds its own requests, each answered as it was.
+    assert await audited_usage(gql) == [(f"ours-{n}", "OK", []) for n in range(6)]
+    assert await audited_usage(other) == sorted(
+        [(f"theirs-{n}", "OK", []) for n in range(6)]
+        + [(f"stolen-{n}", "USER_ERROR", ["ACCOUNT_NOT_FOUND"]) for n in range(6)])
     assert max(usage_groups, default=0) > 1  # they did share transactions

@@ -194,7 +194,7 @@ async def test_accounts_saved_together_are_each_saved_in_the_transaction(deps: D
 
     async def credit(amounts: list[int], *, commit: bool) -> None:
         async with deps.uow(write=True) as work:
-            locked = await work.accounts.lock_many(org.id, [account.id for account in opened])
+            locked = await work.accounts.lock_many([(org.id, account.id) for account in opened])
             for account, micros in zip(locked, amounts, strict=True):
                 await work.ledger.append(account.credit(EntryKind.FUNDS_ADDED, micros, AT))
             await work.accounts.save_many(locked)

@@ -14,7 +14,7 @@ from credits_graphql.domain.recharge import AttemptStatus
 from credits_graphql.service import accounts
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage
-from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usage_batch
+from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usage_batch, record_usages
 from tests.conftest import Org, make_org
 from tests.service.support import (
     attempts,
@@ -216,3 +216,24 @@ async def test_concurrent_batches_on_the_same_accounts_keep_every_balance_exact(
     assert all(isinstance(r, Recorded) for results in outcomes for r in results)
     for account_id in ids:  # the autouse fixture checks balance == sum of entries on every account
         assert (await reload(deps, account_id)).balance_micros == micros("40")
+
+
+async def test_reports_of_several_organizations_each_move_only_their_own_organizations_accounts(
+        deps: Deps, org: Org) -> None:
+    """As reports of several organizations that arrived together go (service/usage_combiner.py, on SQLite)."""
+    other = await make_org(deps, "Other")
+    ours, theirs = await _funded(deps, org, "10"), await _funded(deps, other, "10")
+
+    results = await record_usages(deps, [
+        (org.id, item(ours, "1", "k")),
+        (other.id, item(theirs, "2", "k")),  # the same key on another account: a report of its own
+        (other.id, item(ours, "3", "stolen")),  # an account of the other organization
+        (org.id, item(theirs, "4", "stolen")),
+        (org.id, item(ours, "5", "k2")),
+    ])
+
+    assert [type(r).__name__ for r in results[:2]] == ["Recorded", "Recorded"]
+    assert refused(results[2]) == refused(results[3]) == (ErrorCode.ACCOUNT_NOT_FOUND, ("input", "accountId"))
+    assert recorded(results[4]).account.balance_micros == micros("4")
+    assert (await reload(deps, theirs)).balance_micros == micros("8")
+    assert [e.idempotency_key for e in await entries(deps, ours, [EntryKind.USAGE])] == ["k2", "k"]

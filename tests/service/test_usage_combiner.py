@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from credits_graphql.domain.errors import RuleViolation
-from credits_graphql.domain.ledger import CreditService, EntryKind
+from credits_graphql.domain.ledger import Account, CreditService, EntryKind
 from credits_graphql.service import ledger, usage_combiner
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage
@@ -148,15 +148,15 @@ async def test_a_key_sent_twice_in_a_group_is_recorded_once(deps: Deps, org: Org
 def failing_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The next group's transaction fails as a database that went away; the sizes of the groups that failed."""
     failed: list[int] = []
-    run = usage_combiner.record_usage_batch
+    run = usage_combiner.record_usages
 
-    async def fail_once(deps: Deps, org_id: int, items: Sequence[RecordUsage], *args: Any, **kwargs: Any) -> Any:
+    async def fail_once(deps: Deps, items: Sequence[tuple[int, RecordUsage]], *args: Any, **kwargs: Any) -> Any:
         if not failed:
             failed.append(len(items))
             raise StoreUnavailable("the database went away")
-        return await run(deps, org_id, items, *args, **kwargs)
+        return await run(deps, items, *args, **kwargs)
 
-    monkeypatch.setattr(usage_combiner, "record_usage_batch", fail_once)
+    monkeypatch.setattr(usage_combiner, "record_usages", fail_once)
     return failed
 
 
@@ -216,9 +216,9 @@ async def test_a_caller_that_gives_up_while_waiting_stops_no_one_else(
         return asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", key)))
 
     first = send("held")
-    await until(lambda: org.id in combiner._busy)
+    await until(lambda: combiner.lane(org.id) in combiner._busy)
     waiting = [send("second"), send("third")]
-    await until(lambda: len(combiner._waiting.get(org.id, [])) == 2)
+    await until(lambda: len(combiner._waiting.get(combiner.lane(org.id), [])) == 2)
     waiting[0].cancel()
     lone_report_held.set()
 
@@ -235,9 +235,10 @@ async def test_a_caller_that_gives_up_while_waiting_stops_no_one_else(
     assert not combiner._busy
     assert not combiner._waiting
 
-
-async def test_reports_of_another_organization_do_not_wait(
-        deps: Deps, org: Org, lone_report_held: asyncio.Event) -> None:
+async def held_while_another_organization_reports(deps: Deps, org: Org) -> tuple[
+        UsageCombiner, asyncio.Task[Recorded], Org, Account, Account]:
+    """A combiner whose report "held" of `org` is in its lane (lone_report_held); another organization, and an
+    account of each with 10 on it."""
     other_org = await make_org(deps, "Other")
     account = await open_account(deps, org.id)
     elsewhere = await open_account(deps, other_org.id)
@@ -245,7 +246,15 @@ async def test_reports_of_another_organization_do_not_wait(
     await fund(deps, other_org.id, elsewhere.id, "10")
     combiner = UsageCombiner(deps)
     held = asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", "held")))
-    await until(lambda: org.id in combiner._busy)
+    await until(lambda: combiner.lane(org.id) in combiner._busy)
+    return combiner, held, other_org, account, elsewhere
+
+
+async def test_reports_of_another_organization_do_not_wait(
+        deps: Deps, org: Org, lone_report_held: asyncio.Event) -> None:
+    if deps.one_writer:
+        pytest.skip("SQLite writes one transaction at a time: all organizations share one lane (test below)")
+    combiner, held, other_org, account, elsewhere = await held_while_another_organization_reports(deps, org)
 
     done = await combiner.record_usage(deps, other_org.id, report(elsewhere.id, "1", "elsewhere"))
 
@@ -254,3 +263,33 @@ async def test_reports_of_another_organization_do_not_wait(
     lone_report_held.set()
     assert (await held).entry.account_id == account.id
 
+
+async def test_with_one_writer_the_reports_of_several_organizations_go_together_each_on_its_own_accounts(
+        deps: Deps, org: Org, lone_report_held: asyncio.Event, usage_groups: list[int]) -> None:
+    if not deps.one_writer:
+        pytest.skip("PostgreSQL: each organization has a lane of its own (test above)")
+    combiner, held, other_org, account, elsewhere = await held_while_another_organization_reports(deps, org)
+
+    async def send(org_id: int, cmd: RecordUsage) -> Outcome:
+        try:
+            return await combiner.record_usage(deps, org_id, cmd)
+        except RuleViolation as violation:
+            return violation
+
+    sent = [asyncio.create_task(send(other_org.id, report(elsewhere.id, "2", "theirs"))),
+            asyncio.create_task(send(org.id, report(account.id, "3", "ours"))),
+            # Another organization's account, named by a report of this one: not found, as recordUsage answers.
+            asyncio.create_task(send(other_org.id, report(account.id, "4", "not-theirs")))]
+    await until(lambda: len(combiner._waiting.get(combiner.lane(org.id), [])) == 3)
+    lone_report_held.set()
+    await held
+    outcomes = [await task for task in sent]
+
+    assert codes(outcomes) == ["Recorded", "Recorded", "ACCOUNT_NOT_FOUND"]
+    assert usage_groups == [3]  # one transaction for the three, whatever their organizations
+    assert [e.idempotency_key for e in await entries(deps, account.id, [EntryKind.USAGE])] == ["ours", "held"]
+    assert [e.idempotency_key for e in await entries(deps, elsewhere.id, [EntryKind.USAGE])] == ["theirs"]
+    assert (await ledger.record_usage(deps, org.id, report(account.id, "1", "after"))).account.balance_micros \
+        == micros("5")
+    await assert_ledger_consistent(deps, account.id)
+    await assert_ledger_consistent(deps, elsewhere.id)

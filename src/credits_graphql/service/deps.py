@@ -27,3 +27,5 @@ class Deps:
     clock: Clock = utc_now
     # Called after a commit that created a recharge attempt, so an in-process worker starts at once.
     recharge_created: Callable[[], None] = _nothing
+    # The database runs one write transaction at a time (SQLite), whatever the organization or account.
+    one_writer: bool = False

@@ -1,5 +1,6 @@
 """Usage reported in bulk by partner integrations: each item follows recordUsage's rules on its own, and
-the whole batch is one transaction of a handful of statements instead of one transaction per item."""
+the whole batch is one transaction of a handful of statements instead of one transaction per item. Reports that
+arrive together (service/usage_combiner.py) go the same way, each with its own organization."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class _Checked:
     """An item that passed the checks that need no account."""
 
     index: int
+    org_id: int
     cmd: RecordUsage
     fingerprint: str
     occurred_at: datetime
@@ -45,12 +47,18 @@ class _Appended:
 _Outcome: TypeAlias = LedgerEntry | _Appended | RuleViolation
 
 
+async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage]) -> list[ItemResult]:
+    """Applies the items, the organization's, in the order given; a refused item leaves the others alone. A key
+    used twice in one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input."""
+    return await record_usages(deps, [(org_id, item) for item in items])
+
+
 @retry_on_conflict
-async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage],
-                             audit_events: Sequence[AuditEvent | None] = (), *,
-                             keys_likely_new: bool = False) -> list[ItemResult]:
-    """Applies the items in the order given; a refused item leaves the others alone. A key used twice in
-    one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input.
+async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
+                        audit_events: Sequence[AuditEvent | None] = (), *,
+                        keys_likely_new: bool = False) -> list[ItemResult]:
+    """record_usage_batch's, for items each given with the id of the organization reporting it (an account of
+    another organization is ACCOUNT_NOT_FOUND, as for recordUsage).
 
     `audit_events`, one per item where given: each committed with the batch if its item is recorded (or
     replayed), so that the event and the change it records commit together.
@@ -65,35 +73,35 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
     now = deps.clock()
     refused: list[RuleViolation | None] = [None] * len(items)
     checked: list[_Checked] = []
-    for index, cmd in enumerate(items):
+    for index, (org_id, cmd) in enumerate(items):
         try:
             fingerprint, occurred_at = check_usage(cmd, now)
         except RuleViolation as violation:
             refused[index] = violation
         else:
-            checked.append(_Checked(index, cmd, fingerprint, occurred_at))
+            checked.append(_Checked(index, org_id, cmd, fingerprint, occurred_at))
     if not checked:
         return [violation for violation in refused if violation is not None]
     if keys_likely_new:
         try:
-            return await _record(deps, org_id, checked, list(refused), audit_events, now, look_up_keys=False)
+            return await _record(deps, checked, list(refused), audit_events, now, look_up_keys=False)
         except KeyAlreadyUsed:
             pass  # a report sent again: rolled back, and recorded as if the key had been looked up
-    return await _record(deps, org_id, checked, list(refused), audit_events, now, look_up_keys=True)
+    return await _record(deps, checked, list(refused), audit_events, now, look_up_keys=True)
 
 
-async def _record(deps: Deps, org_id: int, checked: list[_Checked], outcomes: list[_Outcome | None],
+async def _record(deps: Deps, checked: list[_Checked], outcomes: list[_Outcome | None],
                   audit_events: Sequence[AuditEvent | None], now: datetime, *,
                   look_up_keys: bool) -> list[ItemResult]:
     """The checked items in one transaction; `outcomes` holds the refused items' violations, by index."""
     async with deps.uow(write=True) as uow:
         accounts = {account.id: account for account in await uow.accounts.lock_many(
-            org_id, sorted({item.cmd.account_id for item in checked}))}
+            {(item.org_id, item.cmd.account_id) for item in checked})}
         used: dict[tuple[int, str], LedgerEntry | _Appended] = {
             (entry.account_id, entry.idempotency_key or ""): entry
             for entry in await uow.ledger.by_idempotency_keys(
                 {(item.cmd.account_id, item.cmd.idempotency_key) for item in checked
-                 if item.cmd.account_id in accounts})} if look_up_keys else {}
+                 if _account_of(item, accounts)})} if look_up_keys else {}
         # Only an account with auto-recharge ACTIVE can become due: the others' attempts need no reading.
         recharging = [account.id for account in accounts.values() if account.recharge.status is RechargeStatus.ACTIVE]
         pending = ({attempt.account_id for attempt in await uow.attempts.pending_for_accounts(recharging)}
@@ -103,7 +111,7 @@ async def _record(deps: Deps, org_id: int, checked: list[_Checked], outcomes: li
         for item in checked:
             before = len(appended)
             outcomes[item.index] = _apply(item, accounts, used, appended, now)
-            account = accounts.get(item.cmd.account_id)
+            account = _account_of(item, accounts)
             # As start_recharge_if_due after each debit: due, and no attempt pending (at most one per account).
             if (len(appended) > before and account is not None and account.id not in pending
                     and account.recharge.is_due(account.balance_micros)):
@@ -133,7 +141,7 @@ async def _refused_one_sent_again(uow: UnitOfWork, checked: list[_Checked], outc
     """Whether an item refused as new (its account drained or closed since) used its key before: its first answer
     is the one to give, as recordUsage gives it."""
     keys = {(item.cmd.account_id, item.cmd.idempotency_key) for item in checked
-            if isinstance(outcomes[item.index], RuleViolation) and item.cmd.account_id in accounts}
+            if isinstance(outcomes[item.index], RuleViolation) and _account_of(item, accounts)}
     return bool(keys) and bool(await uow.ledger.by_idempotency_keys(keys))
 
 
@@ -141,7 +149,7 @@ def _apply(item: _Checked, accounts: dict[int, Account], used: dict[tuple[int, s
            appended: list[LedgerEntry], now: datetime) -> _Outcome:
     """recordUsage's rules, in its order, on the in-memory account; a new entry goes to `appended`."""
     cmd = item.cmd
-    account = accounts.get(cmd.account_id)
+    account = _account_of(item, accounts)
     if account is None:
         return account_not_found()
     key = (account.id, cmd.idempotency_key)
@@ -158,6 +166,12 @@ def _apply(item: _Checked, accounts: dict[int, Account], used: dict[tuple[int, s
         return violation
     used[key] = _Appended(len(appended) - 1)
     return used[key]
+
+
+def _account_of(item: _Checked, accounts: dict[int, Account]) -> Account | None:
+    """The item's account, if the organization reporting it owns it."""
+    account = accounts.get(item.cmd.account_id)
+    return account if account is not None and account.org_id == item.org_id else None
 
 
 async def _start_recharges(uow: UnitOfWork, accounts: dict[int, Account], triggers: dict[int, int],

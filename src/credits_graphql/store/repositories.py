@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    any_,
     bindparam,
     column,
     func,
@@ -69,11 +68,13 @@ def _given(*columns: tuple[str, str, TypeEngine[Any]], with_ordinality: str | No
 _KEY_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
 _ACCOUNT = select(accounts).where(accounts.c.id == bindparam("account_id"), accounts.c.org_id == bindparam("org_id"))
 _ACCOUNT_FOR_UPDATE = _ACCOUNT.with_for_update()
-# PostgreSQL: the accounts of a group of usage reports, locked in ascending id order by one statement text for any
-# number of accounts.
-_ACCOUNTS_FOR_UPDATE_POSTGRESQL = select(accounts).where(
-    accounts.c.org_id == bindparam("org_id"), accounts.c.id == any_(bindparam("account_ids", type_=ARRAY(BigInteger())))
-).order_by(accounts.c.id).with_for_update()
+# PostgreSQL: the accounts of a group of usage reports, each given with its organization, locked in ascending id
+# order by one statement text for any number of accounts (an account named with another organization is not
+# locked).
+_GIVEN_ACCOUNTS = _given(("org_ids", "org_id", BigInteger()), ("account_ids", "account_id", BigInteger()))
+_ACCOUNTS_FOR_UPDATE_POSTGRESQL = select(accounts).select_from(_GIVEN_ACCOUNTS).join(
+    accounts, and_(accounts.c.id == _GIVEN_ACCOUNTS.c.account_id, accounts.c.org_id == _GIVEN_ACCOUNTS.c.org_id),
+).order_by(accounts.c.id).with_for_update(of=accounts)
 # A key and an account of its organization in one statement: the account's columns labelled apart, split off by
 # position (_KEY_COLUMNS), and all NULL when there is no such account.
 _KEY_COLUMNS = len(api_keys.c)
@@ -159,16 +160,17 @@ class SqlAccountRepository:
         rows = await self._connection.execute(_ACCOUNTS, {"org_id": org_id, "account_ids": list(account_ids)})
         return [_account(row) for row in rows]
 
-    async def lock_many(self, org_id: int, account_ids: Collection[int]) -> list[Account]:
+    async def lock_many(self, owned: Collection[tuple[int, int]]) -> list[Account]:
         # Locked in ascending id order, so that two transactions locking overlapping sets cannot deadlock.
-        if len(account_ids) == 1 or self._connection.dialect.name == "sqlite":
+        pairs = sorted(set(owned), key=lambda pair: pair[1])
+        if len(pairs) == 1 or self._connection.dialect.name == "sqlite":
             # lock_account's compiled statement for each (on SQLite all in one trip to the connection's thread):
             # no statement to build and render for each batch, or each group of reports (service/usage_combiner.py).
             found = await self._connection.point_read_each(_ACCOUNT_FOR_UPDATE, [
-                {"account_id": account_id, "org_id": org_id} for account_id in sorted(account_ids)])
+                {"account_id": account_id, "org_id": org_id} for org_id, account_id in pairs])
             return [_account(rows[0]) for rows in found if rows]
         rows = await self._connection.point_read(_ACCOUNTS_FOR_UPDATE_POSTGRESQL, {
-            "org_id": org_id, "account_ids": sorted(account_ids)})
+            "org_ids": [org_id for org_id, _ in pairs], "account_ids": [account_id for _, account_id in pairs]})
         return [_account(row) for row in rows]
 
     async def save(self, account: Account) -> None:
