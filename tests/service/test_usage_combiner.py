@@ -216,9 +216,9 @@ async def test_a_caller_that_gives_up_while_waiting_stops_no_one_else(
         return asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", key)))
 
     first = send("held")
-    await until(lambda: combiner.lane(org.id) in combiner._busy)
+    await until(lambda: org.id in combiner._lanes)
     waiting = [send("second"), send("third")]
-    await until(lambda: len(combiner._waiting.get(combiner.lane(org.id), [])) == 2)
+    await until(lambda: len(combiner._lanes.get(org.id, [])) == 2)
     waiting[0].cancel()
     lone_report_held.set()
 
@@ -232,13 +232,13 @@ async def test_a_caller_that_gives_up_while_waiting_stops_no_one_else(
     assert [e.idempotency_key for e in await entries(deps, account.id, [EntryKind.USAGE])] == [
         "third", "second", "held"]  # newest first
     assert retried.entry.idempotency_key == "second"
-    assert not combiner._busy
-    assert not combiner._waiting
+    assert (combiner._lanes, combiner._shared, combiner._transactions) == ({}, [], 0)
 
 async def held_while_another_organization_reports(deps: Deps, org: Org) -> tuple[
         UsageCombiner, asyncio.Task[Recorded], Org, Account, Account]:
-    """A combiner whose report "held" of `org` is in its lane (lone_report_held); another organization, and an
-    account of each with 10 on it."""
+    """A combiner (by the database: one transaction at a time on SQLite, several on PostgreSQL) whose report "held"
+    of `org` goes alone and waits (lone_report_held); another organization, and an account of each with 10 on
+    it."""
     other_org = await make_org(deps, "Other")
     account = await open_account(deps, org.id)
     elsewhere = await open_account(deps, other_org.id)
@@ -246,14 +246,14 @@ async def held_while_another_organization_reports(deps: Deps, org: Org) -> tuple
     await fund(deps, other_org.id, elsewhere.id, "10")
     combiner = UsageCombiner(deps)
     held = asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", "held")))
-    await until(lambda: combiner.lane(org.id) in combiner._busy)
+    await until(lambda: org.id in combiner._lanes)
     return combiner, held, other_org, account, elsewhere
 
 
 async def test_reports_of_another_organization_do_not_wait(
         deps: Deps, org: Org, lone_report_held: asyncio.Event) -> None:
     if deps.one_writer:
-        pytest.skip("SQLite writes one transaction at a time: all organizations share one lane (test below)")
+        pytest.skip("SQLite writes one transaction at a time: a process runs one (test below)")
     combiner, held, other_org, account, elsewhere = await held_while_another_organization_reports(deps, org)
 
     done = await combiner.record_usage(deps, other_org.id, report(elsewhere.id, "1", "elsewhere"))
@@ -264,11 +264,12 @@ async def test_reports_of_another_organization_do_not_wait(
     assert (await held).entry.account_id == account.id
 
 
-async def test_with_one_writer_the_reports_of_several_organizations_go_together_each_on_its_own_accounts(
+async def test_when_every_transaction_is_taken_the_reports_of_all_organizations_go_together_each_in_its_order(
         deps: Deps, org: Org, lone_report_held: asyncio.Event, usage_groups: list[int]) -> None:
-    if not deps.one_writer:
-        pytest.skip("PostgreSQL: each organization has a lane of its own (test above)")
     combiner, held, other_org, account, elsewhere = await held_while_another_organization_reports(deps, org)
+    if not deps.one_writer:
+        combiner.max_transactions = 1  # on SQLite, the default
+    assert combiner.max_transactions == 1
 
     async def send(org_id: int, cmd: RecordUsage) -> Outcome:
         try:
@@ -276,20 +277,48 @@ async def test_with_one_writer_the_reports_of_several_organizations_go_together_
         except RuleViolation as violation:
             return violation
 
-    sent = [asyncio.create_task(send(other_org.id, report(elsewhere.id, "2", "theirs"))),
-            asyncio.create_task(send(org.id, report(account.id, "3", "ours"))),
-            # Another organization's account, named by a report of this one: not found, as recordUsage answers.
-            asyncio.create_task(send(other_org.id, report(account.id, "4", "not-theirs")))]
-    await until(lambda: len(combiner._waiting.get(combiner.lane(org.id), [])) == 3)
+    sent = []
+    for org_id, cmd in [(other_org.id, report(elsewhere.id, "2", "theirs")),  # every transaction taken: shared line
+                        (org.id, report(account.id, "3", "ours")),  # waits for its organization's transaction
+                        # An account of another organization, named by a report of this one: not found, as
+                        # recordUsage answers; it comes after "theirs", and waits for the transaction that has it.
+                        (other_org.id, report(account.id, "4", "not-theirs")),
+                        (other_org.id, report(elsewhere.id, "1", "theirs-2"))]:
+        sent.append(asyncio.create_task(send(org_id, cmd)))
+        await until(lambda: len(combiner._shared) + sum(map(len, combiner._lanes.values())) == len(sent))
     lone_report_held.set()
     await held
     outcomes = [await task for task in sent]
 
-    assert codes(outcomes) == ["Recorded", "Recorded", "ACCOUNT_NOT_FOUND"]
-    assert usage_groups == [3]  # one transaction for the three, whatever their organizations
+    assert codes(outcomes) == ["Recorded", "Recorded", "ACCOUNT_NOT_FOUND", "Recorded"]
+    # "theirs" and "ours" together, whatever their organizations; then the other organization's next two.
+    assert usage_groups == [2, 2]
     assert [e.idempotency_key for e in await entries(deps, account.id, [EntryKind.USAGE])] == ["ours", "held"]
-    assert [e.idempotency_key for e in await entries(deps, elsewhere.id, [EntryKind.USAGE])] == ["theirs"]
+    assert [e.idempotency_key for e in await entries(deps, elsewhere.id, [EntryKind.USAGE])] == ["theirs-2", "theirs"]
     assert (await ledger.record_usage(deps, org.id, report(account.id, "1", "after"))).account.balance_micros \
         == micros("5")
     await assert_ledger_consistent(deps, account.id)
     await assert_ledger_consistent(deps, elsewhere.id)
+    assert (combiner._lanes, combiner._shared, combiner._transactions) == ({}, [], 0)
+
+
+@pytest.mark.parametrize("max_transactions", [1, 2, 3])
+async def test_each_organizations_reports_are_recorded_in_the_order_they_arrived_whichever_line_they_took(
+        deps: Deps, org: Org, max_transactions: int, usage_groups: list[int]) -> None:
+    orgs = [org, await make_org(deps, "Globex"), await make_org(deps, "Initech")]
+    accounts = [(await open_account(deps, o.id)).id for o in orgs]
+    for o, account_id in zip(orgs, accounts, strict=True):
+        await fund(deps, o.id, account_id, "100")
+    combiner = UsageCombiner(deps, max_transactions=max_transactions)
+    sent = [(n % 3 if n % 5 else 0, f"r{n}") for n in range(40)]  # interleaved, the first organization the most
+
+    outcomes = await asyncio.gather(*(combiner.record_usage(deps, orgs[o].id, report(accounts[o], "1", key))
+                                      for o, key in sent))
+
+    assert all(isinstance(outcome, Recorded) for outcome in outcomes)
+    for o, account_id in enumerate(accounts):
+        recorded = [e.idempotency_key for e in await entries(deps, account_id, [EntryKind.USAGE])]
+        assert recorded[::-1] == [key for sent_to, key in sent if sent_to == o]  # entries come newest first
+        await assert_ledger_consistent(deps, account_id)
+    assert max(usage_groups) > 1
+    assert (combiner._lanes, combiner._shared, combiner._transactions) == ({}, [], 0)

@@ -27,5 +27,6 @@ class Deps:
     clock: Clock = utc_now
     # Called after a commit that created a recharge attempt, so an in-process worker starts at once.
     recharge_created: Callable[[], None] = _nothing
-    # The database runs one write transaction at a time (SQLite), whatever the organization or account.
+    # The database runs one write transaction at a time (SQLite), whatever the organization or account: a process
+    # runs one usage transaction at a time (service/usage_combiner.py).
     one_writer: bool = False
