@@ -33,13 +33,13 @@ from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.shared_work import answer_each
 from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usages
 
-MAX_TRANSACTIONS = 4
-"""Usage transactions in flight at once in a process, on PostgreSQL: enough that one held by a lock (another
-process's, a batch's) leaves the others going, few enough that reports group under load, where a transaction per
-report spends the CPU of several. Measured with `serve` on PostgreSQL on two cores (recordUsage, 32 connections, each
-request of another of 100 organizations, 5 s runs, two rounds): 1,589 and 1,689 req/s with at most 1, 1,513 and
-1,571 with 4, 942 and 1,071 with 16, 884 and 985 with no limit (a transaction per report, 1,429 µs of CPU each for
-the service and PostgreSQL, against 818 with 4)."""
+MAX_TRANSACTIONS = 2
+"""Usage transactions in flight at once in a process, on PostgreSQL: more than one, so that one held by a lock
+(another process's, a batch's) leaves another going; few, so that reports group under load, where a transaction
+per report spends the CPU of several. Measured with `serve` on PostgreSQL on two cores (recordUsage, 32 connections,
+each request of another of 100 organizations, 5 s runs, two rounds), with at most 1, 2, 4, 16 and no limit: one
+process 1,589/1,689, 1,525/1,692, 1,513/1,571, 942/1,071 and 884/985 req/s; `serve --workers 2` with at most 1,
+2 and 4: 2,043/2,072, 2,055/1,937 and 1,515/1,534 (README, Performance)."""
 
 
 @dataclass(frozen=True, slots=True)
