@@ -44,7 +44,8 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
                          max_tokens=settings.max_query_tokens, max_cost=settings.max_query_cost)
     schema = build_schema(introspection=settings.introspection, field_suggestions=settings.field_suggestions,
                           limits=limits)
-    endpoint = GraphQLEndpoint(schema, deps, graphiql=settings.graphiql)
+    endpoint = GraphQLEndpoint(schema, deps, graphiql=settings.graphiql,
+                               usage_transactions=settings.usage_transactions)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -54,6 +54,7 @@ class Settings:
     recharge_lease: timedelta = timedelta(seconds=60)
     db_pool_size: int = 16  # see README, Pool sizing: a request holds its connection while GraphQL runs
     db_max_overflow: int = 0  # see README, Pool sizing: overflow connections were opened and closed per burst
+    usage_transactions: int = 0  # see README, Group commit; 0: by the database (service/usage_combiner.py)
     rate_limit: RateLimit = field(default_factory=lambda: DEFAULT_RATE_LIMIT)
     redis_url: str | None = None
     redis_prefix: str = "credits"
@@ -93,6 +94,7 @@ class Settings:
             recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
             db_pool_size=_count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1),
             db_max_overflow=_count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0),
+            usage_transactions=_usage_transactions(env),
             rate_limit=RateLimit(
                 per_second=_count(env, "CREDITS_RATE_LIMIT_PER_SECOND", DEFAULT_RATE_LIMIT.per_second, minimum=0),
                 burst=_count(env, "CREDITS_RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT.burst, minimum=1)),
@@ -139,6 +141,18 @@ def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> 
     if not raw.isdigit() or int(raw) < minimum or int(raw) > 100_000:
         raise SettingsError(f"{name} must be a whole number from {minimum} to 100000, got {raw!r}")
     return int(raw)
+
+
+def _usage_transactions(env: Mapping[str, str]) -> int:
+    """A process's usage transactions in flight each hold a pooled connection: more than the pool holds would
+    only wait for one."""
+    transactions = _count(env, "CREDITS_USAGE_TRANSACTIONS", 0, minimum=1)
+    connections = (_count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1)
+                   + _count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0))
+    if transactions > connections:
+        raise SettingsError(f"CREDITS_USAGE_TRANSACTIONS ({transactions}) must not exceed CREDITS_DB_POOL_SIZE + "
+                            f"CREDITS_DB_MAX_OVERFLOW ({connections})")
+    return transactions
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:

@@ -4,7 +4,16 @@ been sent alone, in the order they arrived, though they share transactions (serv
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
+import httpx
+import pytest
+
+from credits_graphql.app import build_app
+from credits_graphql.bootstrap import Runtime
+from credits_graphql.service import usage_combiner
 from credits_graphql.service.deps import Deps
 from tests.api.documents import add_funds, balance, create_account, record_usage
 from tests.conftest import GraphQLClient, make_org
@@ -66,3 +75,40 @@ async def test_organizations_reporting_together_each_move_and_see_only_their_own
         [(f"theirs-{n}", "OK", []) for n in range(6)]
         + [(f"stolen-{n}", "USER_ERROR", ["ACCOUNT_NOT_FOUND"]) for n in range(6)])
     assert max(usage_groups, default=0) > 1  # they did share transactions
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_a_process_runs_at_most_the_usage_transactions_it_is_set_to(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """CREDITS_USAGE_TRANSACTIONS: on PostgreSQL the default is 2, so at 1 organizations that report together
+    wait for each other's transaction, and share the next."""
+    in_flight, most = 0, 0
+
+    def counted(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await run(*args, **kwargs)
+            finally:
+                in_flight -= 1
+        return counting
+
+    monkeypatch.setattr(usage_combiner, "record_usage", counted(usage_combiner.record_usage))
+    monkeypatch.setattr(usage_combiner, "record_usages", counted(usage_combiner.record_usages))
+    app = build_app(replace(runtime, settings=replace(runtime.settings, usage_transactions=limit)), run_worker=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        clients = [GraphQLClient(http, (await make_org(runtime.deps, f"org {n}")).admin) for n in range(4)]
+        accounts = [(await create_account(client))["id"] for client in clients]
+        for client, account in zip(clients, accounts, strict=True):
+            await add_funds(client, account, "10", "seed")
+        most = 0
+
+        answers = await asyncio.gather(*(record_usage(client, account, "1", f"call-{n}") for n in range(5)
+                                         for client, account in zip(clients, accounts, strict=True)))
+
+        assert all(answer["transaction"] for answer in answers)
+        assert [await balance(client, account) for client, account in zip(clients, accounts, strict=True)] == [
+            "5.00"] * 4
+    assert 1 <= most <= limit

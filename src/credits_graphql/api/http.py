@@ -75,10 +75,10 @@ class _RequestAdapter(StarletteRequestAdapter):
 class GraphQLEndpoint(GraphQL[Context | None, None]):
     request_adapter_class = _RequestAdapter
 
-    def __init__(self, schema: CreditsSchema, deps: Deps, *, graphiql: bool) -> None:
+    def __init__(self, schema: CreditsSchema, deps: Deps, *, graphiql: bool, usage_transactions: int = 0) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=True)
         self.deps = deps
-        self.usage = UsageCombiner(deps)
+        self.usage = UsageCombiner(deps, max_transactions=usage_transactions)
         self.key_reads = KeyReads(deps)
         self.documents = schema.documents
 
