@@ -5,11 +5,9 @@ up on after the busy timeout with SQLite's own error."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import signal
 import sqlite3
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -107,61 +105,6 @@ def test_waiting_past_the_busy_timeout_fails_as_sqlite_does(database: Path) -> N
         holder.release()
         waiter.acquire()
         assert waiter.held
-    finally:
-        holder.close()
-        waiter.close()
-
-
-def test_a_writer_behind_another_of_its_process_waits_without_trying_the_file(
-        database: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Waiters of one process wait on the process's line: only the first in it polls the file (each poll
-    takes the GIL, which the event loop's thread needs)."""
-    holder, waiter = WriterLock(str(database), timeout=1), WriterLock(str(database), timeout=0.05)
-    tries: list[int] = []
-    flock = fcntl.flock
-
-    def counted(fd: int, operation: int) -> None:
-        if operation & fcntl.LOCK_EX:
-            tries.append(fd)
-        flock(fd, operation)
-
-    try:
-        holder.acquire()
-        monkeypatch.setattr(fcntl, "flock", counted)
-        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-            waiter.acquire()  # 50 ms: a hundred polls of the file, if it polled
-        assert tries == []
-        holder.release()
-        waiter.acquire()
-        assert waiter.held
-        assert len(tries) == 1
-    finally:
-        holder.close()
-        waiter.close()
-
-
-def test_a_writer_released_or_closed_lets_the_next_of_its_process_in_at_once(database: Path) -> None:
-    holder, waiter = WriterLock(str(database), timeout=1), WriterLock(str(database), timeout=5)
-    taken = threading.Event()
-
-    def wait_then_take() -> None:
-        waiter.acquire()
-        taken.set()
-
-    try:
-        holder.acquire()
-        thread = threading.Thread(target=wait_then_take)
-        thread.start()
-        assert not taken.wait(0.05)
-        holder.close()  # a connection closed in its transaction (terminated, say) leaves the line
-        assert taken.wait(5)
-        thread.join()
-        assert not line_is_free(database)
-        waiter.release()
-        assert line_is_free(database)
-        again = WriterLock(str(database), timeout=0.05)
-        again.acquire()  # nobody holds the process's line either
-        again.close()
     finally:
         holder.close()
         waiter.close()
