@@ -12,7 +12,7 @@ import pytest
 
 from credits_graphql.domain.errors import RuleViolation
 from credits_graphql.domain.ledger import Account, CreditService, EntryKind
-from credits_graphql.service import ledger, usage_combiner
+from credits_graphql.service import ledger, usage_batch, usage_combiner
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage
 from credits_graphql.service.transient import StoreUnavailable
@@ -322,3 +322,51 @@ async def test_each_organizations_reports_are_recorded_in_the_order_they_arrived
         await assert_ledger_consistent(deps, account_id)
     assert max(usage_groups) > 1
     assert (combiner._lanes, combiner._shared, combiner._transactions) == ({}, [], 0)
+
+
+async def test_an_organizations_batches_go_one_transaction_at_a_time_in_the_order_they_arrived(
+        deps: Deps, org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch on another account, which the database would let commit side by side: in the process they wait
+    for the batch before them (on PostgreSQL, batches left to race for a lock were not served in order)."""
+    accounts = [await open_account(deps, org.id) for _ in range(4)]
+    for account in accounts:
+        await fund(deps, org.id, account.id, "100")
+    combiner = UsageCombiner(deps)
+    in_transaction: list[int] = []  # the accounts whose batch reached the end of its transaction, in order
+    first_held, release = asyncio.Event(), asyncio.Event()
+    start_recharges = usage_batch._start_recharges
+
+    async def holding_the_first(uow: Any, by_id: dict[int, Account], *args: Any) -> Any:
+        in_transaction.append(next(iter(by_id)))
+        if len(in_transaction) == 1:
+            first_held.set()
+            await release.wait()
+        return await start_recharges(uow, by_id, *args)
+
+    monkeypatch.setattr(usage_batch, "_start_recharges", holding_the_first)
+    batches = [asyncio.create_task(combiner.record_usage_batch(
+        deps, org.id, [report(account.id, "1", f"{account.id}-{n}") for n in range(3)])) for account in accounts]
+    await first_held.wait()
+
+    def in_line() -> int:
+        line = combiner._batch_lines.get(org.id)
+        return line.batches if line else 0
+
+    for _ in range(100_000):  # until the others wait in line, or one of them gets past it
+        if in_line() == len(accounts) or len(in_transaction) > 1:
+            break
+        await asyncio.sleep(0)
+
+    assert in_transaction == [accounts[0].id]
+    assert in_line() == len(accounts)
+    release.set()
+    results = await asyncio.gather(*batches)
+
+    assert in_transaction == [account.id for account in accounts]
+    outcomes = [outcome for result in results for outcome in result]
+    assert all(isinstance(outcome, Recorded) for outcome in outcomes)
+    ids = [outcome.entry.id for outcome in outcomes if isinstance(outcome, Recorded)]
+    assert ids == sorted(ids)  # the ledger's order is the order the batches arrived in
+    assert combiner._batch_lines == {}
+    for account in accounts:
+        await assert_ledger_consistent(deps, account.id)

@@ -141,7 +141,7 @@ class Mutation:
                 account_id=decoded[1], service=item.service, amount=item.amount, idempotency_key=item.idempotency_key,
                 minutes=item.minutes, reference=item.reference, occurred_at=item.occurred_at))
         if commands:
-            outcomes = await usage_batch.record_usage_batch(info.context.deps, info.context.org_id, commands)
+            outcomes = await info.context.usage.record_usage_batch(info.context.deps, info.context.org_id, commands)
             info.context.prime_accounts({done.account.id: done.account for done in outcomes
                                          if not isinstance(done, RuleViolation)}.values())
             nodes: dict[int, AccountNode] = {}

@@ -4,7 +4,8 @@ arrive together (service/usage_combiner.py) go the same way, each with its own o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeAlias
@@ -24,6 +25,8 @@ MAX_BATCH_ITEMS = 1000
 ItemResult: TypeAlias = Recorded | RuleViolation
 """What one item came to: its entry (a replayed one too), or the rule it broke, with the field path
 recordUsage would answer (["input", "amount"])."""
+Turn: TypeAlias = Callable[[], AbstractAsyncContextManager[object]]
+"""Waits, when entered, for the transaction's turn (service/usage_combiner.py); entered again if it goes again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +50,18 @@ class _Appended:
 _Outcome: TypeAlias = LedgerEntry | _Appended | RuleViolation
 
 
-async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage]) -> list[ItemResult]:
+async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsage],
+                             turn: Turn = nullcontext) -> list[ItemResult]:
     """Applies the items, the organization's, in the order given; a refused item leaves the others alone. A key
-    used twice in one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input."""
-    return await record_usages(deps, [(org_id, item) for item in items])
+    used twice in one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input.
+    `turn`: entered around the transaction, after the checks that need no account."""
+    return await record_usages(deps, [(org_id, item) for item in items], turn=turn)
 
 
 @retry_on_conflict
 async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
                         audit_events: Sequence[AuditEvent | None] = (), *,
-                        keys_likely_new: bool = False) -> list[ItemResult]:
+                        keys_likely_new: bool = False, turn: Turn = nullcontext) -> list[ItemResult]:
     """record_usage_batch's, for items each given with the id of the organization reporting it (an account of
     another organization is ACCOUNT_NOT_FOUND, as for recordUsage).
 
@@ -84,17 +89,17 @@ async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
         return [violation for violation in refused if violation is not None]
     if keys_likely_new:
         try:
-            return await _record(deps, checked, list(refused), audit_events, now, look_up_keys=False)
+            return await _record(deps, checked, list(refused), audit_events, now, turn, look_up_keys=False)
         except KeyAlreadyUsed:
             pass  # a report sent again: rolled back, and recorded as if the key had been looked up
-    return await _record(deps, checked, list(refused), audit_events, now, look_up_keys=True)
+    return await _record(deps, checked, list(refused), audit_events, now, turn, look_up_keys=True)
 
 
 async def _record(deps: Deps, checked: list[_Checked], outcomes: list[_Outcome | None],
-                  audit_events: Sequence[AuditEvent | None], now: datetime, *,
+                  audit_events: Sequence[AuditEvent | None], now: datetime, turn: Turn, *,
                   look_up_keys: bool) -> list[ItemResult]:
     """The checked items in one transaction; `outcomes` holds the refused items' violations, by index."""
-    async with deps.uow(write=True) as uow:
+    async with turn(), deps.uow(write=True) as uow:
         accounts = {account.id: account for account in await uow.accounts.lock_many(
             {(item.org_id, item.cmd.account_id) for item in checked})}
         used: dict[tuple[int, str], LedgerEntry | _Appended] = {

@@ -18,12 +18,18 @@ transaction at a time whatever the organization: there a process runs one, and t
 which would queue for its writer anyway, go together. PostgreSQL commits different accounts side by side.
 
 What a group shares is its transaction: a failure of the database (or a bug) fails each report of the group,
-which its caller may retry with the same idempotency key, as after any failure."""
+which its caller may retry with the same idempotency key, as after any failure.
+
+A batch (recordUsageBatch) is a transaction of its own, which waits for the organization's batches that came before
+it in the process: one at a time, in the order they arrived. Left to wait for each other's account lock in
+PostgreSQL, batches were not served in order: with 8 batches on one account in flight, each ~55 ms in its
+transaction, the wait for the lock was 0.23 s at the median and up to 2.6 s."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from credits_graphql.domain.errors import RuleViolation
@@ -31,7 +37,7 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, record_usage
 from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.shared_work import answer_each
-from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usages
+from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usage_batch, record_usages
 
 MAX_TRANSACTIONS = 2
 """Usage transactions in flight at once in a process, on PostgreSQL: more than one, so that one held by a lock
@@ -53,6 +59,13 @@ class _Report:
 
 
 @dataclass
+class _BatchLine:
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    batches: int = 0
+    """In a transaction or waiting for one."""
+
+
+@dataclass
 class UsageCombiner:
     """One per process, on the process's `deps` (not a request's)."""
 
@@ -65,6 +78,8 @@ class UsageCombiner:
     _shared: list[_Report] = field(default_factory=list)
     _transactions: int = 0
     _groups: set[asyncio.Task[None]] = field(default_factory=set)
+    _batch_lines: dict[int, _BatchLine] = field(default_factory=dict)
+    """The organizations with a batch in a transaction."""
 
     def __post_init__(self) -> None:
         if not self.max_transactions:
@@ -80,10 +95,7 @@ class UsageCombiner:
                 return await record_usage(deps, org_id, cmd)
             finally:
                 self._ended([org_id])
-        scope = deps.uow if isinstance(deps.uow, RequestScope) else None
-        if scope is not None:
-            await scope.close()  # as its own write would: its reads hold no connection while it waits
-        report = _Report(org_id, cmd, scope, asyncio.get_running_loop().create_future())
+        report = _Report(org_id, cmd, await _reads_closed(deps), asyncio.get_running_loop().create_future())
         if org_id in self._lanes:
             self._lanes[org_id].append(report)
         else:
@@ -93,6 +105,25 @@ class UsageCombiner:
         if isinstance(outcome, RuleViolation):
             raise outcome
         return outcome
+
+    async def record_usage_batch(self, deps: Deps, org_id: int, items: Sequence[RecordUsage]) -> list[ItemResult]:
+        """recordUsageBatch, its transaction once the organization's batches that came before it in the process
+        are done (its checks that need no account meanwhile)."""
+        return await record_usage_batch(deps, org_id, items, turn=lambda: self._batch_turn(deps, org_id))
+
+    @asynccontextmanager
+    async def _batch_turn(self, deps: Deps, org_id: int) -> AsyncIterator[None]:
+        line = self._batch_lines.setdefault(org_id, _BatchLine())
+        line.batches += 1
+        try:
+            if line.turn.locked():
+                await _reads_closed(deps)
+            async with line.turn:  # asyncio.Lock: its waiters go in the order they came
+                yield
+        finally:
+            line.batches -= 1
+            if not line.batches:
+                del self._batch_lines[org_id]
 
     def _ended(self, org_ids: Iterable[int]) -> None:
         """After a transaction of these organizations' reports: the reports that waited for it, and the shared
@@ -132,3 +163,11 @@ class UsageCombiner:
             if scope is not None and scope.staged_audit_event and not isinstance(outcome, RuleViolation):
                 scope.audit_event_committed()
         return outcomes
+
+
+async def _reads_closed(deps: Deps) -> RequestScope | None:
+    """The request's reads, closed as its own write would close them: they hold no connection while it waits."""
+    scope = deps.uow if isinstance(deps.uow, RequestScope) else None
+    if scope is not None:
+        await scope.close()
+    return scope
