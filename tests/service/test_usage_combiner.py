@@ -358,7 +358,8 @@ async def test_an_organizations_batches_go_one_transaction_at_a_time_in_the_orde
         await asyncio.sleep(0)
 
     assert in_transaction == [accounts[0].id]
-    assert in_line() == len(accounts)
+    if not deps.one_writer:  # on SQLite they wait for the process's write transaction before that
+        assert in_line() == len(accounts)
     release.set()
     results = await asyncio.gather(*batches)
 
