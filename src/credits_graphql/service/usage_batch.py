@@ -54,7 +54,7 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
                              turn: Turn = nullcontext) -> list[ItemResult]:
     """Applies the items, the organization's, in the order given; a refused item leaves the others alone. A key
     used twice in one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input.
-    `turn`: entered in the transaction before it locks anything, after the checks that need no account."""
+    `turn`: entered around the transaction, after the checks that need no account."""
     return await record_usages(deps, [(org_id, item) for item in items], turn=turn)
 
 
@@ -99,10 +99,7 @@ async def _record(deps: Deps, checked: list[_Checked], outcomes: list[_Outcome |
                   audit_events: Sequence[AuditEvent | None], now: datetime, turn: Turn, *,
                   look_up_keys: bool) -> list[ItemResult]:
     """The checked items in one transaction; `outcomes` holds the refused items' violations, by index."""
-    # The turn is waited for once the transaction is open (on PostgreSQL its BEGIN and audit event sent): those
-    # round trips are not made while the batches after it wait. (On SQLite nothing is sent yet, and a process runs
-    # one write transaction at a time anyway.)
-    async with deps.uow(write=True) as uow, turn():
+    async with turn(), deps.uow(write=True) as uow:
         accounts = {account.id: account for account in await uow.accounts.lock_many(
             {(item.org_id, item.cmd.account_id) for item in checked})}
         used: dict[tuple[int, str], LedgerEntry | _Appended] = {

@@ -107,8 +107,8 @@ class UsageCombiner:
         return outcome
 
     async def record_usage_batch(self, deps: Deps, org_id: int, items: Sequence[RecordUsage]) -> list[ItemResult]:
-        """recordUsageBatch, its transaction's locks and writes once the organization's batches that came before
-        it in the process are done (its checks that need no account meanwhile)."""
+        """recordUsageBatch, its transaction once the organization's batches that came before it in the process
+        are done (its checks that need no account meanwhile)."""
         return await record_usage_batch(deps, org_id, items, turn=lambda: self._batch_turn(deps, org_id))
 
     @asynccontextmanager
