@@ -73,6 +73,8 @@ class Settings:
         if min_purchase > max_purchase:
             raise SettingsError(
                 f"CREDITS_MIN_PURCHASE ({min_purchase}) must not exceed CREDITS_MAX_PURCHASE ({max_purchase})")
+        pool_size = _count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1)
+        max_overflow = _count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0)
         url = env.get("CREDITS_DATABASE_URL", DEFAULT_DATABASE_URL).strip()
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise SettingsError("CREDITS_DATABASE_URL must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
@@ -92,9 +94,9 @@ class Settings:
             max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),
             max_query_cost=_limit(env, "CREDITS_MAX_QUERY_COST", 5000),
             recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
-            db_pool_size=_count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1),
-            db_max_overflow=_count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0),
-            usage_transactions=_usage_transactions(env),
+            db_pool_size=pool_size,
+            db_max_overflow=max_overflow,
+            usage_transactions=_usage_transactions(env, connections=pool_size + max_overflow),
             rate_limit=RateLimit(
                 per_second=_count(env, "CREDITS_RATE_LIMIT_PER_SECOND", DEFAULT_RATE_LIMIT.per_second, minimum=0),
                 burst=_count(env, "CREDITS_RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT.burst, minimum=1)),
@@ -143,12 +145,10 @@ def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> 
     return int(raw)
 
 
-def _usage_transactions(env: Mapping[str, str]) -> int:
-    """A process's usage transactions in flight each hold a pooled connection: more than the pool holds would
-    only wait for one."""
+def _usage_transactions(env: Mapping[str, str], *, connections: int) -> int:
+    """A process's usage transactions in flight each hold a pooled connection: more than the pool's `connections`
+    would only wait for one."""
     transactions = _count(env, "CREDITS_USAGE_TRANSACTIONS", 0, minimum=1)
-    connections = (_count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1)
-                   + _count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0))
     if transactions > connections:
         raise SettingsError(f"CREDITS_USAGE_TRANSACTIONS ({transactions}) must not exceed CREDITS_DB_POOL_SIZE + "
                             f"CREDITS_DB_MAX_OVERFLOW ({connections})")
