@@ -79,7 +79,8 @@ class UsageCombiner:
     _transactions: int = 0
     _groups: set[asyncio.Task[None]] = field(default_factory=set)
     _batch_lines: dict[int, _BatchLine] = field(default_factory=dict)
-    """The organizations with a batch in a transaction."""
+    """The organizations with a batch in a transaction or waiting for one; a batch that goes again (a conflict, a key
+    found used) waits again, behind those that came meanwhile."""
 
     def __post_init__(self) -> None:
         if not self.max_transactions:
