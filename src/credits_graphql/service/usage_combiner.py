@@ -45,7 +45,7 @@ MAX_TRANSACTIONS = 2
 per report spends the CPU of several. Measured with `serve` on PostgreSQL on two cores (recordUsage, 32 connections,
 each request of another of 100 organizations, 5 s runs, two rounds), with at most 1, 2, 4, 16 and no limit: one
 process 1,589/1,689, 1,525/1,692, 1,513/1,571, 942/1,071 and 884/985 req/s; `serve --workers 2` with at most 1,
-2 and 4: 2,043/2,072, 2,055/1,937 and 1,515/1,534 (README, Performance). A larger machine, or a database across
+2 and 4: 2,043/2,072, 2,055/1,937 and 1,515/1,534 (bench/NOTES.md). A larger machine, or a database across
 a network (each transaction waits longer on it), may want more: CREDITS_USAGE_TRANSACTIONS."""
 
 
