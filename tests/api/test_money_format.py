@@ -6,7 +6,7 @@ import random
 import re
 from decimal import Decimal
 
-from tests.api.documents import add_funds, create_account, get_balance, history, record_usage
+from tests.api.documents import add_funds, create_account, get_balance, history, record_usage, user_error
 from tests.conftest import GraphQLClient
 
 PLAIN = re.compile(r"-?[0-9]+(\.[0-9]+)?")
@@ -70,6 +70,22 @@ async def test_one_hundred_and_one_hundred_point_zero_zero_are_the_same_funds(gq
     again = await add_funds(gql, account_id, "100", "k")
     assert again["transaction"]["id"] == first["transaction"]["id"]
     assert (await get_balance(gql, account_id))["available"]["amount"] == "100.00"
+
+
+async def test_an_amount_with_more_digits_than_decimal_arithmetic_keeps_is_refused_not_rounded(
+        gql: GraphQLClient, account_id: str) -> None:
+    # 31 and 32 significant digits: rounded to 28, these were 10.00 charged and 1.00 debited.
+    refused = await add_funds(gql, account_id, "10.000000000000000000000000000004", "f")
+    assert user_error(refused) == ("INVALID_AMOUNT", ["input", "amount"])
+    await add_funds(gql, account_id, "100", "seed")
+    refused = await record_usage(gql, account_id, "0.9999999999999999999999999999999", "u")
+    assert user_error(refused) == ("INVALID_AMOUNT", ["input", "amount"])
+    recorded = await record_usage(gql, account_id, "1", "u")  # the key was not used up
+    assert recorded["userErrors"] == []
+    # The same key with an amount that differs in its 32nd digit is other input, not a retry.
+    again = await record_usage(gql, account_id, "1.0000000000000000000000000000001", "u")
+    assert user_error(again) == ("IDEMPOTENCY_KEY_REUSED", ["input", "idempotencyKey"])
+    assert await history(gql, account_id) == [("USAGE", "-1.00"), ("FUNDS_ADDED", "100.00")]
 
 
 async def test_every_usage_amount_round_trips_exactly_as_a_plain_decimal(gql: GraphQLClient, account_id: str) -> None:

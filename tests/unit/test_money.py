@@ -11,7 +11,9 @@ from credits_graphql.domain.money import (
     MAX_DECIMAL_TEXT,
     InvalidDecimal,
     Money,
+    canonical,
     format_plain_decimal,
+    fractional_digits,
     parse_plain_decimal,
     to_micros,
 )
@@ -124,3 +126,25 @@ def test_to_micros_is_exact(value: Decimal, micros: int) -> None:
 def test_to_micros_refuses_more_than_six_fractional_digits() -> None:
     with pytest.raises(ValueError, match="fractional digits"):
         to_micros(Decimal("0.0000001"))
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [
+        ("0.9999999999999999999999999999999", 31),  # 31 nines: Decimal's default 28-digit context would say 1
+        ("10.000000000000000000000000000004", 30),
+        ("123456789012345678901234567890.5", 1),
+        ("10.00", 0),
+        ("0.0125000", 4),
+    ],
+)
+def test_fractional_digits_are_counted_exactly_however_many_digits_the_text_has(text: str, digits: int) -> None:
+    value = parse_plain_decimal(text)
+    assert fractional_digits(value) == digits
+    assert canonical(value) == value
+
+
+def test_to_micros_never_rounds_a_long_decimal() -> None:
+    with pytest.raises(ValueError, match="fractional digits"):
+        to_micros(Decimal("0.9999999999999999999999999999999"))
+    assert to_micros(Decimal("123456789012345678901234567890.000001")) == 123456789012345678901234567890_000001

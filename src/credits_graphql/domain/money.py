@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 
 LEDGER_SCALE = 6
 MICROS_PER_UNIT = 10**LEDGER_SCALE
@@ -13,6 +13,9 @@ MAX_AMOUNT_MICROS = 10**9 * MICROS_PER_UNIT
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 MAX_DECIMAL_TEXT = 64
+# Exact for every decimal parse_plain_decimal accepts: Decimal's default context rounds to 28 digits, which
+# would take "0.9999999999999999999999999999999" for 1.
+_EXACT = Context(prec=MAX_DECIMAL_TEXT + LEDGER_SCALE)
 
 # ISO 4217 codes and their minor units. Codes absent here are refused at account creation.
 CURRENCY_MINOR_UNITS: dict[str, int] = {
@@ -48,15 +51,20 @@ def minor_units(currency: str) -> int:
     return CURRENCY_MINOR_UNITS[currency]
 
 
+def canonical(value: Decimal) -> Decimal:
+    """The same number without trailing zeros ("100.00" -> "1E+2"), never rounded: how inputs compare."""
+    return value.normalize(_EXACT)
+
+
 def fractional_digits(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
+    exponent = canonical(value).as_tuple().exponent
     assert isinstance(exponent, int)
     return max(0, -exponent)
 
 
 def to_micros(value: Decimal) -> int:
     """Exact conversion; the caller has checked `fractional_digits(value) <= LEDGER_SCALE`."""
-    micros = value.scaleb(LEDGER_SCALE)
+    micros = value.scaleb(LEDGER_SCALE, _EXACT)
     if micros != micros.to_integral_value():
         raise ValueError(f"{value} has more than {LEDGER_SCALE} fractional digits")
     return int(micros)

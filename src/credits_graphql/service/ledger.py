@@ -18,6 +18,7 @@ from credits_graphql.domain.ledger import (
     replay,
     request_fingerprint,
 )
+from credits_graphql.domain.money import canonical
 from credits_graphql.domain.policy import usage_micros
 from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
@@ -64,7 +65,7 @@ async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
     request that died (funds_recovery) all charge with that key, so the card is charged at most once and
     a charge that went through is credited once. A gateway error leaves the charge PENDING for the worker."""
     _check_key(cmd.idempotency_key)
-    fingerprint = request_fingerprint(op="addFunds", amount=cmd.amount.normalize())
+    fingerprint = request_fingerprint(op="addFunds", amount=canonical(cmd.amount))
     opened = await _open_funds_charge(deps, org_id, cmd, fingerprint)
     if isinstance(opened, Recorded):
         return opened
@@ -189,7 +190,7 @@ def check_usage(cmd: RecordUsage, now: datetime) -> tuple[str, datetime]:
     if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
         raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
     occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
-    fingerprint = _usage_fingerprint(cmd.service, str(cmd.amount.normalize()), cmd.minutes, cmd.reference,
+    fingerprint = _usage_fingerprint(cmd.service, str(canonical(cmd.amount)), cmd.minutes, cmd.reference,
                                      cmd.occurred_at.isoformat() if cmd.occurred_at else None)
     return fingerprint, occurred_at
 
