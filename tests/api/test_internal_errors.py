@@ -29,6 +29,9 @@ class BrokenGateway:
     async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
         raise RuntimeError(SECRET)
 
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        raise RuntimeError(SECRET)
+
 
 @pytest.fixture
 async def broken(runtime: Runtime, org: Org) -> AsyncIterator[GraphQLClient]:

@@ -128,11 +128,13 @@ async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
 
 
 class RecordingGateway:
-    """Wraps the sandbox and notes every charge call with its idempotency key (repeated calls included)."""
+    """Wraps the sandbox and notes every charge call with its idempotency key (repeated calls included), and every
+    lookup's key."""
 
     def __init__(self, inner: SandboxGateway) -> None:
         self.inner = inner
         self.calls: list[tuple[str, Money, str]] = []
+        self.lookups: list[str] = []
 
     async def describe(self, token: str) -> CardDetails:
         return await self.inner.describe(token)
@@ -140,6 +142,10 @@ class RecordingGateway:
     async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
         self.calls.append((token, amount, idempotency_key))
         return await self.inner.charge(token, amount, idempotency_key)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        self.lookups.append(idempotency_key)
+        return await self.inner.find_charge(idempotency_key)
 
     @property
     def keys(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -9,10 +10,12 @@ import pytest
 
 from credits_graphql.domain.errors import ErrorCode
 from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.domain.money import Money
 from credits_graphql.domain.recharge import AttemptStatus, RechargeStatus
 from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import accounts, recharges
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.payments import CardDetails, ChargeResult
 from tests.conftest import Clock, Org, make_org
 from tests.service.support import (
     attempts,
@@ -332,3 +335,174 @@ async def test_the_worker_cancels_an_attempt_it_may_no_longer_charge(deps: Deps,
     assert await recharges.run_due(deps) == 0
     assert len(gateway.charges) == charges_before
     assert await pending(deps, account_id) is None
+
+
+# a worker that died, or got no answer from the gateway
+
+
+class AnswerLost:
+    """The sandbox, but the first charge's answer is lost after the gateway took the money (a read timeout)."""
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+        self.lost = False
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        result = await self.inner.charge(token, amount, idempotency_key)
+        if not self.lost:
+            self.lost = True
+            raise TimeoutError("read timed out")
+        return result
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return await self.inner.find_charge(idempotency_key)
+
+
+async def test_a_charge_whose_answer_was_lost_stays_pending_and_is_credited_once(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    charges_before = len(gateway.charges)
+    timing_out = replace(deps, gateway=AnswerLost(gateway))
+    assert await recharges.run_due(timing_out) == 1
+    [waiting] = await attempts(deps, account_id)
+    assert waiting.status is AttemptStatus.PENDING  # not FAILED: the card may have been charged
+    assert (await reload(deps, account_id)).recharge.consecutive_failures == 0
+    assert await recharges.run_due(timing_out) == 0  # its lease holds it until it runs out
+    clock.advance(seconds=61)
+    assert await recharges.run_due(timing_out) == 1
+    [settled] = await attempts(deps, account_id)
+    assert (settled.id, settled.status) == (waiting.id, AttemptStatus.SUCCEEDED)
+    assert len(gateway.charges) == charges_before + 1  # charged once, not once per try
+    assert len(await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])) == 1
+    assert (await reload(deps, account_id)).balance_micros == micros("110")
+
+
+@pytest.mark.parametrize("change", ["disable", "close"])
+@pytest.mark.parametrize("when", ["while leased", "after the lease"])
+async def test_a_charge_made_before_its_worker_died_is_credited_whatever_was_changed_since(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock, change: str, when: str) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    claim = await recharges.claim_next(deps)
+    assert claim is not None
+    assert isinstance(await recharges.charge(deps, claim), ChargeResult)  # charged; then the worker dies
+
+    async def make_change() -> None:
+        if change == "disable":
+            await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+        else:
+            await accounts.close_account(deps, org.id, account_id)
+
+    if when == "while leased":
+        await make_change()
+    clock.advance(seconds=61)
+    if when == "after the lease":
+        await make_change()
+    worker_deps, spy = recording(deps, gateway)
+    assert await recharges.run_due(worker_deps) == 1
+    assert spy.lookups == [f"recharge:{claim.attempt.id}"]
+    assert spy.calls == []  # looked up, not charged again
+    [settled] = await attempts(deps, account_id)
+    assert settled.status is AttemptStatus.SUCCEEDED
+    assert (await reload(deps, account_id)).balance_micros == micros("110")
+    assert len(await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])) == 1
+
+
+async def test_an_attempt_claimed_by_a_worker_that_died_before_charging_is_cancelled_after_disabling(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    assert await recharges.claim_next(deps) is not None  # and the worker dies before calling the gateway
+    await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+    assert await count_pending_rows(deps, account_id) == 1  # it may have been charged: the workers' to finish
+    charges_before = len(gateway.charges)
+    clock.advance(seconds=61)
+    assert await recharges.run_due(deps) == 1
+    [cancelled] = await attempts(deps, account_id)
+    assert (cancelled.status, cancelled.failure_reason) == (AttemptStatus.FAILED, "cancelled: auto-recharge disabled")
+    assert len(gateway.charges) == charges_before
+    assert (await reload(deps, account_id)).balance_micros == micros("10")
+
+
+# settings saved while an attempt waits
+
+
+async def test_a_waiting_attempt_charges_the_amount_saved_after_it_was_created(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id, amount="5000", trigger="20")
+    assert await recharges.run_due(deps) == 1  # declined; a retry of 5000 waits 60 s
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_visa")
+    await enable_recharge(deps, org.id, account_id, amount="50", trigger="20")  # the admin lowers the amount
+    [retry, _] = await attempts(deps, account_id)
+    assert (retry.status, retry.amount_micros) == (AttemptStatus.PENDING, micros("50"))
+    assert await recharges.run_due(deps) == 1
+    assert [str(money) for _, money, result in gateway.charges if result.succeeded][-1] == "50.00 SEK"
+    assert (await reload(deps, account_id)).balance_micros == micros("60")
+
+
+async def test_saving_a_trigger_below_the_balance_cancels_a_waiting_attempt(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    charges_before = len(gateway.charges)
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="5")
+    [cancelled] = await attempts(deps, account_id)
+    assert (cancelled.status, cancelled.failure_reason) == (AttemptStatus.FAILED,
+                                                            "cancelled: balance no longer below the trigger")
+    assert await recharges.run_due(deps) == 0
+    assert len(gateway.charges) == charges_before
+
+
+async def test_a_trigger_raised_while_an_attempt_was_charged_gets_the_next_attempt_at_once(
+        deps: Deps, org: Org) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    claim = await recharges.claim_next(deps)
+    assert claim is not None
+    await enable_recharge(deps, org.id, account_id, amount="1000", trigger="500")  # the claimed 100 is charged
+    await recharges.settle(deps, claim, await recharges.charge(deps, claim))
+    assert (await reload(deps, account_id)).balance_micros == micros("110")  # still below 500
+    follow_up = await pending(deps, account_id)
+    assert follow_up is not None
+    assert follow_up.amount_micros == micros("1000")
+    assert await recharges.run_due(deps) == 1
+    assert (await reload(deps, account_id)).balance_micros == micros("1110")
+
+
+async def test_a_retry_is_cancelled_when_funds_added_meanwhile_lifted_the_balance_above_the_trigger(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id)
+    assert await recharges.run_due(deps) == 1  # declined; a retry waits 60 s
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_visa")  # due at once, but not yet taken
+    await fund(deps, org.id, account_id, "200", key="by-hand")
+    charges_before = len(gateway.charges)
+    assert await recharges.run_due(deps) == 0
+    [cancelled, _] = await attempts(deps, account_id)
+    assert (cancelled.status, cancelled.failure_reason) == (AttemptStatus.FAILED,
+                                                            "cancelled: balance no longer below the trigger")
+    assert len(gateway.charges) == charges_before
+    assert (await reload(deps, account_id)).balance_micros == micros("210")
+
+
+async def test_a_new_card_gets_its_own_three_tries_before_a_suspension(
+        deps: Deps, org: Org, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id)
+    for _ in range(2):  # two declines on the first card
+        assert await recharges.run_due(deps) == 1
+        clock.advance(seconds=601)
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")  # another declining card
+    assert (await reload(deps, account_id)).recharge.consecutive_failures == 0
+    assert await recharges.run_due(deps) == 1
+    account = await reload(deps, account_id)
+    assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.ACTIVE, 1)
+    assert await pending(deps, account_id) is not None

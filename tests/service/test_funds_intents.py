@@ -45,6 +45,9 @@ class DyingGateway:
             await self.inner.charge(token, amount, idempotency_key)
         raise ProcessDied
 
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return await self.inner.find_charge(idempotency_key)
+
 
 async def die_while_adding(deps: Deps, gateway: SandboxGateway, org: Org, account_id: int, amount: str,
                            key: str = "fund-1", *, before_charge: bool = False) -> None:
@@ -236,3 +239,37 @@ async def test_a_charge_whose_key_was_taken_by_usage_meanwhile_is_still_credited
     assert (newest.kind, newest.amount_micros, newest.idempotency_key) == (EntryKind.FUNDS_ADDED, micros("50"), None)
     assert (await reload(deps, account.id)).balance_micros == micros("140")
     assert len(gateway.charges) == 2
+
+
+async def test_a_charge_that_never_reached_the_gateway_is_not_made_after_the_account_was_closed(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account = await open_account(deps, org.id)
+    await die_while_adding(deps, gateway, org, account.id, "500", before_charge=True)
+    await accounts.close_account(deps, org.id, account.id)  # the admin saw the request fail, and closed the account
+    with violation(ErrorCode.ACCOUNT_CLOSED):  # a client retry charges a closed account nothing either
+        await fund(deps, org.id, account.id, "500")
+    clock.advance(seconds=GRACE_PASSED)
+    worker_deps, spy = recording(deps, gateway)
+    assert await funds_recovery.run_stale(worker_deps) == 1
+    assert gateway.charges == []
+    assert spy.calls == []
+    assert spy.lookups == [(await charge_of(deps, account.id, "fund-1")).gateway_key]
+    settled = await charge_of(deps, account.id, "fund-1")
+    assert (settled.status, settled.failure_reason) == (FundsChargeStatus.DECLINED, "cancelled: account closed")
+    assert await entries(deps, account.id) == []
+    assert await funds_recovery.run_stale(worker_deps) == 0
+
+
+async def test_a_charge_that_went_through_before_the_account_was_closed_is_credited_once(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account = await open_account(deps, org.id)
+    await die_while_adding(deps, gateway, org, account.id, "50")
+    await accounts.close_account(deps, org.id, account.id)
+    clock.advance(seconds=GRACE_PASSED)
+    worker_deps, spy = recording(deps, gateway)
+    assert await funds_recovery.run_stale(worker_deps) == 1
+    assert spy.calls == []  # looked up, not charged again
+    [credit] = await entries(deps, account.id)  # the card was charged: the money is the account's, closed or not
+    assert (credit.kind, credit.amount_micros) == (EntryKind.FUNDS_ADDED, micros("50"))
+    assert (await charge_of(deps, account.id, "fund-1")).status is FundsChargeStatus.SUCCEEDED
+    assert len(gateway.charges) == 1

@@ -197,24 +197,31 @@ def test_default_settings_are_disabled_and_never_due() -> None:
     assert not settings.is_due(0)
 
 
-def test_reactivating_lifts_a_suspension_and_resets_failures() -> None:
+def test_a_new_card_lifts_a_suspension_and_resets_failures() -> None:
     settings = RechargeSettings(status=RechargeStatus.SUSPENDED, amount_micros=100_000_000,
                                 trigger_micros=20_000_000, consecutive_failures=3)
     later = NOW + timedelta(hours=1)
-    assert settings.reactivate(later) is True
+    settings.card_replaced(later)
     assert settings.status is RechargeStatus.ACTIVE
     assert settings.consecutive_failures == 0
     assert settings.updated_at == later
     assert settings.is_due(0)
 
 
-@pytest.mark.parametrize("status", [RechargeStatus.DISABLED, RechargeStatus.ACTIVE])
-def test_reactivating_does_nothing_unless_suspended(status: RechargeStatus) -> None:
-    settings = RechargeSettings(status=status, amount_micros=100_000_000, trigger_micros=20_000_000,
-                                consecutive_failures=1, updated_at=NOW)
-    assert settings.reactivate(NOW + timedelta(hours=1)) is False
-    assert settings.status is status
-    assert settings.consecutive_failures == 1
+def test_a_new_card_starts_its_own_count_of_failures() -> None:
+    settings = RechargeSettings(status=RechargeStatus.ACTIVE, amount_micros=100_000_000, trigger_micros=20_000_000,
+                                consecutive_failures=2, updated_at=NOW)
+    settings.card_replaced(NOW + timedelta(hours=1))
+    assert settings.status is RechargeStatus.ACTIVE
+    assert settings.consecutive_failures == 0
+    assert settings.updated_at == NOW  # the settings themselves did not change
+
+
+def test_a_new_card_leaves_disabled_auto_recharge_disabled() -> None:
+    settings = RechargeSettings(status=RechargeStatus.DISABLED, amount_micros=100_000_000,
+                                trigger_micros=20_000_000, updated_at=NOW)
+    settings.card_replaced(NOW + timedelta(hours=1))
+    assert settings.status is RechargeStatus.DISABLED
     assert settings.updated_at == NOW
 
 
@@ -270,11 +277,27 @@ def test_an_attempt_cannot_be_settled_twice(first: str, second: str) -> None:
     assert a.status is status
 
 
-def test_an_attempt_is_leased_only_until_the_lease_expires() -> None:
+def test_an_attempt_was_claimed_from_its_first_lease_until_it_is_settled() -> None:
     a = attempt()
-    assert not a.is_leased(NOW)
+    assert not a.was_claimed
     a.lease_expires_at = NOW + timedelta(seconds=30)
-    assert a.is_leased(NOW)
-    assert a.is_leased(NOW + timedelta(seconds=29))
-    assert not a.is_leased(NOW + timedelta(seconds=30))
-    assert not a.is_leased(NOW + timedelta(seconds=31))
+    assert a.was_claimed  # and stays so after the lease: its worker may have charged it before dying
+    a.succeed(1, NOW)
+    assert not a.was_claimed
+
+
+def test_an_unclaimed_attempt_follows_saved_settings_and_is_due_at_once() -> None:
+    a = new_attempt(7, save("100", "20"), "SEK", NOW, not_before=NOW + timedelta(seconds=600))
+    later = NOW + timedelta(seconds=5)
+    a.follow(save("50", "20"), later)
+    assert (a.amount_micros, a.not_before) == (50_000_000, later)
+    a.follow(save("70", "20"), NOW + timedelta(seconds=9))
+    assert a.not_before == later  # never later than it was due
+
+
+def test_a_claimed_attempt_keeps_the_amount_it_was_charged_with() -> None:
+    a = attempt()
+    a.lease_expires_at = NOW + timedelta(seconds=30)
+    with pytest.raises(AssertionError):
+        a.follow(save("50", "20"), NOW)
+    assert a.amount_micros == 100_000_000

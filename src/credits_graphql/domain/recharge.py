@@ -47,14 +47,13 @@ class RechargeSettings:
             self.consecutive_failures = 0
             self.updated_at = at
 
-    def reactivate(self, at: datetime) -> bool:
-        """A new payment method lifts a suspension. Returns whether it did."""
-        if self.status is not RechargeStatus.SUSPENDED:
-            return False
-        self.status = RechargeStatus.ACTIVE
+    def card_replaced(self, at: datetime) -> None:
+        """A new payment method lifts a suspension, and its failures are counted from zero: the old card's
+        declines do not bring the new one closer to a suspension."""
+        if self.status is RechargeStatus.SUSPENDED:
+            self.status = RechargeStatus.ACTIVE
+            self.updated_at = at
         self.consecutive_failures = 0
-        self.updated_at = at
-        return True
 
 
 @dataclass(slots=True)
@@ -76,8 +75,19 @@ class RechargeAttempt:
     def amount(self) -> Money:
         return Money(self.amount_micros, self.currency)
 
-    def is_leased(self, now: datetime) -> bool:
-        return self.lease_expires_at is not None and self.lease_expires_at > now
+    @property
+    def was_claimed(self) -> bool:
+        """A worker claimed it and did not give it back: its card may have been charged, whatever became of that
+        worker, so only a worker finishes it, looking its charge up first (service/recharges.py)."""
+        return self.lease_expires_at is not None
+
+    def follow(self, settings: RechargeSettings, at: datetime) -> None:
+        """Saved settings apply to an attempt no worker has claimed: it charges their amount, and at once, as
+        saving clears the failure count that its back-off came from."""
+        assert settings.amount_micros is not None
+        assert not self.was_claimed
+        self.amount_micros = settings.amount_micros
+        self.not_before = min(self.not_before, at)
 
     def succeed(self, transaction_id: int, at: datetime) -> None:
         self._settle(AttemptStatus.SUCCEEDED, at)

@@ -37,6 +37,10 @@ class ChargeJournal(Protocol):
         """The result journaled for `key`, or `decide()`'s, journaled first."""
         ...
 
+    async def find(self, key: str) -> ChargeResult | None:
+        """The result journaled for `key`, if any."""
+        ...
+
     def charges(self) -> list[Charge]: ...
 
 
@@ -52,6 +56,11 @@ class MemoryJournal:
             if (first := self._charges.get(key)) is None:
                 first = self._charges[key] = (token, amount, decide())
             return first[2]
+
+    async def find(self, key: str) -> ChargeResult | None:
+        async with self._lock:
+            first = self._charges.get(key)
+        return first[2] if first is not None else None
 
     def charges(self) -> list[Charge]:
         return list(self._charges.values())
@@ -82,11 +91,9 @@ class SqliteJournal:
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
-            row = connection.execute("SELECT succeeded, charge_id, failure_reason FROM sandbox_charges "
-                                     "WHERE idempotency_key = ?", (key,)).fetchone()
-            if row is not None:
+            if (first := _journaled(connection, key)) is not None:
                 connection.execute("ROLLBACK")
-                return ChargeResult(succeeded=bool(row[0]), charge_id=row[1], failure_reason=row[2])
+                return first
             result = decide()
             connection.execute(
                 "INSERT INTO sandbox_charges VALUES (?, ?, ?, ?, ?, ?, ?, "
@@ -95,6 +102,16 @@ class SqliteJournal:
                  result.failure_reason))
             connection.execute("COMMIT")
             return result
+        finally:
+            connection.close()
+
+    async def find(self, key: str) -> ChargeResult | None:
+        return await asyncio.to_thread(self._find, key)
+
+    def _find(self, key: str) -> ChargeResult | None:
+        connection = self._connect()
+        try:
+            return _journaled(connection, key)
         finally:
             connection.close()
 
@@ -108,6 +125,12 @@ class SqliteJournal:
         return [(token, Money(micros, currency), ChargeResult(succeeded=bool(ok), charge_id=charge_id,
                                                                failure_reason=reason))
                 for token, micros, currency, ok, charge_id, reason in rows]
+
+
+def _journaled(connection: sqlite3.Connection, key: str) -> ChargeResult | None:
+    row = connection.execute("SELECT succeeded, charge_id, failure_reason FROM sandbox_charges "
+                             "WHERE idempotency_key = ?", (key,)).fetchone()
+    return ChargeResult(succeeded=bool(row[0]), charge_id=row[1], failure_reason=row[2]) if row else None
 
 
 class SandboxGateway:
@@ -130,6 +153,9 @@ class SandboxGateway:
         if self._crash_after_charge and result.succeeded:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return await self._journal.find(idempotency_key)
 
     @property
     def charges(self) -> list[Charge]:

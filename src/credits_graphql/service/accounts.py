@@ -83,9 +83,9 @@ async def update_payment_method(deps: Deps, org_id: int, account_id: int, token:
         account.ensure_open()
         account.payment_method = PaymentMethod(payment_method.token, payment_method.brand,
                                                payment_method.last4, now)
-        account.recharge.reactivate(now)
+        account.recharge.card_replaced(now)
         pending = await uow.attempts.pending(account.id, for_update=True)
-        if pending is not None and not pending.is_leased(now) and pending.not_before > now:
+        if pending is not None and not pending.was_claimed and pending.not_before > now:
             pending.not_before = now
             await uow.attempts.save(pending)
         created = await start_recharge_if_due(uow, account, now)
@@ -108,13 +108,13 @@ async def update_recharge_settings(deps: Deps, org_id: int, cmd: UpdateRechargeS
             has_payment_method=account.payment_method is not None, at=now,
         )
         if cmd.enabled:
-            created = await start_recharge_if_due(uow, account, now)
+            due = await _pending_follows_settings(uow, account, now) or await start_recharge_if_due(uow, account, now)
         else:
-            created = False
+            due = False
             await _cancel_idle_pending(uow, account, "auto-recharge disabled", now)
         await uow.accounts.save(account)
         await uow.commit()
-    if created:
+    if due:
         deps.recharge_created()
     return account
 
@@ -131,14 +131,34 @@ async def start_recharge_if_due(uow: UnitOfWork, account: Account, now: datetime
     return True
 
 
+async def _pending_follows_settings(uow: UnitOfWork, account: Account, now: datetime) -> bool:
+    """A pending attempt no worker has claimed takes the saved settings: their amount, due at once, or cancelled
+    when the balance is no longer below their trigger. Returns whether it is due now."""
+    pending = await uow.attempts.pending(account.id, for_update=True)
+    if pending is None or pending.was_claimed:
+        return False
+    due = account.recharge.is_due(account.balance_micros)
+    if due:
+        pending.follow(account.recharge, now)
+    else:
+        pending.fail(f"cancelled: {NO_LONGER_DUE}", now)
+    await uow.attempts.save(pending)
+    return due
+
+
 async def _cancel_idle_pending(uow: UnitOfWork, account: Account, reason: str, now: datetime) -> None:
-    """A pending attempt that no worker holds is cancelled; one being charged finishes and is credited.
+    """A pending attempt no worker has claimed is cancelled. A claimed one is left to the workers, whose charge
+    may have gone through even if the worker died: a worker looks it up, credits it if it did, and cancels the
+    attempt if it did not (service/recharges.py).
 
     The row lock makes this wait for a worker that is claiming the attempt right now, and see its lease."""
     pending = await uow.attempts.pending(account.id, for_update=True)
-    if pending is not None and not pending.is_leased(now):
+    if pending is not None and not pending.was_claimed:
         pending.fail(f"cancelled: {reason}", now)
         await uow.attempts.save(pending)
+
+
+NO_LONGER_DUE = "balance no longer below the trigger"
 
 
 async def lock_account(uow: UnitOfWork, org_id: int, account_id: int) -> Account:

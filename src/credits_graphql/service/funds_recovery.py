@@ -4,7 +4,8 @@ call failed) between writing its charge and crediting it.
 Recovery charges again with the charge's own gateway key. The gateway answers a key it has seen with its
 first result, so a charge that went through is credited exactly once and a declined one is recorded as
 declined; a charge that never reached the gateway is made now, which is what the caller asked for with
-that key (and its retry with the key is answered with this credit)."""
+that key (and its retry with the key is answered with this credit). Unless the account was closed since: closing
+stops all money movement, so the charge is only looked up, credited if it went through, and cancelled if not."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import timedelta
 from credits_graphql.domain.funds import FundsCharge
 from credits_graphql.service import ledger
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.payments import ChargeResult
 from credits_graphql.service.recharges import LEASE
 from credits_graphql.service.transient import retry_on_conflict
 
@@ -41,12 +43,23 @@ async def recover(deps: Deps, charge: FundsCharge) -> FundsCharge | None:
     """Charges with the charge's gateway key and settles it; returns it settled, or None after a gateway
     error (it stays PENDING, whether or not the card was charged, and is tried again when its lease ends)."""
     try:
-        result = await deps.gateway.charge(charge.payment_token, charge.amount, charge.gateway_key)
+        if await _account_closed(deps, charge.account_id):
+            result = (await deps.gateway.find_charge(charge.gateway_key)
+                      or ChargeResult(succeeded=False, failure_reason="cancelled: account closed"))
+        else:
+            result = await deps.gateway.charge(charge.payment_token, charge.amount, charge.gateway_key)
     except Exception:
         log.warning("gateway error recovering funds charge %s; trying again later", charge.id, exc_info=True)
         return None
     settled, _ = await ledger.settle_funds_charge(deps, charge, result)
     return settled
+
+
+async def _account_closed(deps: Deps, account_id: int) -> bool:
+    async with deps.uow() as uow:
+        account = await uow.accounts.get_any(account_id)
+    assert account is not None
+    return account.is_closed
 
 
 async def run_stale(deps: Deps, grace: timedelta = GRACE, lease: timedelta = LEASE, limit: int = 100) -> int:

@@ -84,11 +84,13 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
         account = await lock_account(uow, org_id, cmd.account_id)
         if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
             return done
+        # A closed account is charged nothing new: a charge in flight when it was closed is the worker's to look
+        # up, and to credit if it went through (funds_recovery).
+        account.ensure_open()
         if (in_flight := await uow.funds_charges.pending(account.id, cmd.idempotency_key)) is not None:
             if in_flight.request_hash != fingerprint:
                 raise key_reused()
             return in_flight  # a concurrent duplicate, or a retry after a crash: charged with the same key
-        account.ensure_open()
         micros = deps.policy.charge_micros(cmd.amount, account.currency, ErrorCode.INVALID_AMOUNT,
                                            ["input", "amount"])
         if account.payment_method is None:

@@ -33,3 +33,8 @@ class PaymentGateway(Protocol):
     async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
         """Charges once per idempotency key: a repeated key returns the first result, charging nothing."""
         ...
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        """The result of the charge made with this key, or None if none was; never charges. For a charge whose
+        caller died or got no answer, when charging anew is no longer wanted (the account closed since)."""
+        ...

@@ -1,4 +1,9 @@
-"""The recharge worker's use cases: claim a due attempt, charge it outside any transaction, settle it."""
+"""The recharge worker's use cases: claim a due attempt, charge it outside any transaction, settle it.
+
+A claimed attempt's card may have been charged, whatever became of the worker that claimed it (killed, or its
+gateway call timed out): it is never failed unless the gateway says so, and a worker that takes it over looks its
+charge up before anything else, so that a charge that went through is credited, once, even if auto-recharge was
+disabled or the account closed since."""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from credits_graphql.domain import recharge
-from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.domain.ledger import Account, EntryKind
 from credits_graphql.domain.recharge import RechargeAttempt, RechargeStatus
+from credits_graphql.service.accounts import NO_LONGER_DUE, start_recharge_if_due
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
 from credits_graphql.service.transient import retry_on_conflict
@@ -24,30 +30,58 @@ LEASE = timedelta(seconds=60)
 @dataclass(frozen=True, slots=True)
 class Claim:
     attempt: RechargeAttempt
-    token: str
+    token: str | None
+    """The card to charge; None when the attempt may be charged no more (`cancel_reason`): it is cancelled, unless
+    the charge of a worker that claimed it before went through."""
+    reclaimed: bool = False
+    """A worker claimed it before and did not settle it: its charge may have gone through, and is looked up first."""
+    cancel_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    reason: str
+
+
+ChargeOutcome = ChargeResult | Cancelled | None
+"""The gateway's answer; Cancelled, the attempt not charged; None, no answer (the charge may have gone through):
+the attempt stays PENDING and a worker tries again, with the same key, when its lease ends."""
 
 
 @retry_on_conflict
 async def claim_next(deps: Deps, lease: timedelta = LEASE) -> Claim | None:
-    """Leases the oldest due attempt. Attempts that may no longer be charged are failed on the way."""
+    """Leases the oldest due attempt. Attempts that may no longer be charged, and that no worker claimed before,
+    are failed on the way."""
     now = deps.clock()
     async with deps.uow(write=True) as uow:
         while (attempt := await uow.attempts.next_due(now)) is not None:
             account = await uow.accounts.get_any(attempt.account_id)
             assert account is not None
-            if account.is_closed:
-                attempt.fail("cancelled: account closed", now)
-            elif account.recharge.status is not RechargeStatus.ACTIVE:
-                attempt.fail(f"cancelled: auto-recharge {account.recharge.status.lower()}", now)
-            elif account.payment_method is None:
-                attempt.fail("cancelled: no payment method", now)
-            else:
-                attempt.lease_expires_at = now + lease
+            reason = _why_not_charged(account)
+            if reason is not None and not attempt.was_claimed:
+                attempt.fail(f"cancelled: {reason}", now)
                 await uow.attempts.save(attempt)
-                await uow.commit()
-                return Claim(attempt, account.payment_method.token)
+                continue
+            reclaimed = attempt.was_claimed
+            attempt.lease_expires_at = now + lease
             await uow.attempts.save(attempt)
+            await uow.commit()
+            token = account.payment_method.token if reason is None and account.payment_method else None
+            return Claim(attempt, token, reclaimed, reason)
         await uow.commit()
+    return None
+
+
+def _why_not_charged(account: Account) -> str | None:
+    """Why the account's pending attempt may not be charged now, if it may not."""
+    if account.is_closed:
+        return "account closed"
+    if account.recharge.status is not RechargeStatus.ACTIVE:
+        return f"auto-recharge {account.recharge.status.lower()}"
+    if account.payment_method is None:
+        return "no payment method"
+    if not account.recharge.is_due(account.balance_micros):  # funds added meanwhile, say, while a retry waited
+        return NO_LONGER_DUE
     return None
 
 
@@ -68,22 +102,33 @@ async def release(deps: Deps, claim: Claim) -> bool:
     return True
 
 
-async def charge(deps: Deps, claim: Claim) -> ChargeResult:
-    assert claim.attempt.id is not None
+async def charge(deps: Deps, claim: Claim) -> ChargeOutcome:
+    """Charges the attempt with its own idempotency key; an attempt claimed before is first looked up, so that a
+    charge made before a worker died is settled as it went, whatever the account has become since."""
+    key = f"recharge:{claim.attempt.id}"
     try:
-        return await deps.gateway.charge(claim.token, claim.attempt.amount,
-                                         idempotency_key=f"recharge:{claim.attempt.id}")
-    except Exception as error:  # a gateway outage is a failed attempt, retried on the back-off schedule
-        log.warning("gateway error charging recharge attempt %s", claim.attempt.id, exc_info=True)
-        return ChargeResult(succeeded=False, failure_reason=f"gateway error: {type(error).__name__}")
+        if claim.reclaimed and (found := await deps.gateway.find_charge(key)) is not None:
+            return found
+        if claim.token is None:
+            assert claim.cancel_reason is not None
+            return Cancelled(claim.cancel_reason)
+        return await deps.gateway.charge(claim.token, claim.attempt.amount, idempotency_key=key)
+    except Exception:  # a timeout, an outage: the charge may have gone through, so it is no failure to retry anew
+        log.warning("gateway error charging recharge attempt %s; tried again with the same key when its lease ends",
+                    claim.attempt.id, exc_info=True)
+        return None
 
 
 @retry_on_conflict
-async def settle(deps: Deps, claim: Claim, result: ChargeResult) -> RechargeAttempt | None:
-    """Credits a successful charge or records the failure and schedules the next try, in one transaction.
+async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAttempt | None:
+    """Credits a successful charge, or records the failure and schedules the next try, or the cancellation, in one
+    transaction.
 
-    Returns None when another worker settled the attempt first (its lease had run out)."""
+    Returns None when there is nothing to settle (no answer from the gateway), or when another worker settled the
+    attempt first (its lease had run out)."""
     assert claim.attempt.id is not None
+    if outcome is None:
+        return None
     now = deps.clock()
     async with deps.uow(write=True) as uow:
         account = await uow.accounts.get_any(claim.attempt.account_id, for_update=True)
@@ -93,14 +138,8 @@ async def settle(deps: Deps, claim: Claim, result: ChargeResult) -> RechargeAtte
         if attempt.status is not recharge.AttemptStatus.PENDING:
             return None
         settings = account.recharge
-        if result.succeeded:
-            entry = await uow.ledger.append(account.credit(EntryKind.AUTO_RECHARGE, attempt.amount_micros, now))
-            assert entry.id is not None
-            attempt.succeed(entry.id, now)
-            await uow.attempts.save(attempt)
-            settings.consecutive_failures = 0
-        else:
-            attempt.fail(result.failure_reason or "declined", now)
+        if isinstance(outcome, ChargeResult) and not outcome.succeeded:
+            attempt.fail(outcome.failure_reason or "declined", now)
             await uow.attempts.save(attempt)  # before the next PENDING one: one PENDING per account
             settings.consecutive_failures += 1
             delay = deps.policy.retry_delay(settings.consecutive_failures)
@@ -109,13 +148,25 @@ async def settle(deps: Deps, claim: Claim, result: ChargeResult) -> RechargeAtte
             elif settings.status is RechargeStatus.ACTIVE and not account.is_closed:
                 await uow.attempts.add(recharge.new_attempt(account.id, settings, account.currency, now,
                                                             not_before=now + delay))
+        else:
+            if isinstance(outcome, Cancelled):
+                attempt.fail(f"cancelled: {outcome.reason}", now)
+            else:
+                entry = await uow.ledger.append(account.credit(EntryKind.AUTO_RECHARGE, attempt.amount_micros, now))
+                assert entry.id is not None
+                attempt.succeed(entry.id, now)
+                settings.consecutive_failures = 0
+            await uow.attempts.save(attempt)
+            # Settings saved while this one was charged (a higher trigger, auto-recharge enabled again) may leave
+            # the balance below the trigger: the next attempt, due at once.
+            await start_recharge_if_due(uow, account, now)
         await uow.accounts.save(account)
         await uow.commit()
     return attempt
 
 
 async def run_due(deps: Deps, limit: int = 100, lease: timedelta = LEASE) -> int:
-    """Processes due attempts until none is left (or `limit`); returns how many were settled."""
+    """Processes due attempts until none is left (or `limit`); returns how many it claimed."""
     settled = 0
     while settled < limit:
         claim = await claim_next(deps, lease)
