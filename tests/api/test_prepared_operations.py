@@ -18,10 +18,13 @@ import pytest
 from graphql import parse
 from starlette.applications import Starlette
 from starlette.routing import Route
+from strawberry.extensions.parser_cache import _get_parse_cache
+from strawberry.extensions.validation_cache import _get_validate_cache
 
+from credits_graphql.api import limits
 from credits_graphql.api import queries as api_queries
 from credits_graphql.api.http import GraphQLEndpoint
-from credits_graphql.api.prepared import ValidatedDocuments
+from credits_graphql.api.prepared import MAX_DOCUMENTS, ValidatedDocuments
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
@@ -354,3 +357,18 @@ def test_a_long_text_is_not_remembered() -> None:
         documents.remember(text, parse(text))
     assert documents.get(short) is not None
     assert documents.get(long) is None
+
+
+async def test_a_long_query_text_is_answered_and_kept_by_no_cache(gql: GraphQLClient) -> None:
+    def kept() -> tuple[int, ...]:
+        return (_get_parse_cache(MAX_DOCUMENTS).cache_info().currsize,
+                _get_validate_cache(MAX_DOCUMENTS).cache_info().currsize,
+                len(limits._LITERALS._found), len(limits._VERDICTS._found))
+
+    short = "{ __typename }"
+    assert (await gql(short)) == {"__typename": "Query"}
+    before = kept()
+    for n in range(3):  # ~1 MB request bodies of one comment each: 1,024 of them once kept ~2 GB in a process
+        long = f"# {n} " + "x" * (limits.MAX_KEPT_QUERY_LENGTH * 30) + "\n" + short
+        assert (await gql(long)) == {"__typename": "Query"}
+    assert kept() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 
+from credits_graphql.service.deps import Deps
 from tests.api.documents import (
     ACCOUNT,
     ACCOUNT_TRANSACTIONS,
@@ -14,13 +15,14 @@ from tests.api.documents import (
     RECHARGE_ATTEMPTS,
     TRANSACTIONS,
     add_funds,
+    codes_of,
     create_account,
     get_balance,
     record_usage,
     transactions,
     update_settings,
 )
-from tests.conftest import Clock, GraphQLClient, Org
+from tests.conftest import Clock, GraphQLClient, Org, make_org
 
 UNKNOWN_ACCOUNT = base64.b64encode(b"Account:999999").decode()
 
@@ -90,6 +92,16 @@ async def test_accounts_are_listed_newest_first_in_keyset_pages(gql: GraphQLClie
     last = (await gql(ACCOUNTS, {"first": 2, "after": second["pageInfo"]["endCursor"]}))["accounts"]
     assert [e["node"]["name"] for e in last["edges"]] == ["acct-0"]
     assert last["pageInfo"]["hasNextPage"] is False
+
+
+async def test_a_cursor_of_another_organization_s_accounts_is_refused(gql: GraphQLClient, deps: Deps) -> None:
+    for name in ("a", "b"):
+        await create_account(gql, name, "SEK", token=None)
+    cursor = (await gql(ACCOUNTS, {"first": 1}))["accounts"]["pageInfo"]["endCursor"]
+    other = await make_org(deps, "Globex")
+    await create_account(gql.as_key(other.admin), "theirs", "SEK", token=None)
+    refused = await gql.post(ACCOUNTS, {"after": cursor}, key=other.admin)
+    assert codes_of(refused) == ["BAD_USER_INPUT"]
 
 
 async def test_accounts_default_to_pages_of_twenty(gql: GraphQLClient) -> None:

@@ -111,6 +111,19 @@ async def test_an_empty_or_oversized_batch_is_bad_input_and_records_nothing(
     assert await balance(gql, funded_id) == "100.00"
 
 
+async def test_an_empty_or_oversized_batch_after_another_mutation_runs_neither(
+        gql: GraphQLClient, funded_id: str) -> None:
+    document = """mutation($funds: AddFundsInput!, $input: RecordUsageBatchInput!) {
+      addFunds(input: $funds) { transaction { id } userErrors { code } }
+      recordUsageBatch(input: $input) { results { userErrors { code } } } }"""
+    funds = {"accountId": funded_id, "amount": "50", "idempotencyKey": "more"}
+    for items in ([], [usage(funded_id, "0.01", f"k{n}") for n in range(1001)]):
+        response = await gql.post(document, {"funds": funds, "input": {"items": items}})
+        assert codes_of(response) == ["BAD_USER_INPUT"], len(items)
+        assert response.json()["data"] is None
+    assert await balance(gql, funded_id) == "100.00"  # the funds were not added either
+
+
 async def test_a_malformed_id_or_amount_in_any_item_is_bad_input_and_records_nothing(
         gql: GraphQLClient, funded_id: str) -> None:
     for bad in (usage("not-an-id", "1", "b"), usage(funded_id, "1e2", "b")):

@@ -194,3 +194,44 @@ async def test_a_usage_report_and_its_audit_event_commit_together_or_not_at_all(
     usage_events = [e for e in await _events(gql, first=10) if e["operation"] == "recordUsage"]
     # The refused call's own ERROR event could not be written either while events were refused (it is logged).
     assert [(e["outcome"], e["errorCodes"]) for e in usage_events] == [("OK", [])]
+
+
+BATCH = """mutation($items: [RecordUsageInput!]!) {
+  recordUsageBatch(input: {items: $items}) { results { userErrors { code } } } }"""
+
+
+@pytest.mark.parametrize("document", ["usage", "batch"])
+async def test_a_forbidden_usage_report_is_recorded_once_and_never_as_ok(
+        gql: GraphQLClient, org: Org, document: str) -> None:
+    account_id = await _funded_account(gql)
+    item = {"accountId": account_id, "service": "TOLL_FREE", "amount": "1", "idempotencyKey": "x"}
+    forbidden = (await gql.post(USAGE, {"id": account_id}, key=org.reader) if document == "usage"
+                 else await gql.post(BATCH, {"items": [item]}, key=org.reader))
+    assert forbidden.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    events = await _events(gql, first=3)
+    operation = "recordUsage" if document == "usage" else "recordUsageBatch"
+    assert [(e["operation"], e["outcome"], e["errorCodes"]) for e in events[:2]] == [
+        (operation, "ERROR", ["FORBIDDEN"]), ("addFunds", "OK", [])]
+
+
+async def test_a_document_naming_a_forbidden_mutation_many_times_is_recorded_once_with_its_declared_input(
+        gql: GraphQLClient, org: Org) -> None:
+    account_id = await _funded_account(gql)
+    document = "mutation($i: AddFundsInput!) { " + " ".join(
+        ["addFunds(input: $i) { __typename }"] * 50) + " }"
+    stuffed = {"accountId": account_id, "amount": "10", "idempotencyKey": "x",
+               **{f"filler{n}": "x" * 1000 for n in range(20)}}  # not fields of AddFundsInput
+    forbidden = await gql.post(document, {"i": stuffed}, key=org.reader)
+    assert forbidden.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    events = await _events(gql, first=10)
+    assert [(e["operation"], e["outcome"]) for e in events[:2]] == [("addFunds", "ERROR"), ("addFunds", "OK")]
+    assert {field["name"]: field["value"] for field in events[0]["input"]} == {"amount": "10", "idempotencyKey": "x"}
+
+
+async def test_a_cursor_of_another_organization_s_audit_trail_is_refused(gql: GraphQLClient, deps: Deps) -> None:
+    for name in ("a", "b"):
+        await gql(CREATE, {"input": {"name": name, "currencyCode": "SEK"}})
+    cursor = (await gql(AUDIT, {"first": 1}))["auditEvents"]["pageInfo"]["endCursor"]
+    other = await make_org(deps, "Globex")
+    refused = await gql.post(AUDIT, {"after": cursor}, key=other.admin)
+    assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

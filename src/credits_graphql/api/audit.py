@@ -111,6 +111,8 @@ class Audited(FieldExtension):
         try:
             payload = await next_(source, info, **kwargs)
         except Exception as error:
+            if scope is not None:
+                scope.unstage_audit_event()  # or the ERROR event's own commit would append the OK one with it
             await record(info.context, self.operation, summary, account_id, AuditOutcome.ERROR, [_error_code(error)])
             raise
         finally:

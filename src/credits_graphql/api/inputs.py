@@ -15,7 +15,9 @@ from strawberry.types.base import StrawberryList, StrawberryOptional, Strawberry
 from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 
 import credits_graphql.api.enums  # noqa: F401  (names the enums)
+from credits_graphql.api.ids import bad_input
 from credits_graphql.domain import ledger
+from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS
 
 _ABSENT = object()
 T = TypeVar("T")
@@ -112,6 +114,14 @@ class RecordUsageInput:
 class RecordUsageBatchInput:
     items: list[RecordUsageInput] = strawberry.field(
         description="1 to 1000 usage reports, applied in this order; each has its own idempotency key.")
+
+
+def check_batch_size(items: object) -> None:
+    """BAD_USER_INPUT for a batch of no item or of more than a batch holds: `items` as Strawberry built it, or as
+    sent (where a single item, not in a list, is a list of one)."""
+    count = len(items) if isinstance(items, list) else 1
+    if not 1 <= count <= MAX_BATCH_ITEMS:
+        raise bad_input(f"A batch holds 1 to {MAX_BATCH_ITEMS} items, not {count}.")
 
 
 @strawberry.input

@@ -181,8 +181,20 @@ class _LiteralStrings(Visitor):
         self.found.append(node.value)
 
 
+MAX_KEPT_QUERY_LENGTH = 32_768
+"""A document of a longer query text is worked out anew on every request and never kept, by any cache: a kept
+document keeps its text, and 1,024 request bodies of 1 MiB (a long comment, say) kept about 2 GB in a process.
+Clients' documents are far shorter; a 1,000-item batch goes in variables."""
+
+
+def is_kept(document: Any) -> bool:
+    """Whether the caches keep this parsed document (its query text is not too long)."""
+    location = getattr(document, "loc", None)
+    return location is None or len(location.source.body) <= MAX_KEPT_QUERY_LENGTH
+
+
 class PerDocument(Generic[V]):
-    """What was worked out from a parsed document. ParserCache shares parsed documents between requests,
+    """What was worked out from a parsed document. The parse cache shares parsed documents between requests,
     so each is walked once; the oldest results go first beyond `maxsize`."""
 
     def __init__(self, maxsize: int = 1024) -> None:
@@ -194,6 +206,8 @@ class PerDocument(Generic[V]):
         if cached is not None and cached[0] is document:
             return cached[1]
         value = work_out()
+        if not is_kept(document):
+            return value
         if len(self._found) >= self._maxsize:
             self._found.pop(next(iter(self._found)))
         self._found[key] = (document, value)  # the document is kept, so its id is not reused meanwhile

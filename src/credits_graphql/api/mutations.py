@@ -7,7 +7,7 @@ from strawberry.types import Info
 
 from credits_graphql.api.audit import audited
 from credits_graphql.api.context import Context
-from credits_graphql.api.ids import bad_input, decode_id
+from credits_graphql.api.ids import decode_id
 from credits_graphql.api.inputs import (
     AddFundsInput,
     CloseAccountInput,
@@ -16,6 +16,7 @@ from credits_graphql.api.inputs import (
     RecordUsageInput,
     UpdatePaymentMethodInput,
     UpdateRechargeSettingsInput,
+    check_batch_size,
 )
 from credits_graphql.api.payloads import (
     AddFundsPayload,
@@ -126,8 +127,7 @@ class Mutation:
                          "or amount in any item: BAD_USER_INPUT and nothing recorded.")
     async def record_usage_batch(self, info: Info[Context, None],
                                  input: RecordUsageBatchInput) -> RecordUsageBatchPayload:
-        if not 1 <= len(input.items) <= usage_batch.MAX_BATCH_ITEMS:
-            raise bad_input(f"A batch holds 1 to {usage_batch.MAX_BATCH_ITEMS} items, not {len(input.items)}.")
+        check_batch_size(input.items)
         results: list[RecordUsageResult | None] = [None] * len(input.items)
         indexes: list[int] = []
         commands: list[ledger.RecordUsage] = []

@@ -5,8 +5,8 @@ nulls the whole answer (their payloads are non-null), hiding what the fields bef
 - A document of several operations needs `operationName` (Strawberry would run the first one).
 - A mutation with a root field the key's role may not call runs none of its fields: FORBIDDEN, recorded in
   the audit trail. (A mutation of one forbidden field is refused by its field, which records it the same way.)
-- A mutation's ids and page arguments (`first`, `after`) are checked before any of its fields runs: a
-  malformed one is BAD_USER_INPUT, as its resolver would answer after the fields before it moved money."""
+- A mutation's ids, page arguments (`first`, `after`) and batch sizes are checked before any of its fields runs:
+  a malformed one is BAD_USER_INPUT, as its resolver would answer after the fields before it moved money."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from credits_graphql.api.connections import after_id, page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
 from credits_graphql.api.ids import decode_id
+from credits_graphql.api.inputs import check_batch_size
 from credits_graphql.api.limits import PerDocument, fragments_of
 from credits_graphql.api.permissions import Allowed
 from credits_graphql.api.prepared import chosen_operation
@@ -117,14 +118,15 @@ class _Mutation:
         if len(fields) < 2:
             return
         permissions = _mutation_permissions(self.schema)
-        refused = [(node, permission) for node, _ in fields
+        refused = [(node, definition, permission) for node, definition in fields
                    if (permission := permissions.get(node.name.value)) is not None
                    and not context.principal.may(permission.action)]
-        for node, _ in refused:
-            await record(context, node.name.value, *summarize(self._argument(node, "input")), AuditOutcome.ERROR,
+        # One event per mutation refused, however many times the document names it.
+        for node, definition, _ in {node.name.value: (node, definition, p) for node, definition, p in refused}.values():
+            await record(context, node.name.value, *summarize(self._input(node, definition)), AuditOutcome.ERROR,
                          [FORBIDDEN])
         if refused:
-            node, permission = refused[0]
+            node, _, permission = refused[0]
             key = node.alias.value if node.alias else node.name.value
             raise GraphQLError(f"{permission.message} Nothing in this request was run.", nodes=[node], path=[key],
                                extensions={"code": FORBIDDEN})
@@ -140,11 +142,15 @@ class _Mutation:
                 for argument in arguments:
                     if (argument_definition := definition.args.get(argument.name.value)) is not None:
                         _check_ids(self._argument(root, argument.name.value), argument_definition.type)
+                if len(roots) > 1 and root.name.value == "recordUsageBatch":
+                    batch = self._argument(root, "input")
+                    if isinstance(batch, Mapping) and batch.get("items") is not None:
+                        check_batch_size(batch["items"])
                 for node in _fields(root.selection_set, self.fragments, nested=True):
                     self._check_page(node)
             except GraphQLError as error:
                 code = str((error.extensions or {}).get("code"))
-                await record(context, root.name.value, *summarize(self._argument(root, "input")), AuditOutcome.ERROR,
+                await record(context, root.name.value, *summarize(self._input(root, definition)), AuditOutcome.ERROR,
                              [code])
                 raise
 
@@ -156,6 +162,15 @@ class _Mutation:
             page_size(first)
         if isinstance(after, str):
             after_id(after, None)  # which list's it must be is the field's to check
+
+    def _input(self, node: FieldNode, definition: GraphQLField) -> Any:
+        """The field's `input` as given, with only the fields its type declares: as the resolver gets it, and not
+        what a caller added to fill the audit trail (the variables are not coerced yet)."""
+        given, argument = self._argument(node, "input"), definition.args.get("input")
+        input_type = get_nullable_type(argument.type) if argument is not None else None
+        if not isinstance(given, Mapping) or not isinstance(input_type, GraphQLInputObjectType):
+            return given
+        return {name: value for name, value in given.items() if name in input_type.fields}
 
     def _argument(self, node: FieldNode, name: str) -> Any:
         """The argument's value as given (a literal, or a variable's value), or None."""

@@ -16,15 +16,15 @@ from graphql import DocumentNode, OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-MAX_DOCUMENTS = 1024  # as ParserCache's and ValidationCache's
-# Longer texts go the full way every time: at most ~32 MB of texts are kept, not MAX_DOCUMENTS request bodies.
-MAX_QUERY_LENGTH = 32_768
+from credits_graphql.api.limits import MAX_KEPT_QUERY_LENGTH
+
+MAX_DOCUMENTS = 1024  # as the parse and validation caches' (api/document_caches.py)
 
 
 class ValidatedDocuments:
     """Documents that validated on one schema, by query text; beyond `maxsize`, the oldest are forgotten."""
 
-    def __init__(self, maxsize: int = MAX_DOCUMENTS, max_query_length: int = MAX_QUERY_LENGTH) -> None:
+    def __init__(self, maxsize: int = MAX_DOCUMENTS, max_query_length: int = MAX_KEPT_QUERY_LENGTH) -> None:
         self._maxsize = maxsize
         self._max_query_length = max_query_length
         self._documents: dict[str, DocumentNode] = {}

@@ -61,10 +61,11 @@ class Query:
     async def accounts(self, info: Info[Context, None], first: int | None = None,
                        after: str | None = None) -> connections.Connection[AccountNode]:
         deps, org_id = info.context.deps, info.context.org_id
-        page = await queries.accounts_page(deps, org_id, connections.after_id(after, "accounts"),
+        listed = f"accounts.{org_id}"  # another organization's cursor pages no list of this one
+        page = await queries.accounts_page(deps, org_id, connections.after_id(after, listed),
                                            connections.page_size(first))
         info.context.prime_accounts(page.items)
-        return connections.build(page.items, page.has_next, after, "accounts", lambda a: a.id, AccountNode.of,
+        return connections.build(page.items, page.has_next, after, listed, lambda a: a.id, AccountNode.of,
                                  lambda: queries.count_accounts(deps, org_id))
 
     @strawberry.field
@@ -86,8 +87,9 @@ class Query:
     async def audit_events(self, info: Info[Context, None], first: int | None = None,
                            after: str | None = None) -> connections.Connection[AuditEventNode]:
         deps, org_id = info.context.deps, info.context.org_id
-        page = await audit.audit_page(deps, org_id, connections.after_id(after, "auditEvents"),
+        listed = f"auditEvents.{org_id}"
+        page = await audit.audit_page(deps, org_id, connections.after_id(after, listed),
                                       connections.page_size(first))
-        return connections.build(page.items, page.has_next, after, "auditEvents", lambda e: e.id or 0,
+        return connections.build(page.items, page.has_next, after, listed, lambda e: e.id or 0,
                                  AuditEventNode.of,
                                  lambda: audit.count_audit_events(deps, org_id))

@@ -8,12 +8,13 @@ from typing import Any
 import strawberry
 from graphql import DocumentNode, GraphQLError, execute
 from strawberry.execution import optimized_is_awaitable
-from strawberry.extensions import DisableIntrospection, ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.utils.await_maybe import await_maybe
 
+from credits_graphql.api.document_caches import BoundedParserCache, BoundedValidationCache
 from credits_graphql.api.errors import (
     ErrorCodes,
     code_execution_errors,
@@ -24,7 +25,13 @@ from credits_graphql.api.errors import (
 from credits_graphql.api.limits import EnforceLimits, QueryLimits, limit_error
 from credits_graphql.api.mutations import Mutation
 from credits_graphql.api.preflight import Preflight, preflight_error
-from credits_graphql.api.prepared import RememberValidated, ValidatedDocuments, chosen_operation, operation_type
+from credits_graphql.api.prepared import (
+    MAX_DOCUMENTS,
+    RememberValidated,
+    ValidatedDocuments,
+    chosen_operation,
+    operation_type,
+)
 from credits_graphql.api.queries import Query
 from credits_graphql.api.scalars import SCALARS
 from credits_graphql.api.types import AccountNode, RechargeAttemptNode, TransactionNode
@@ -89,10 +96,11 @@ def build_schema(*, introspection: bool = True, field_suggestions: bool = True,
                  limits: QueryLimits | None = None) -> CreditsSchema:
     limits = limits or QueryLimits()
     documents = ValidatedDocuments()
-    # Order matters: ErrorCodes swaps in its validation rule before ValidationCache validates, and
+    # Order matters: ErrorCodes swaps in its validation rule before the validation cache validates, and
     # EnforceLimits, then Preflight, run on a document that validated; RememberValidated sees the outcome of all.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        ErrorCodes, lambda: ParserCache(maxsize=1024), lambda: ValidationCache(maxsize=1024),
+        ErrorCodes, lambda: BoundedParserCache(maxsize=MAX_DOCUMENTS),
+        lambda: BoundedValidationCache(maxsize=MAX_DOCUMENTS),
         lambda: EnforceLimits(limits), Preflight]
     if not introspection:
         extensions.append(DisableIntrospection)
