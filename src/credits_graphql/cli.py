@@ -65,12 +65,23 @@ def _instant(text: str) -> datetime:
     return value
 
 
+MAX_ORG_NAME = 200  # the column's length
+
+
+def _org_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > MAX_ORG_NAME or "\x00" in name:
+        raise argparse.ArgumentTypeError(f"an organization's name has 1 to {MAX_ORG_NAME} characters, not blank; "
+                                         f"got {text[:40]!r}")
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Prepaid communication credits over GraphQL.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("migrate", help="bring the database schema up to date (safe to repeat)")
     org = commands.add_parser("create-org", help="create an organization; prints its id last")
-    org.add_argument("name")
+    org.add_argument("name", type=_org_name)
     key = commands.add_parser("create-api-key", help="create an API key; prints the key last (shown once)")
     key.add_argument("--org", required=True, type=_positive_int, metavar="ORG_ID")
     key.add_argument("--role", required=True, choices=[role.value for role in Role])

@@ -104,7 +104,9 @@ def test_revoking_an_unknown_key_fails(tmp_path: Path, sqlite_url: str) -> None:
     (["create-api-key", "--org", "1", "--role", "KING"], "KING"),
     ([], "COMMAND"),
     (["revoke-api-key", "abc"], "abc"),
-], ids=["missing-role", "unknown-role", "no-command", "non-numeric-key-id"])
+    (["create-org", "  "], "name"),
+    (["create-org", "x" * 201], "name"),
+], ids=["missing-role", "unknown-role", "no-command", "non-numeric-key-id", "blank-org-name", "long-org-name"])
 def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
         tmp_path: Path, sqlite_url: str, args: list[str], mentions: str) -> None:
     result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
