@@ -210,6 +210,24 @@ async def test_a_mutation_document_with_one_forbidden_field_runs_none_of_its_fie
     assert (await gql(document, key=org.usage_writer))["used"]["transaction"]["id"]
 
 
+async def test_a_forbidden_field_that_skip_or_include_leaves_out_does_not_refuse_the_document(
+        gql: GraphQLClient, funded_id: str, org: Org) -> None:
+    document = f"""mutation($admin: Boolean!) {{
+      used: recordUsage(input: {{accountId: "{funded_id}", service: TOLL_FREE, amount: "7", idempotencyKey: "m1"}})
+        {{ transaction {{ id }} }}
+      funded: addFunds(input: {{accountId: "{funded_id}", amount: "50", idempotencyKey: "m2"}}) @include(if: $admin)
+        {{ transaction {{ id }} }}
+    }}"""
+    answer = await gql(document, {"admin": False}, key=org.usage_writer)
+    assert answer["used"]["transaction"]["id"]
+    assert "funded" not in answer
+    refused = await gql.post(document, {"admin": True}, key=org.usage_writer)
+    assert codes_of(refused) == ["FORBIDDEN"]
+    skipped = document.replace("@include(if: $admin)", "@skip(if: $admin)").replace('"m1"', '"m3"')
+    assert codes_of(await gql.post(skipped, {"admin": False}, key=org.usage_writer)) == ["FORBIDDEN"]
+    assert (await gql(skipped, {"admin": True}, key=org.usage_writer))["used"]["transaction"]["id"]
+
+
 async def test_concurrent_requests_with_different_keys_each_get_their_own_answer(
         gql: GraphQLClient, deps: Deps, funded_id: str, org: Org, other_org: Org) -> None:
     """Keys of requests in flight together are read together (service/key_reads.py): each request still answers

@@ -139,6 +139,22 @@ async def test_a_cursor_of_another_list_is_bad_user_input(gql: GraphQLClient, fu
     assert (await transactions(gql, funded_id, after=cursor))["pageInfo"]["hasPreviousPage"] is True
 
 
+async def test_a_cursor_of_another_account_in_a_mutation_payload_refuses_the_mutation_before_it_runs(
+        gql: GraphQLClient, funded_id: str) -> None:
+    other = (await create_account(gql, "Other", "SEK", "tok_visa"))["id"]
+    cursor = (await transactions(gql, funded_id, first=1))["pageInfo"]["endCursor"]
+    document = """mutation($input: AddFundsInput!, $after: String) { addFunds(input: $input) {
+      account { transactions(first: 5, after: $after) { totalCount } } userErrors { code } } }"""
+    response = await gql.post(document, {"input": {"accountId": other, "amount": "100", "idempotencyKey": "k"},
+                                         "after": cursor})
+    assert_bad_input(response)
+    assert "cursor of another list" in response.json()["errors"][0]["message"]
+    assert await history(gql, other) == []  # no money moved
+    paged = await gql(document, {"input": {"accountId": funded_id, "amount": "10", "idempotencyKey": "k"},
+                                 "after": cursor})  # its own account's cursor pages as anywhere
+    assert paged["addFunds"]["account"]["transactions"]["totalCount"] == 2
+
+
 async def test_a_page_size_outside_zero_to_one_hundred_is_bad_user_input(gql: GraphQLClient, funded_id: str) -> None:
     nested = "query($id: ID!, $first: Int) { account(id: $id) { rechargeAttempts(first: $first) { totalCount } } }"
     for first in [101, -1, 1000000]:

@@ -76,6 +76,22 @@ def decode_cursor(cursor: str | None, list_name: str | None) -> int | None:
     """The row id of a cursor that `encode_cursor(list_name, ...)` handed out (any list's, for None)."""
     if cursor is None:
         return None
+    named, row_id = _decoded_cursor(cursor)
+    if list_name is not None and named != list_name:
+        raise another_lists_cursor(cursor)
+    return row_id
+
+
+def another_lists_cursor(cursor: str) -> GraphQLError:
+    return bad_input(f"{cursor[:80]!r} is a cursor of another list: pass `after` the endCursor this list gave")
+
+
+def cursor_list(cursor: str) -> str:
+    """The name of the list a cursor this service handed out pages."""
+    return _decoded_cursor(cursor)[0]
+
+
+def _decoded_cursor(cursor: str) -> tuple[str, int]:
     try:
         text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
         if not text.startswith(_CURSOR_PREFIX):
@@ -86,6 +102,4 @@ def decode_cursor(cursor: str | None, list_name: str | None) -> int | None:
         raise bad_input(f"{cursor[:80]!r} is not a valid cursor") from None
     if not 0 < row_id <= MAX_ID or encode_cursor(named, row_id) != cursor:  # as for ids: only the spelling handed out
         raise bad_input(f"{cursor[:80]!r} is not a valid cursor")
-    if list_name is not None and named != list_name:
-        raise bad_input(f"{cursor[:80]!r} is a cursor of another list: pass `after` the endCursor this list gave")
-    return row_id
+    return named, row_id

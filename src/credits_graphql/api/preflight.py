@@ -27,6 +27,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionNode,
     SelectionSetNode,
     Undefined,
     get_nullable_type,
@@ -37,10 +38,10 @@ from strawberry.permission import PermissionExtension
 from strawberry.schema import Schema
 
 from credits_graphql.api.audit import record, summarize
-from credits_graphql.api.connections import after_id, page_size
+from credits_graphql.api.connections import page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
-from credits_graphql.api.ids import decode_id
+from credits_graphql.api.ids import account_row_id, another_lists_cursor, cursor_list, decode_id
 from credits_graphql.api.inputs import check_batch_size
 from credits_graphql.api.limits import PerDocument, fragments_of
 from credits_graphql.api.permissions import Allowed
@@ -51,6 +52,7 @@ BAD_REQUEST = "BAD_REQUEST"
 SEVERAL_OPERATIONS = "The document holds several operations: send operationName to choose one."
 _PERMISSIONS: dict[int, dict[str, Allowed]] = {}
 _PAGE_ARGUMENTS = frozenset({"first", "after"})
+_ACCOUNT_LISTS = frozenset({"transactions", "rechargeAttempts"})
 _CHECKED: PerDocument[bool] = PerDocument()
 
 
@@ -110,7 +112,8 @@ class _Mutation:
         mutation_type = self.schema._schema.mutation_type
         assert mutation_type is not None
         return [(node, mutation_type.fields[node.name.value])
-                for node in _fields(self.operation.selection_set, self.fragments, nested=False)
+                for node in _fields(self.operation.selection_set, self.fragments, nested=False,
+                                    variables=self.variables)
                 if node.name.value in mutation_type.fields]
 
     async def check_roles(self, context: Context) -> None:
@@ -146,22 +149,28 @@ class _Mutation:
                     batch = self._argument(root, "input")
                     if isinstance(batch, Mapping) and batch.get("items") is not None:
                         check_batch_size(batch["items"])
-                for node in _fields(root.selection_set, self.fragments, nested=True):
-                    self._check_page(node)
+                accounts = _accounts_named(self._argument(root, "input"))
+                for node in _fields(root.selection_set, self.fragments, nested=True, variables=self.variables):
+                    self._check_page(node, accounts)
             except GraphQLError as error:
                 code = str((error.extensions or {}).get("code"))
                 await record(context, root.name.value, *summarize(self._input(root, definition)), AuditOutcome.ERROR,
                              [code])
                 raise
 
-    def _check_page(self, node: FieldNode) -> None:
+    def _check_page(self, node: FieldNode, accounts: set[int]) -> None:
+        """`accounts`: those the root field's input names, whose lists its payload may page."""
         first, after = self._argument(node, "first"), self._argument(node, "after")
         if isinstance(first, float) and first.is_integer():
             first = int(first)
         if isinstance(first, int) and not isinstance(first, bool):
             page_size(first)
         if isinstance(after, str):
-            after_id(after, None)  # which list's it must be is the field's to check
+            listed = cursor_list(after)
+            # A payload's lists are its accounts' (as types.py names them): another's cursor would be refused
+            # by the list's field, after the mutation ran.
+            if node.name.value in _ACCOUNT_LISTS and listed not in {f"{node.name.value}.{a}" for a in accounts}:
+                raise another_lists_cursor(after)
 
     def _input(self, node: FieldNode, definition: GraphQLField) -> Any:
         """The field's `input` as given, with only the fields its type declares: as the resolver gets it, and not
@@ -181,6 +190,16 @@ class _Mutation:
         return None if value is Undefined else value
 
 
+def _accounts_named(given: Any) -> set[int]:
+    """The row ids of the well-formed account ids in a mutation's input (its `accountId`, its items')."""
+    if not isinstance(given, Mapping):
+        return set()
+    items = given.get("items")
+    named = [given] + (items if isinstance(items, list) else [items])
+    return {row_id for item in named if isinstance(item, Mapping)
+            and (row_id := account_row_id(item.get("accountId"))) is not None}
+
+
 def _check_ids(value: Any, type_: GraphQLInputType) -> None:
     """Every ID in an input value is one this service could have handed out (decode_id raises otherwise)."""
     nullable = get_nullable_type(type_)
@@ -196,21 +215,37 @@ def _check_ids(value: Any, type_: GraphQLInputType) -> None:
 
 
 def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode], *,
-            nested: bool, seen: set[str] | None = None) -> Iterator[FieldNode]:
+            nested: bool, variables: dict[str, Any] | None = None, seen: set[str] | None = None,
+            ) -> Iterator[FieldNode]:
     """The fields selected, through inline fragments and each named fragment once (linear in the document);
-    with `nested`, at every depth."""
+    with `nested`, at every depth. With `variables`, those that @skip and @include leave out are left out."""
     seen = set() if seen is None else seen
     for selection in selection_set.selections if selection_set else ():
+        if variables is not None and not _included(selection, variables):
+            continue
         if isinstance(selection, FieldNode):
             yield selection
             if nested:
-                yield from _fields(selection.selection_set, fragments, nested=True, seen=seen)
+                yield from _fields(selection.selection_set, fragments, nested=True, variables=variables, seen=seen)
         elif isinstance(selection, InlineFragmentNode):
-            yield from _fields(selection.selection_set, fragments, nested=nested, seen=seen)
+            yield from _fields(selection.selection_set, fragments, nested=nested, variables=variables, seen=seen)
         elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
             seen.add(selection.name.value)
             if (fragment := fragments.get(selection.name.value)) is not None:
-                yield from _fields(fragment.selection_set, fragments, nested=nested, seen=seen)
+                yield from _fields(fragment.selection_set, fragments, nested=nested, variables=variables, seen=seen)
+
+
+def _included(selection: SelectionNode, variables: dict[str, Any]) -> bool:
+    """As execution decides by @skip(if:) and @include(if:); a value not a boolean counts as given (it is refused
+    when the variables are coerced, before anything runs)."""
+    for directive in selection.directives or ():
+        if directive.name.value not in ("skip", "include"):
+            continue
+        condition = next((a.value for a in directive.arguments or () if a.name.value == "if"), None)
+        value = value_from_ast_untyped(condition, variables) if condition is not None else None
+        if (directive.name.value == "skip" and value is True) or (directive.name.value == "include" and value is False):
+            return False
+    return True
 
 
 def _has_checks(operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDefinitionNode]) -> bool:
