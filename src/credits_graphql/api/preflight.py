@@ -124,10 +124,12 @@ class _Mutation:
         refused = [(node, definition, permission) for node, definition in fields
                    if (permission := permissions.get(node.name.value)) is not None
                    and not context.principal.may(permission.action)]
-        # One event per mutation refused, however many times the document names it.
-        for node, definition, _ in {node.name.value: (node, definition, p) for node, definition, p in refused}.values():
-            await record(context, node.name.value, *summarize(self._input(node, definition)), AuditOutcome.ERROR,
-                         [FORBIDDEN])
+        recorded: set[str] = set()
+        for node, definition, _ in refused:
+            if node.name.value not in recorded:  # one event per mutation, however many times the document names it
+                recorded.add(node.name.value)
+                await record(context, node.name.value, *summarize(self._input(node, definition)), AuditOutcome.ERROR,
+                             [FORBIDDEN])
         if refused:
             node, _, permission = refused[0]
             key = node.alias.value if node.alias else node.name.value

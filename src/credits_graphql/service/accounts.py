@@ -18,6 +18,9 @@ from credits_graphql.service.unit_of_work import UnitOfWork
 MAX_NAME_LENGTH = 200
 MAX_TOKEN_LENGTH = 255
 
+NO_LONGER_DUE = "balance no longer below the trigger"
+"""Why a pending attempt is cancelled when the balance rose to its trigger or above before it was charged."""
+
 
 @dataclass(frozen=True, slots=True)
 class CreateAccount:
@@ -156,9 +159,6 @@ async def _cancel_idle_pending(uow: UnitOfWork, account: Account, reason: str, n
     if pending is not None and not pending.was_claimed:
         pending.fail(f"cancelled: {reason}", now)
         await uow.attempts.save(pending)
-
-
-NO_LONGER_DUE = "balance no longer below the trigger"
 
 
 async def lock_account(uow: UnitOfWork, org_id: int, account_id: int) -> Account:

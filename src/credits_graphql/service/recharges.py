@@ -22,8 +22,8 @@ from credits_graphql.service.transient import retry_on_conflict
 log = logging.getLogger(__name__)
 
 # A claimed attempt is another worker's to take over when its worker has not settled it by then
-# (CREDITS_RECHARGE_LEASE_SECONDS). The taker charges with the same idempotency key, so a charge made
-# before a crash is credited once; a lease shorter than a charge takes only costs a repeated gateway call.
+# (CREDITS_RECHARGE_LEASE_SECONDS). The taker looks the charge up, then charges with the same idempotency key,
+# so a charge made before a crash is credited once; a lease shorter than a charge takes costs a repeated call.
 LEASE = timedelta(seconds=60)
 
 
