@@ -137,21 +137,22 @@ class _Mutation:
                                extensions={"code": FORBIDDEN})
 
     async def check_arguments(self, context: Context) -> None:
-        """Raises the BAD_USER_INPUT a resolver would raise for a malformed id, `first` or `after`, and records
-        the root field it belongs to in the audit trail, as the field itself would have."""
+        """Raises the BAD_USER_INPUT a resolver would raise for a malformed id, a batch's size, `first` or `after`
+        (another account's cursor included), and records the root field it belongs to in the audit trail, as the
+        field itself would have."""
         roots = self.root_fields()
         for root, definition in roots:
+            given = self._argument(root, "input")
             try:
-                # A lone field's resolver checks its ids before it does anything (and is audited doing so).
-                arguments = (root.arguments or ()) if len(roots) > 1 else ()
-                for argument in arguments:
-                    if (argument_definition := definition.args.get(argument.name.value)) is not None:
-                        _check_ids(self._argument(root, argument.name.value), argument_definition.type)
-                if len(roots) > 1 and root.name.value == "recordUsageBatch":
-                    batch = self._argument(root, "input")
-                    if isinstance(batch, Mapping) and batch.get("items") is not None:
-                        check_batch_size(batch["items"])
-                accounts = _accounts_named(self._argument(root, "input"))
+                # A lone field's resolver checks its ids and its batch before it does anything (and is audited).
+                if len(roots) > 1:
+                    for argument in root.arguments or ():
+                        if (argument_definition := definition.args.get(argument.name.value)) is not None:
+                            _check_ids(self._argument(root, argument.name.value), argument_definition.type)
+                    if (root.name.value == "recordUsageBatch" and isinstance(given, Mapping)
+                            and given.get("items") is not None):
+                        check_batch_size(given["items"])
+                accounts = _accounts_named(given)
                 for node in _fields(root.selection_set, self.fragments, nested=True, variables=self.variables):
                     self._check_page(node, accounts)
             except GraphQLError as error:
