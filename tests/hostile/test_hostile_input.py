@@ -115,6 +115,26 @@ async def test_a_json_body_that_is_not_utf8_is_bad_request_and_changes_nothing(
     assert codes_of(response) == ["BAD_REQUEST"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+async def test_a_json_body_in_another_unicode_encoding_is_bad_request_and_changes_nothing(
+        gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str, stopwatch: Stopwatch, encoding: str) -> None:
+    """JSON exchanged between systems is UTF-8 (RFC 8259, 8.1), as GraphQL over HTTP requires; Python's json
+    would read UTF-16 and UTF-32 too. The same operation in UTF-8 first, so that the short way (a document
+    validated before) is the one that must refuse it."""
+    query = "mutation($key: String!) { addFunds(input: {accountId: $id, amount: \"10\", idempotencyKey: $key}) " \
+            "{ transaction { id } } }".replace("$id", json.dumps(funded_id))
+    utf8 = await post_raw(runtime, org, stopwatch, "JSON body in UTF-8",
+                          json.dumps({"query": query, "variables": {"key": "utf-8"}}))
+    assert utf8.json()["data"]["addFunds"]["transaction"]["id"]
+    before = await snapshot(gql, funded_id)
+    body = json.dumps({"query": query, "variables": {"key": encoding}}).encode(encoding)
+    response = await post_raw(runtime, org, stopwatch, f"JSON body in {encoding.upper()}", body)
+    await unchanged(gql, funded_id, before)
+    assert response.status_code == 400, response.text
+    assert codes_of(response) == ["BAD_REQUEST"]
+    assert "JSON" in messages_of(response)[0]  # UTF-16-LE of ASCII is valid UTF-8 (with NULs), but not JSON
+
+
 @pytest.mark.parametrize(("label", "body"), [
     ("JSON integer of 4,400 digits", '{"query": "QUERY", "pad": 1' + "0" * 4400 + "}"),
     ("JSON nested 5,000 levels deep", '{"query": "QUERY", "variables": {"pad": ' + "[" * 5000 + "]" * 5000 + "}}"),

@@ -26,6 +26,7 @@ from credits_graphql.api.media import (
     JSON,
     is_json,
     is_request_error,
+    load_json,
     prefers_graphql_response_json,
 )
 from credits_graphql.api.preflight import SEVERAL_OPERATIONS
@@ -151,6 +152,9 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         if account is not None:
             context.prime_accounts([account])
         return context
+
+    def decode_json(self, data: str | bytes) -> object:
+        return load_json(data)
 
     def parse_json(self, data: str | bytes) -> object:
         try:

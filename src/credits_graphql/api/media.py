@@ -1,8 +1,10 @@
-"""GraphQL over HTTP response media types: `application/graphql-response+json` when the client asks
-for it (with 400 and no `data` for requests that never reached execution), else `application/json`."""
+"""GraphQL over HTTP media types: request bodies of JSON in UTF-8, and as response media types
+`application/graphql-response+json` when the client asks for it (with 400 and no `data` for requests that never
+reached execution), else `application/json`."""
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -10,6 +12,12 @@ from strawberry.http.parse_content_type import parse_content_type
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
+
+
+def load_json(body: str | bytes) -> object:
+    """A JSON request body, read as UTF-8 only (RFC 8259, 8.1): Python's json would also take UTF-16 and UTF-32.
+    Raises UnicodeDecodeError or another ValueError."""
+    return json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
 
 
 def _quality(accept: str, media_type: str) -> float:

@@ -12,7 +12,6 @@ id as it always does."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from graphql import FieldNode, OperationDefinitionNode, OperationType, StringVal
 from strawberry.http import GraphQLRequestData
 
 from credits_graphql.api.ids import account_row_id
+from credits_graphql.api.media import load_json
 from credits_graphql.api.prepared import ValidatedDocuments, chosen_operation
 
 BODY_LIMIT = 4096
@@ -51,7 +51,7 @@ def prepared_request(documents: ValidatedDocuments, body: bytes) -> PreparedRequ
     """The request in a JSON body, when Strawberry's parsing would take it as it is and its query text validated
     before; None for anything else (the full way answers it)."""
     try:
-        data = json.loads(body)
+        data = load_json(body)
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not isinstance(query := data.get("query"), str):
