@@ -110,18 +110,23 @@ def app_from_env() -> Starlette:
     return app
 
 
-async def _database_trouble(_: Request, error: Exception) -> JSONResponse:
+async def _database_trouble(request: Request, error: Exception) -> JSONResponse:
     """The database is down or kept conflicting: a 503 the client may retry (with its idempotency key)."""
-    log.warning("request failed on the database: %s", error)
+    log.warning("request %s failed on the database: %s", _request_id(request), error)
     return JSONResponse({"errors": [{"message": "The service is temporarily unavailable; retry shortly.",
                                      "extensions": {"code": "SERVICE_UNAVAILABLE"}}]},
                         status_code=503, headers={"Retry-After": "1"})
 
 
-async def _unexpected(request: Request, _: Exception) -> JSONResponse:
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     """What escaped every other handler answers in JSON with a code, like any error; Starlette re-raises it
-    afterwards, so the server logs it with its traceback."""
-    request_id = str(request.scope.get("state", {}).get("request_id", ""))
+    afterwards, so the server logs its traceback next (this line ties it to the request id the client was given)."""
+    request_id = _request_id(request)
+    log.error("unexpected error in request %s: %r", request_id, error)
     return JSONResponse({"errors": [{"message": INTERNAL_MESSAGE,
                                      "extensions": {"code": INTERNAL, "requestId": request_id}}]},
                         status_code=500, headers={"X-Request-ID": request_id} if request_id else None)
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))

@@ -88,8 +88,12 @@ async def test_a_failure_outside_graphql_execution_is_answered_in_json_with_a_co
     app = build_app(runtime, run_worker=False)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/graphql", json={"query": ACCOUNTS},
-                                     headers={"Authorization": f"Bearer {org.admin}", "X-Request-ID": "req-42"})
+        with caplog.at_level(logging.ERROR):
+            response = await client.post("/graphql", json={"query": ACCOUNTS},
+                                         headers={"Authorization": f"Bearer {org.admin}", "X-Request-ID": "req-42"})
+    # The operator finds the failure by the id the client was given:
+    assert [record.getMessage() for record in caplog.records if "req-42" in record.getMessage()] == [
+        f"unexpected error in request req-42: RuntimeError({SECRET!r})"]
     assert response.status_code == 500
     assert response.json() == {"errors": [{"message": "Internal server error.",
                                            "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-42"}}]}

@@ -235,3 +235,45 @@ async def test_a_cursor_of_another_organization_s_audit_trail_is_refused(gql: Gr
     other = await make_org(deps, "Globex")
     refused = await gql.post(AUDIT, {"after": cursor}, key=other.admin)
     assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+BATCH_RESULTS = """mutation($items: [RecordUsageInput!]!) {
+  recordUsageBatch(input: {items: $items}) { results { transaction { id } userErrors { code } } } }"""
+
+
+@pytest.mark.parametrize("refused_before_the_transaction", [False, True])
+async def test_a_batch_with_refused_items_is_one_user_error_event_with_their_codes(
+        gql: GraphQLClient, org: Org, refused_before_the_transaction: bool) -> None:
+    """The trail shows that usage was refused, as it does for a refused recordUsage; the items recorded are in the
+    ledger. Items refused by the checks that need no account never reach a transaction: the same event then."""
+    account_id = await _funded_account(gql)
+    transaction_id = (await gql(AUDIT, {"first": 1}))["auditEvents"]["edges"][0]["node"]["id"]  # not an Account
+
+    def item(key: str, amount: str = "1", **overrides: str) -> dict[str, str]:
+        return {"accountId": account_id, "service": "TOLL_FREE", "amount": amount, "idempotencyKey": key, **overrides}
+
+    items = ([item("a", reference="r" * 300), item("b", reference="r" * 300)] if refused_before_the_transaction else
+             [item("a"), item("b", "0.0000001"), item("c", "1000"), item("d", accountId=transaction_id),
+              item("e", "1000"), item("f")])
+    results = (await gql(BATCH_RESULTS, {"items": items}, key=org.usage_writer))["recordUsageBatch"]["results"]
+    codes = [[error["code"] for error in result["userErrors"]] for result in results]
+    events = await _events(gql, first=3)
+    if refused_before_the_transaction:
+        assert codes == [["INVALID_INPUT"], ["INVALID_INPUT"]]
+        expected = ["INVALID_INPUT"]
+    else:
+        assert codes == [[], ["INVALID_AMOUNT"], ["INSUFFICIENT_FUNDS"], ["ACCOUNT_NOT_FOUND"],
+                         ["INSUFFICIENT_FUNDS"], []]
+        expected = ["INVALID_AMOUNT", "INSUFFICIENT_FUNDS", "ACCOUNT_NOT_FOUND"]  # each once, in the items' order
+    assert [(e["operation"], e["outcome"], e["errorCodes"]) for e in events[:2]] == [
+        ("recordUsageBatch", "USER_ERROR", expected), ("addFunds", "OK", [])]
+
+
+async def test_a_batch_whose_items_are_all_recorded_is_one_ok_event(gql: GraphQLClient, org: Org) -> None:
+    account_id = await _funded_account(gql)
+    items = [{"accountId": account_id, "service": "TOLL_FREE", "amount": "1", "idempotencyKey": key} for key in "ab"]
+    await gql(BATCH_RESULTS, {"items": items}, key=org.usage_writer)
+    events = await _events(gql, first=3)
+    assert [(e["operation"], e["outcome"], e["errorCodes"]) for e in events[:2]] == [
+        ("recordUsageBatch", "OK", []), ("addFunds", "OK", [])]
+    assert {field["name"]: field["value"] for field in events[0]["input"]} == {"items": "2"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +17,9 @@ from credits_graphql.domain.ledger import Account, CreditService, EntryKind
 from credits_graphql.service import ledger, usage_batch, usage_combiner
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage
+from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.transient import StoreUnavailable
+from credits_graphql.service.unit_of_work import UnitOfWorkFactory
 from credits_graphql.service.usage_combiner import UsageCombiner
 from tests.conftest import Org, make_org
 from tests.service.support import assert_ledger_consistent, entries, fund, micros, open_account
@@ -234,6 +237,43 @@ async def test_a_caller_that_gives_up_while_waiting_stops_no_one_else(
         "third", "second", "held"]  # newest first
     assert retried.entry.idempotency_key == "second"
     assert (combiner._lanes, combiner._shared, combiner._transactions) == ({}, [], 0)
+
+class _SlowToClose(RequestScope):
+    """A request's reads whose closing takes a while (a round trip), during which other tasks run."""
+
+    def __init__(self, base: UnitOfWorkFactory) -> None:
+        super().__init__(base)
+        self.closing, self.may_close = asyncio.Event(), asyncio.Event()
+
+    async def close(self) -> None:
+        self.closing.set()
+        await self.may_close.wait()
+        await super().close()
+
+
+async def test_a_report_whose_reads_close_while_the_transaction_it_would_wait_for_ends_is_recorded(
+        deps: Deps, org: Org, lone_report_held: asyncio.Event) -> None:
+    """Whether a report waits is decided once its reads are closed: deciding first, then closing, left a report
+    waiting for a transaction that had ended meanwhile, in a line no one would run, and every later report of its
+    organization in the process behind it (found by review, with a close made slow on purpose)."""
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100")
+    combiner = UsageCombiner(deps, max_transactions=1)
+    first = asyncio.create_task(combiner.record_usage(deps, org.id, report(account.id, "1", "held")))
+    await until(lambda: org.id in combiner._lanes)
+    scope = _SlowToClose(deps.uow)
+    second = asyncio.create_task(combiner.record_usage(replace(deps, uow=scope), org.id,
+                                                       report(account.id, "2", "second")))
+    await scope.closing.wait()
+    lone_report_held.set()
+    await first  # the transaction the second report arrived during has ended
+    scope.may_close.set()
+
+    assert (await asyncio.wait_for(second, timeout=30)).entry.idempotency_key == "second"
+    later = await asyncio.wait_for(combiner.record_usage(deps, org.id, report(account.id, "3", "third")), timeout=30)
+    assert later.entry.balance_after_micros == micros("94")
+    assert (combiner._lanes, combiner._shared, combiner._transactions) == ({}, [], 0)
+
 
 async def held_while_another_organization_reports(deps: Deps, org: Org) -> tuple[
         UsageCombiner, asyncio.Task[Recorded], Org, Account, Account]:

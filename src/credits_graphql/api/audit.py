@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -124,8 +124,7 @@ class Audited(FieldExtension):
         account = getattr(payload, "account", None)
         if account_id is None and isinstance(account, AccountNode):
             account_id = account.row_id
-        outcome = AuditOutcome.USER_ERROR if codes else AuditOutcome.OK
-        await record(info.context, self.operation, summary, account_id, outcome, codes)
+        await record(info.context, self.operation, summary, account_id, *audit.answered(codes))
         return payload
 
 
@@ -135,7 +134,7 @@ def summarize(given: object) -> tuple[dict[str, str | None], int | None]:
 
 
 async def record(context: Context, operation: str, summary: dict[str, str | None], account_id: int | None,
-                 outcome: AuditOutcome, codes: list[str]) -> None:
+                 outcome: AuditOutcome, codes: Sequence[str]) -> None:
     """Records one call of `operation`, in a transaction of its own."""
     try:
         await audit.record_audit_event(context.deps, audit.new_audit_event(

@@ -16,6 +16,8 @@ from strawberry.types.base import get_object_definition
 BAD_USER_INPUT = "BAD_USER_INPUT"
 _CURSOR_PREFIX = "k2:"
 MAX_ID = 2**63 - 1
+NO_ROW = 0
+"""A row id no row has: rows are numbered from 1."""
 
 
 def bad_input(message: str) -> GraphQLError:

@@ -7,7 +7,7 @@ from strawberry.types import Info
 
 from credits_graphql.api.audit import audited
 from credits_graphql.api.context import Context
-from credits_graphql.api.ids import decode_id
+from credits_graphql.api.ids import NO_ROW, decode_id
 from credits_graphql.api.inputs import (
     AddFundsInput,
     CloseAccountInput,
@@ -41,6 +41,13 @@ def _account_pk(account_id: strawberry.ID) -> int:
     if decoded is None:
         raise account_not_found()
     return decoded[1]
+
+
+def _item_account_pk(account_id: strawberry.ID) -> int:
+    """For a batch item: an id of another type (a transaction's) names no account, which the batch answers
+    ACCOUNT_NOT_FOUND as it does an account of another organization."""
+    decoded = decode_id(account_id, "Account")  # not an id at all: BAD_USER_INPUT, as for a Decimal
+    return decoded[1] if decoded is not None else NO_ROW
 
 
 def _item_result(outcome: usage_batch.ItemResult, index: int, accounts: dict[int, AccountNode]) -> RecordUsageResult:
@@ -128,26 +135,16 @@ class Mutation:
     async def record_usage_batch(self, info: Info[Context, None],
                                  input: RecordUsageBatchInput) -> RecordUsageBatchPayload:
         check_batch_size(input.items)
-        results: list[RecordUsageResult | None] = [None] * len(input.items)
-        indexes: list[int] = []
-        commands: list[ledger.RecordUsage] = []
-        for index, item in enumerate(input.items):
-            decoded = decode_id(item.account_id, "Account")  # not an id at all: BAD_USER_INPUT, as for a Decimal
-            if decoded is None:
-                results[index] = _item_result(account_not_found(), index, {})
-                continue
-            indexes.append(index)
-            commands.append(ledger.RecordUsage(
-                account_id=decoded[1], service=item.service, amount=item.amount, idempotency_key=item.idempotency_key,
-                minutes=item.minutes, reference=item.reference, occurred_at=item.occurred_at))
-        if commands:
-            outcomes = await info.context.usage.record_usage_batch(info.context.deps, info.context.org_id, commands)
-            info.context.prime_accounts({done.account.id: done.account for done in outcomes
-                                         if not isinstance(done, RuleViolation)}.values())
-            nodes: dict[int, AccountNode] = {}
-            for index, outcome in zip(indexes, outcomes, strict=True):
-                results[index] = _item_result(outcome, index, nodes)
-        return RecordUsageBatchPayload(results=[result for result in results if result is not None])
+        commands = [ledger.RecordUsage(
+            account_id=_item_account_pk(item.account_id), service=item.service, amount=item.amount,
+            idempotency_key=item.idempotency_key, minutes=item.minutes, reference=item.reference,
+            occurred_at=item.occurred_at) for item in input.items]
+        outcomes = await info.context.usage.record_usage_batch(info.context.deps, info.context.org_id, commands)
+        info.context.prime_accounts({done.account.id: done.account for done in outcomes
+                                     if not isinstance(done, RuleViolation)}.values())
+        nodes: dict[int, AccountNode] = {}
+        return RecordUsageBatchPayload(results=[_item_result(outcome, index, nodes)
+                                                for index, outcome in enumerate(outcomes)])
 
     @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("closeAccount")],
                          description="Stops all money movement on the account (ACCOUNT_CLOSED afterwards) and "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from credits_graphql.domain.access import Principal
 from credits_graphql.service.deps import Deps
@@ -22,6 +23,19 @@ def new_audit_event(deps: Deps, principal: Principal, operation: str, account_id
         org_id=principal.org_id, api_key_id=principal.key_id, operation=operation, account_id=account_id,
         input_summary={name: _cut(value) for name, value in input_summary.items()}, outcome=outcome,
         error_codes=tuple(error_codes), occurred_at=deps.clock())
+
+
+def answered(user_error_codes: Iterable[str]) -> tuple[AuditOutcome, tuple[str, ...]]:
+    """The outcome of a call that answered, and the codes it shows (each once, in the order given): USER_ERROR
+    when a userError was answered (by any item of a batch), else OK."""
+    codes = tuple(dict.fromkeys(user_error_codes))
+    return (AuditOutcome.USER_ERROR if codes else AuditOutcome.OK), codes
+
+
+def concluded(event: AuditEvent, user_error_codes: Iterable[str]) -> AuditEvent:
+    """A staged event with the outcome its call came to."""
+    outcome, codes = answered(user_error_codes)
+    return replace(event, outcome=outcome, error_codes=codes)
 
 
 def stage_with_next_commit(deps: Deps, event: AuditEvent) -> RequestScope | None:

@@ -15,8 +15,10 @@ from credits_graphql.domain.errors import ErrorCode, RuleViolation, account_not_
 from credits_graphql.domain.ledger import Account, LedgerEntry, replay
 from credits_graphql.domain.policy import usage_micros
 from credits_graphql.domain.recharge import RechargeAttempt, RechargeStatus
+from credits_graphql.service.audit import concluded, record_audit_event
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, check_usage
+from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import AuditEvent, KeyAlreadyUsed, UnitOfWork
 
@@ -54,19 +56,31 @@ async def record_usage_batch(deps: Deps, org_id: int, items: Sequence[RecordUsag
                              turn: Turn = nullcontext) -> list[ItemResult]:
     """Applies the items, the organization's, in the order given; a refused item leaves the others alone. A key
     used twice in one batch replays the first item's result, or is IDEMPOTENCY_KEY_REUSED with other input.
-    `turn`: entered around the transaction, after the checks that need no account."""
-    return await record_usages(deps, [(org_id, item) for item in items], turn=turn)
+    `turn`: entered around the transaction, after the checks that need no account.
+
+    The request's staged audit event (service/request_scope.py) commits with the batch, with the codes of the items
+    refused: it is known only once the items are applied, so it is appended last, not first thing."""
+    scope = deps.uow if isinstance(deps.uow, RequestScope) else None
+    event = scope.staged_audit_event if scope is not None else None
+    if scope is None or event is None:
+        return await record_usages(deps, [(org_id, item) for item in items], turn=turn)
+    scope.unstage_audit_event()
+    results = await record_usages(deps, [(org_id, item) for item in items], turn=turn, batch_event=event)
+    scope.audit_event_committed()
+    return results
 
 
 @retry_on_conflict
 async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
                         audit_events: Sequence[AuditEvent | None] = (), *,
-                        keys_likely_new: bool = False, turn: Turn = nullcontext) -> list[ItemResult]:
+                        keys_likely_new: bool = False, turn: Turn = nullcontext,
+                        batch_event: AuditEvent | None = None) -> list[ItemResult]:
     """record_usage_batch's, for items each given with the id of the organization reporting it (an account of
     another organization is ACCOUNT_NOT_FOUND, as for recordUsage).
 
     `audit_events`, one per item where given: each committed with the batch if its item is recorded (or
-    replayed), so that the event and the change it records commit together.
+    replayed), so that the event and the change it records commit together. `batch_event`, the event of the batch
+    as a whole: committed with it, concluded with the codes of its refused items (alone when none was checked).
 
     `keys_likely_new`: the items' keys are taken for new, without a lookup before the insert (a statement less,
     a round trip on PostgreSQL); when the insert finds one used, the transaction is rolled back and the items go
@@ -86,18 +100,22 @@ async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
         else:
             checked.append(_Checked(index, org_id, cmd, fingerprint, occurred_at))
     if not checked:
-        return [violation for violation in refused if violation is not None]
+        violations = [violation for violation in refused if violation is not None]
+        if batch_event is not None:
+            await record_audit_event(deps, concluded(batch_event, (str(v.code) for v in violations)))
+        return [*violations]
     if keys_likely_new:
         try:
-            return await _record(deps, checked, list(refused), audit_events, now, turn, look_up_keys=False)
+            return await _record(deps, checked, list(refused), audit_events, batch_event, now, turn,
+                                 look_up_keys=False)
         except KeyAlreadyUsed:
             pass  # a report sent again: rolled back, and recorded as if the key had been looked up
-    return await _record(deps, checked, list(refused), audit_events, now, turn, look_up_keys=True)
+    return await _record(deps, checked, list(refused), audit_events, batch_event, now, turn, look_up_keys=True)
 
 
 async def _record(deps: Deps, checked: list[_Checked], outcomes: list[_Outcome | None],
-                  audit_events: Sequence[AuditEvent | None], now: datetime, turn: Turn, *,
-                  look_up_keys: bool) -> list[ItemResult]:
+                  audit_events: Sequence[AuditEvent | None], batch_event: AuditEvent | None, now: datetime,
+                  turn: Turn, *, look_up_keys: bool) -> list[ItemResult]:
     """The checked items in one transaction; `outcomes` holds the refused items' violations, by index."""
     async with turn(), deps.uow(write=True) as uow:
         accounts = {account.id: account for account in await uow.accounts.lock_many(
@@ -133,8 +151,11 @@ async def _record(deps: Deps, checked: list[_Checked], outcomes: list[_Outcome |
         for attempt in await uow.attempts.triggered_by_many(replayed_ids):
             assert attempt.triggered_by_entry_id is not None
             triggered.setdefault(attempt.triggered_by_entry_id, attempt)
-        await uow.audit_events.record_many([event for event, outcome in zip(audit_events, outcomes, strict=False)
-                                            if event is not None and not isinstance(outcome, RuleViolation)])
+        events = [event for event, outcome in zip(audit_events, outcomes, strict=False)
+                  if event is not None and not isinstance(outcome, RuleViolation)]
+        if batch_event is not None:
+            events.append(concluded(batch_event, (str(o.code) for o in outcomes if isinstance(o, RuleViolation))))
+        await uow.audit_events.record_many(events)
         await uow.commit()
     if triggers:
         deps.recharge_created()

@@ -89,6 +89,9 @@ class UsageCombiner:
     async def record_usage(self, deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
         """recordUsage for a request whose dependencies are `deps`: the recorded entry, or the RuleViolation
         the report is refused with, raised."""
+        # Closed before deciding, with no await between the decision and acting on it: a transaction that ended
+        # while they closed would leave a report waiting for it in a line no one runs.
+        scope = await _reads_closed(deps)
         if org_id not in self._lanes and self._transactions < self.max_transactions:
             self._lanes[org_id] = []
             self._transactions += 1
@@ -96,7 +99,7 @@ class UsageCombiner:
                 return await record_usage(deps, org_id, cmd)
             finally:
                 self._ended([org_id])
-        report = _Report(org_id, cmd, await _reads_closed(deps), asyncio.get_running_loop().create_future())
+        report = _Report(org_id, cmd, scope, asyncio.get_running_loop().create_future())
         if org_id in self._lanes:
             self._lanes[org_id].append(report)
         else:
