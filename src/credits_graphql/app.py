@@ -41,7 +41,8 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
     worker = RechargeWorker(runtime.deps, lease=settings.recharge_lease) if run_worker else None
     deps = replace(runtime.deps, recharge_created=worker.wake) if worker else runtime.deps
     limits = QueryLimits(max_depth=settings.max_query_depth, max_aliases=settings.max_query_aliases,
-                         max_tokens=settings.max_query_tokens, max_cost=settings.max_query_cost)
+                         max_tokens=settings.max_query_tokens, max_cost=settings.max_query_cost,
+                         max_selections=settings.max_query_selections)
     schema = build_schema(introspection=settings.introspection, field_suggestions=settings.field_suggestions,
                           limits=limits)
     endpoint = GraphQLEndpoint(schema, deps, graphiql=settings.graphiql,

@@ -51,6 +51,7 @@ class Settings:
     max_query_aliases: int = 30
     max_query_tokens: int = 5000
     max_query_cost: int = 5000
+    max_query_selections: int = 500
     recharge_lease: timedelta = timedelta(seconds=60)
     db_pool_size: int = 16  # see README, Pool sizing: a request holds its connection while GraphQL runs
     db_max_overflow: int = 0  # see README, Pool sizing: overflow connections were opened and closed per burst
@@ -93,6 +94,7 @@ class Settings:
             max_query_aliases=_limit(env, "CREDITS_MAX_QUERY_ALIASES", 30),
             max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),
             max_query_cost=_limit(env, "CREDITS_MAX_QUERY_COST", 5000),
+            max_query_selections=_limit(env, "CREDITS_MAX_QUERY_SELECTIONS", 500),
             recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
             db_pool_size=pool_size,
             db_max_overflow=max_overflow,

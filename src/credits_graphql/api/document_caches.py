@@ -30,6 +30,9 @@ class BoundedParserCache(ParserCache):
 class BoundedValidationCache(ValidationCache):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
+        if context.pre_execution_errors:  # refused before validation (api/limits.py, RefuseOversized)
+            yield
+            return
         if not _too_long(context.query):
             yield from super().on_validate()
             return

@@ -1,10 +1,12 @@
 """Query limits, checked after validation and before anything runs: depth, aliases, cost (the total
-items a query may ask for, nested connections multiplying), and the strings a request carries.
+items a query may ask for, nested connections multiplying), and the strings a request carries. Before validation,
+the size of the document (selections, and what validation compares pair by pair).
 Introspection fields count like any other. The parser's token limit counts comments too (one per
 line), and the request body limit bounds everything else."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -41,6 +43,14 @@ class QueryLimits:
     max_tokens: int = 5000
     max_cost: int = 5000
     max_string_length: int = 10_000
+    max_selections: int = 500  # GraphiQL's introspection query makes 80
+
+
+MAX_SAME_NAME = 10
+"""Fields of one response name in one selection set (inline fragments' included): `id` in each of a node's five
+types, say. Validation compares each such pair, and their selections, with each other."""
+MAX_SPREADS = 20
+"""Fragments spread in one selection set: validation compares each pair of them."""
 
 
 class LimitExceeded(Exception):
@@ -77,6 +87,50 @@ def check(document_operations: list[OperationDefinitionNode], fragments: Mapping
         if measure.cost > limits.max_cost:
             raise LimitExceeded(TOO_COSTLY, f"The query may return {measure.cost} items; the limit is "
                                 f"{limits.max_cost}. Ask for smaller pages (first) or fewer nested lists.")
+
+
+def check_size(document: DocumentNode, limits: QueryLimits) -> None:
+    """Raises LimitExceeded for a document that validation would spend long on: validating costs about 70 us a
+    field, and more where the rule that fields merge compares the fields of one response name, and the fragments of
+    a selection set, pair by pair (600 `accounts { totalCount }` in one selection set took 1.7 s)."""
+    selections = 0
+    fragments = fragments_of(document)
+    merged: dict[str, Counter[str]] = {}  # a fragment's fields by response name, its fragments' included
+
+    def names_in(selection_set: SelectionSetNode, seen: frozenset[str]) -> Counter[str]:
+        """The fields of a selection set by response name, as validation merges them (inline fragments and spread
+        fragments too); checks the selection sets below it on the way."""
+        nonlocal selections
+        names: Counter[str] = Counter()
+        spread: set[str] = set()
+        for selection in selection_set.selections:
+            selections += 1
+            if isinstance(selection, FieldNode):
+                names[(selection.alias or selection.name).value] += 1
+                if selection.selection_set is not None:
+                    names_in(selection.selection_set, seen)
+            elif isinstance(selection, InlineFragmentNode):
+                names += names_in(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
+                spread.add(selection.name.value)
+        if len(spread) > MAX_SPREADS:
+            raise LimitExceeded(TOO_COMPLEX, f"The query spreads {len(spread)} fragments in one selection; the "
+                                f"limit is {MAX_SPREADS}.")
+        for name in spread:
+            if name not in merged and (fragment := fragments.get(name)) is not None:
+                merged[name] = names_in(fragment.selection_set, seen | {name})  # a cycle is validation's to refuse
+            names += merged.get(name, Counter())
+        if names and (most := names.most_common(1)[0])[1] > MAX_SAME_NAME:
+            raise LimitExceeded(TOO_COMPLEX, f"The query selects `{most[0]}` {most[1]} times in one selection; the "
+                                f"limit is {MAX_SAME_NAME}.")
+        return names
+
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            names_in(definition.selection_set, frozenset())
+    if selections > limits.max_selections:
+        raise LimitExceeded(TOO_COMPLEX, f"The query makes {selections} selections; the limit is "
+                            f"{limits.max_selections}.")
 
 
 class _Measurer:
@@ -226,6 +280,7 @@ def literal_strings(document: Any) -> list[str]:
 
 _LITERALS: PerDocument[list[str]] = PerDocument()
 _VERDICTS: PerDocument[LimitExceeded | None] = PerDocument()
+_SIZES: PerDocument[LimitExceeded | None] = PerDocument()
 
 
 def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: QueryLimits) -> None:
@@ -239,6 +294,30 @@ def check_strings(document: Any, variables: Mapping[str, Any] | None, limits: Qu
         if len(text) > limits.max_string_length:
             raise LimitExceeded(BAD_USER_INPUT, f"A string of {len(text)} characters exceeds the limit of "
                                 f"{limits.max_string_length}.")
+
+
+class RefuseOversized(SchemaExtension):
+    """Before validation: a document too large to validate cheaply (check_size) is refused unvalidated."""
+
+    def __init__(self, limits: QueryLimits) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None and (exceeded := _SIZES.get(document, (id(document), self.limits),
+                                                             lambda: _size_verdict(document, self.limits))):
+            context.pre_execution_errors = [GraphQLError(str(exceeded), extensions={"code": exceeded.code})]
+        yield
+
+
+def _size_verdict(document: DocumentNode, limits: QueryLimits) -> LimitExceeded | None:
+    try:
+        check_size(document, limits)
+    except LimitExceeded as exceeded:
+        return exceeded
+    return None
 
 
 class EnforceLimits(SchemaExtension):

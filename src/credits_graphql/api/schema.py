@@ -22,7 +22,7 @@ from credits_graphql.api.errors import (
     log_internal,
     request_id_of,
 )
-from credits_graphql.api.limits import EnforceLimits, QueryLimits, limit_error
+from credits_graphql.api.limits import EnforceLimits, QueryLimits, RefuseOversized, limit_error
 from credits_graphql.api.mutations import Mutation
 from credits_graphql.api.preflight import Preflight, preflight_error
 from credits_graphql.api.prepared import (
@@ -96,10 +96,11 @@ def build_schema(*, introspection: bool = True, field_suggestions: bool = True,
                  limits: QueryLimits | None = None) -> CreditsSchema:
     limits = limits or QueryLimits()
     documents = ValidatedDocuments()
-    # Order matters: ErrorCodes swaps in its validation rule before the validation cache validates, and
-    # EnforceLimits, then Preflight, run on a document that validated; RememberValidated sees the outcome of all.
+    # Order matters: ErrorCodes swaps in its validation rule before the validation cache validates (unless
+    # RefuseOversized refused the document), and EnforceLimits, then Preflight, run on a document that validated;
+    # RememberValidated sees the outcome of all.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        ErrorCodes, lambda: BoundedParserCache(maxsize=MAX_DOCUMENTS),
+        ErrorCodes, lambda: BoundedParserCache(maxsize=MAX_DOCUMENTS), lambda: RefuseOversized(limits),
         lambda: BoundedValidationCache(maxsize=MAX_DOCUMENTS),
         lambda: EnforceLimits(limits), Preflight]
     if not introspection:
