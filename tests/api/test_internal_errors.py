@@ -13,7 +13,9 @@ from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.money import Money
+from credits_graphql.service import usage_combiner
 from credits_graphql.service.payments import CardDetails, ChargeResult
+from credits_graphql.service.transient import StoreUnavailable
 from tests.api.documents import ACCOUNTS, CREATE_ACCOUNT, add_funds, codes_of, create_account, history
 from tests.conftest import GraphQLClient, Org
 
@@ -99,3 +101,21 @@ async def test_a_failure_outside_graphql_execution_is_answered_in_json_with_a_co
                                            "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-42"}}]}
     assert response.headers["x-request-id"] == "req-42"
     assert SECRET not in response.text
+
+
+async def test_the_database_lost_in_the_middle_of_a_request_is_a_503_to_retry(
+        gql: GraphQLClient, org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As when the database is down before the request begins (README, Failures): a client or a proxy that retries
+    on 503 retries this one too, with its idempotency key."""
+    account = await create_account(gql, "Ops", "SEK", "tok_visa")
+
+    async def lost(*_: object, **__: object) -> None:
+        raise StoreUnavailable("connection lost")
+
+    monkeypatch.setattr(usage_combiner, "record_usage", lost)
+    response = await gql.post("""mutation($id: ID!) { recordUsage(input: {accountId: $id, service: TOLL_FREE,
+        amount: "1", idempotencyKey: "k"}) { transaction { id } } }""", {"id": account["id"]}, key=org.usage_writer)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["data"] is None
+    assert codes_of(response) == ["SERVICE_UNAVAILABLE"]

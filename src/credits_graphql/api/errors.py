@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from graphql import GraphQLError, ValuesOfCorrectTypeRule
 from strawberry.extensions import SchemaExtension
@@ -56,6 +57,14 @@ def _tag(errors: list[GraphQLError] | None, code: str) -> None:
     for error in errors or ():
         if not (error.extensions or {}).get("code"):
             error.extensions = {**(error.extensions or {}), "code": code}
+
+
+def only_unavailable(response: Mapping[str, Any]) -> bool:
+    """A response with no data and only the database's trouble to show (lost in the middle of a request): answered
+    503 with Retry-After, as one that found the database down before it began."""
+    errors = response.get("errors") or []
+    return (response.get("data") is None and bool(errors)
+            and all((error.get("extensions") or {}).get("code") == UNAVAILABLE for error in errors))
 
 
 def is_internal(error: GraphQLError) -> bool:

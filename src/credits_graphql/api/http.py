@@ -20,7 +20,13 @@ from strawberry.types.graphql import OperationType
 
 from credits_graphql.api import rate_limit
 from credits_graphql.api.context import Context
-from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAUTHENTICATED, code_for_message
+from credits_graphql.api.errors import (
+    INTERNAL,
+    INTERNAL_MESSAGE,
+    UNAUTHENTICATED,
+    code_for_message,
+    only_unavailable,
+)
 from credits_graphql.api.media import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
@@ -192,13 +198,17 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
 
     def _json_response(self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
                        media_type: str) -> Response:
-        """A request error answered as `application/graphql-response+json` is a 400 without `data`."""
+        """A request error answered as `application/graphql-response+json` is a 400 without `data`; the database lost
+    in the middle of a request, a 503."""
         data: Any = response_data
-        status_code = 200
+        status_code, headers = 200, None
         if media_type == GRAPHQL_RESPONSE_JSON and isinstance(data, dict) and is_request_error(data):
             data = {key: value for key, value in data.items() if key != "data"}
             status_code = 400
-        return Response(self.encode_json(data), status_code=status_code, media_type=f"{media_type}; charset=utf-8")
+        elif isinstance(data, dict) and only_unavailable(data):
+            status_code, headers = 503, {"Retry-After": "1"}
+        return Response(self.encode_json(data), status_code=status_code, headers=headers,
+                         media_type=f"{media_type}; charset=utf-8")
 
     async def execute_single(self, request: Request, request_adapter: AsyncHTTPRequestAdapter,
                              sub_response: Response, context: Context | None, root_value: None,
