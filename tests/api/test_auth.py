@@ -76,6 +76,28 @@ async def test_an_unknown_key_or_scheme_is_unauthenticated(gql: GraphQLClient, o
         _assert_unauthenticated(response)
 
 
+async def test_an_unauthenticated_caller_is_told_what_to_mend(gql: GraphQLClient, org: Org) -> None:
+    expected = {None: "Missing API key.", "Bearer ": "Missing API key.",
+                "Basic dXNlcjpwYXNz": "The Authorization header must use the Bearer scheme.",
+                org.admin: "The Authorization header must use the Bearer scheme.",
+                "Bearer cgk_unknown": "Unknown, revoked or expired API key."}
+    for header, reason in expected.items():
+        response = await gql.http.post("/graphql", json={"query": "{ accounts { totalCount } }"},
+                                       headers={"Authorization": header} if header is not None else {})
+        assert response.json()["errors"][0]["message"] == f"{reason} Send Authorization: Bearer <api key>."
+
+
+async def test_a_forbidden_call_names_the_roles_that_may_make_it(gql: GraphQLClient, funded_id: str,
+                                                                 org: Org) -> None:
+    document, variables = _mutations(funded_id)["closeAccount"]
+    closing = await gql.post(document, variables, key=org.usage_writer)
+    assert closing.json()["errors"][0]["message"] == "This API key's role may not manage accounts (ADMIN keys may)."
+    document, variables = _mutations(funded_id)["recordUsage"]
+    reporting = await gql.post(document, variables, key=org.reader)
+    assert reporting.json()["errors"][0]["message"] == (
+        "This API key's role may not record usage (ADMIN and USAGE_WRITER keys may).")
+
+
 async def test_a_revoked_key_is_unauthenticated(gql: GraphQLClient, deps: Deps, org: Org) -> None:
     key, secret = await access.create_api_key(deps, org.id, Role.READER)
     assert (await gql("{ accounts { totalCount } }", key=secret))["accounts"]["totalCount"] == 0

@@ -49,8 +49,8 @@ def test_text_that_is_not_a_plain_decimal_is_refused(text: str) -> None:
 def test_decimal_text_at_the_length_limit_is_accepted_and_one_longer_is_refused() -> None:
     longest = "1" * MAX_DECIMAL_TEXT
     assert parse_plain_decimal(longest) == Decimal(longest)
-    with pytest.raises(InvalidDecimal):
-        parse_plain_decimal("1" * (MAX_DECIMAL_TEXT + 1))
+    with pytest.raises(InvalidDecimal, match=f"^expected at most {MAX_DECIMAL_TEXT} characters, got 65$"):
+        parse_plain_decimal("1" * (MAX_DECIMAL_TEXT + 1))  # plain, but too long: the message says so
 
 
 def test_invalid_decimal_is_a_value_error() -> None:

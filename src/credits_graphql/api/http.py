@@ -146,7 +146,10 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         principal, account = (await access.authenticate_reading(request.state.deps, token, account_id, self.key_reads)
                               if token else (None, None))
         if principal is None:
-            reason = "Missing API key." if token is None else "Unknown, revoked or expired API key."
+            scheme = request.headers.get("authorization", "").partition(" ")[0]
+            reason = ("Unknown, revoked or expired API key." if token is not None
+                      else "Missing API key." if scheme.lower() in ("", "bearer")
+                      else "The Authorization header must use the Bearer scheme.")
             raise HTTPError(401, f"{reason} Send Authorization: Bearer <api key>.",
                             {"WWW-Authenticate": 'Bearer realm="credits"'})
         await rate_limit.enforce(request, principal)

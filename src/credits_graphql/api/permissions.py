@@ -8,7 +8,7 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
 
 from credits_graphql.api.errors import FORBIDDEN
-from credits_graphql.domain.access import Action
+from credits_graphql.domain.access import Action, roles_allowed
 
 
 class Allowed(BasePermission):
@@ -16,7 +16,8 @@ class Allowed(BasePermission):
 
     def __init__(self, action: Action) -> None:
         self.action = action
-        self.message = f"This API key's role may not {action.lower().replace('_', ' ')}."
+        roles = " and ".join(role.value for role in roles_allowed(action))
+        self.message = f"This API key's role may not {action.lower().replace('_', ' ')} ({roles} keys may)."
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         return bool(info.context.principal.may(self.action))

@@ -31,6 +31,10 @@ def allows(role: Role, action: Action) -> bool:
     return action in _ALLOWED[role]
 
 
+def roles_allowed(action: Action) -> list[Role]:
+    return [role for role in Role if allows(role, action)]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The API key a request is made with: every read and write is scoped to its organization."""

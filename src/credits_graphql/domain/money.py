@@ -33,7 +33,9 @@ class InvalidDecimal(ValueError):
 
 def parse_plain_decimal(text: str) -> Decimal:
     """Parses `-?digits[.digits]`; anything else (exponent, NaN, spaces, floats) is refused."""
-    if len(text) > MAX_DECIMAL_TEXT or not _PLAIN_DECIMAL.fullmatch(text):
+    if len(text) > MAX_DECIMAL_TEXT:
+        raise InvalidDecimal(f"expected at most {MAX_DECIMAL_TEXT} characters, got {len(text)}")
+    if not _PLAIN_DECIMAL.fullmatch(text):
         raise InvalidDecimal(f'expected a plain decimal string such as "12.50", got {text[:80]!r}')
     return Decimal(text)
 
