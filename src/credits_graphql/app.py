@@ -13,6 +13,7 @@ from dataclasses import replace
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -80,10 +81,20 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)],
+        middleware=[*_cors(settings.cors_origins), Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)],
     )
     rate_limit.install(app.state, runtime.rate_limiter)
     return app
+
+
+def _cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """An SPA served from another origin may call the API: its preflight is answered before authentication, and
+    every answer (401 and 429 too) lets it read the body. Keys travel in a header, never in cookies."""
+    if not origins:
+        return []
+    return [Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+                       expose_headers=["X-Request-ID", "Retry-After"], max_age=600)]
 
 
 def tune_garbage_collector() -> None:

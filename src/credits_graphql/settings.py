@@ -52,6 +52,7 @@ class Settings:
     max_query_tokens: int = 5000
     max_query_cost: int = 5000
     max_query_selections: int = 500
+    cors_origins: tuple[str, ...] = ()
     recharge_lease: timedelta = timedelta(seconds=60)
     db_pool_size: int = 16  # see README, Pool sizing: a request holds its connection while GraphQL runs
     db_max_overflow: int = 0  # see README, Pool sizing: overflow connections were opened and closed per burst
@@ -95,6 +96,7 @@ class Settings:
             max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),
             max_query_cost=_limit(env, "CREDITS_MAX_QUERY_COST", 5000),
             max_query_selections=_limit(env, "CREDITS_MAX_QUERY_SELECTIONS", 500),
+            cors_origins=_origins(env, "CREDITS_CORS_ORIGINS"),
             recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
             db_pool_size=pool_size,
             db_max_overflow=max_overflow,
@@ -125,6 +127,15 @@ def _limit(env: Mapping[str, str], name: str, default: int) -> int:
     if not re.fullmatch(r"[0-9]{1,12}", raw) or int(raw) <= 0:
         raise SettingsError(f"{name} must be a positive whole number, got {raw!r}")
     return int(raw)
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Browser origins, comma-separated, each as a browser sends it: scheme, host and any port, no path."""
+    origins = tuple(origin.strip() for origin in env.get(name, "").split(",") if origin.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise SettingsError(f"{name} must list origins such as https://admin.example.com, got {origin!r}")
+    return origins
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
