@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -155,3 +156,24 @@ class RecordingGateway:
 def recording(deps: Deps, gateway: SandboxGateway) -> tuple[Deps, RecordingGateway]:
     spy = RecordingGateway(gateway)
     return replace(deps, gateway=spy), spy
+
+
+class HeldGateway:
+    """Wraps the sandbox, holding each charge call until the test lets it through (`release`): a slow gateway.
+    `entered` is set once a charge call is in flight; lookups are answered at once."""
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        self.entered.set()
+        await self.release.wait()
+        return await self.inner.charge(token, amount, idempotency_key)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return await self.inner.find_charge(idempotency_key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -18,6 +20,7 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
 from tests.conftest import Clock, Org, make_org
 from tests.service.support import (
+    HeldGateway,
     attempts,
     count_pending_rows,
     enable_recharge,
@@ -412,6 +415,86 @@ async def test_a_charge_made_before_its_worker_died_is_credited_whatever_was_cha
     assert len(await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])) == 1
 
 
+async def _charge_outlasting_its_lease(deps: Deps, gateway: SandboxGateway, clock: Clock,
+                                       change: Callable[[], Awaitable[object]]) -> tuple[Deps, recharges.Claim,
+                                                                                    asyncio.Task[recharges.ChargeOutcome]]:
+    """A worker's charge is in flight when its lease runs out and `change` makes the attempt no longer chargeable;
+    another worker takes the attempt over, finds no charge by its key yet, and cancels it. Returns the slow worker's
+    deps, claim and charge, still held by the gateway."""
+    slow = HeldGateway(gateway)
+    slow_deps = replace(deps, gateway=slow)
+    claim = await recharges.claim_next(slow_deps)
+    assert claim is not None
+    in_flight = asyncio.create_task(recharges.charge(slow_deps, claim))
+    await slow.entered.wait()
+    clock.advance(seconds=61)
+    await change()
+    other = await recharges.claim_next(deps)
+    assert other is not None
+    assert (other.attempt.id, other.reclaimed) == (claim.attempt.id, True)
+    cancelled = await recharges.settle(deps, other, await recharges.charge(deps, other))
+    assert cancelled is not None
+    assert cancelled.status is AttemptStatus.FAILED
+    slow.release.set()
+    return slow_deps, claim, in_flight
+
+
+@pytest.mark.parametrize("change", ["add funds", "disable", "close"])
+async def test_a_charge_that_outlasts_its_lease_is_credited_once_after_another_worker_cancelled_the_attempt(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock, change: str) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+
+    async def make_change() -> object:
+        if change == "add funds":
+            return await fund(deps, org.id, account_id, "50", key="by-hand")
+        if change == "disable":
+            return await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
+        return await accounts.close_account(deps, org.id, account_id)
+
+    slow_deps, claim, in_flight = await _charge_outlasting_its_lease(deps, gateway, clock, make_change)
+    outcome = await in_flight
+    assert isinstance(outcome, ChargeResult)
+    assert outcome.succeeded  # the card was charged
+    settled = await recharges.settle(slow_deps, claim, outcome)
+    assert settled is not None
+    assert (settled.status, settled.failure_reason) == (AttemptStatus.SUCCEEDED, None)
+    assert await recharges.settle(slow_deps, claim, outcome) is None  # settled twice: credited once
+
+    [attempt] = await attempts(deps, account_id)
+    assert attempt.status is AttemptStatus.SUCCEEDED
+    [credit] = await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])
+    assert (credit.amount_micros, credit.id) == (micros("100"), attempt.transaction_id)
+    assert [str(money) for _, money, result in gateway.charges if result.succeeded][-1] == "100.00 SEK"
+    added = "50" if change == "add funds" else "0"
+    assert (await reload(deps, account_id)).balance_micros == micros("110") + micros(added)
+    assert await pending(deps, account_id) is None
+
+
+async def test_a_late_credit_leaves_a_newer_attempt_pending_and_the_worker_cancels_it_if_no_longer_due(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+
+    async def add_funds() -> object:
+        return await fund(deps, org.id, account_id, "50", key="by-hand")
+
+    slow_deps, claim, in_flight = await _charge_outlasting_its_lease(deps, gateway, clock, add_funds)
+    newer = (await use(deps, org.id, account_id, "45", "u1")).triggered_recharge  # 60 - 45: below the trigger
+    assert newer is not None
+    settled = await recharges.settle(slow_deps, claim, await in_flight)
+    assert settled is not None
+    assert settled.status is AttemptStatus.SUCCEEDED
+    assert await count_pending_rows(deps, account_id) == 1  # the newer one, still the only one
+    assert (await reload(deps, account_id)).balance_micros == micros("115")
+    charges_before = len(gateway.charges)
+    assert await recharges.run_due(deps) == 0  # no longer due: cancelled, not charged
+    assert len(gateway.charges) == charges_before
+    [cancelled, credited] = await attempts(deps, account_id)
+    assert (cancelled.id, cancelled.status, credited.status) == (newer.id, AttemptStatus.FAILED,
+                                                                  AttemptStatus.SUCCEEDED)
+
+
 async def test_an_attempt_claimed_by_a_worker_that_died_before_charging_is_cancelled_after_disabling(
         deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
     account_id = await _funded(deps, org, "10")
@@ -506,3 +589,4 @@ async def test_a_new_card_gets_its_own_three_tries_before_a_suspension(
     account = await reload(deps, account_id)
     assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.ACTIVE, 1)
     assert await pending(deps, account_id) is not None
+

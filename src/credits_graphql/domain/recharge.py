@@ -11,6 +11,10 @@ from credits_graphql.domain.errors import ErrorCode, RuleViolation
 from credits_graphql.domain.money import Money
 from credits_graphql.domain.policy import Policy
 
+CANCELLED = "cancelled: "
+"""How the failure reason of a charge we gave up ourselves begins, as opposed to a gateway's decline: a verdict from a
+lookup that found no charge by its key, which a charge still in flight with that key may yet contradict."""
+
 
 class RechargeStatus(StrEnum):
     DISABLED = "DISABLED"
@@ -89,16 +93,28 @@ class RechargeAttempt:
         self.amount_micros = settings.amount_micros
         self.not_before = min(self.not_before, at)
 
+    @property
+    def was_cancelled(self) -> bool:
+        return self.status is AttemptStatus.FAILED and (self.failure_reason or "").startswith(CANCELLED)
+
     def succeed(self, transaction_id: int, at: datetime) -> None:
+        """Credited; also once cancelled, when the charge of a worker whose lease ran out went through after another
+        worker found none and cancelled the attempt (a gateway answers a key with its first result, so a success
+        never follows a gateway's decline)."""
         self._settle(AttemptStatus.SUCCEEDED, at)
         self.transaction_id = transaction_id
+        self.failure_reason = None
 
     def fail(self, reason: str, at: datetime) -> None:
         self._settle(AttemptStatus.FAILED, at)
         self.failure_reason = reason
 
+    def cancel(self, reason: str, at: datetime) -> None:
+        """Failed without a charge, as far as we know: the attempt may no longer be charged."""
+        self.fail(f"{CANCELLED}{reason}", at)
+
     def _settle(self, status: AttemptStatus, at: datetime) -> None:
-        if self.status is not AttemptStatus.PENDING:
+        if self.status is not AttemptStatus.PENDING and not (status is AttemptStatus.SUCCEEDED and self.was_cancelled):
             raise ValueError(f"recharge attempt {self.id} is already {self.status}")
         self.status = status
         self.settled_at = at

@@ -144,7 +144,7 @@ async def _pending_follows_settings(uow: UnitOfWork, account: Account, now: date
     if due:
         pending.follow(account.recharge, now)
     else:
-        pending.fail(f"cancelled: {NO_LONGER_DUE}", now)
+        pending.cancel(NO_LONGER_DUE, now)
     await uow.attempts.save(pending)
     return due
 
@@ -157,7 +157,7 @@ async def _cancel_idle_pending(uow: UnitOfWork, account: Account, reason: str, n
     The row lock makes this wait for a worker that is claiming the attempt right now, and see its lease."""
     pending = await uow.attempts.pending(account.id, for_update=True)
     if pending is not None and not pending.was_claimed:
-        pending.fail(f"cancelled: {reason}", now)
+        pending.cancel(reason, now)
         await uow.attempts.save(pending)
 
 

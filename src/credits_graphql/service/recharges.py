@@ -59,7 +59,7 @@ async def claim_next(deps: Deps, lease: timedelta = LEASE) -> Claim | None:
             assert account is not None
             reason = _why_not_charged(account)
             if reason is not None and not attempt.was_claimed:
-                attempt.fail(f"cancelled: {reason}", now)
+                attempt.cancel(reason, now)
                 await uow.attempts.save(attempt)
                 continue
             reclaimed = attempt.was_claimed
@@ -125,7 +125,9 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
     transaction.
 
     Returns None when there is nothing to settle (no answer from the gateway), or when another worker settled the
-    attempt first (its lease had run out)."""
+    attempt first (its lease had run out); but a success is credited even when another worker cancelled the attempt
+    meanwhile, as the account's state may since have required (funds added, auto-recharge disabled, account
+    closed): the card was charged."""
     assert claim.attempt.id is not None
     if outcome is None:
         return None
@@ -135,7 +137,10 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
         attempt = await uow.attempts.get(claim.attempt.id, for_update=True)
         assert account is not None
         assert attempt is not None
-        if attempt.status is not recharge.AttemptStatus.PENDING:
+        succeeded = isinstance(outcome, ChargeResult) and outcome.succeeded
+        # Settled by another worker first; unless it cancelled the attempt, finding no charge, while this worker's
+        # charge was in flight (its lease had run out), and that charge went through: the card was charged.
+        if attempt.status is not recharge.AttemptStatus.PENDING and not (succeeded and attempt.was_cancelled):
             return None
         settings = account.recharge
         if isinstance(outcome, ChargeResult) and not outcome.succeeded:
@@ -150,7 +155,7 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
                                                             not_before=now + delay))
         else:
             if isinstance(outcome, Cancelled):
-                attempt.fail(f"cancelled: {outcome.reason}", now)
+                attempt.cancel(outcome.reason, now)
             else:
                 entry = await uow.ledger.append(account.credit(EntryKind.AUTO_RECHARGE, attempt.amount_micros, now))
                 assert entry.id is not None
