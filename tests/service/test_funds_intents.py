@@ -20,7 +20,17 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
 from credits_graphql.store.tables import funds_charges
 from tests.conftest import Clock, Org
-from tests.service.support import entries, fund, micros, open_account, recording, reload, use, violation
+from tests.service.support import (
+    HeldGateway,
+    entries,
+    fund,
+    micros,
+    open_account,
+    recording,
+    reload,
+    use,
+    violation,
+)
 
 GRACE_PASSED = funds_recovery.GRACE.total_seconds() + 1
 
@@ -273,3 +283,31 @@ async def test_a_charge_that_went_through_before_the_account_was_closed_is_credi
     assert (credit.kind, credit.amount_micros) == (EntryKind.FUNDS_ADDED, micros("50"))
     assert (await charge_of(deps, account.id, "fund-1")).status is FundsChargeStatus.SUCCEEDED
     assert len(gateway.charges) == 1
+
+
+async def test_a_charge_that_outlasts_its_grace_is_credited_after_the_worker_cancelled_it_for_a_closed_account(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account = await open_account(deps, org.id)
+    slow = HeldGateway(gateway)
+    request = asyncio.create_task(fund(replace(deps, gateway=slow), org.id, account.id, "500"))
+    await slow.entered.wait()  # the request's charge is in flight
+    clock.advance(seconds=GRACE_PASSED)
+    await accounts.close_account(deps, org.id, account.id)
+    assert await funds_recovery.run_stale(deps) == 1  # looks the charge up: none yet, so it is cancelled
+    cancelled = await charge_of(deps, account.id, "fund-1")
+    assert (cancelled.status, cancelled.failure_reason) == (FundsChargeStatus.DECLINED, "cancelled: account closed")
+    slow.release.set()
+
+    recorded = await request  # then the charge goes through: the client gets the credit, not PAYMENT_DECLINED
+    assert (recorded.entry.kind, recorded.entry.amount_micros) == (EntryKind.FUNDS_ADDED, micros("500"))
+    assert [result.succeeded for _, _, result in gateway.charges] == [True]
+    settled = await charge_of(deps, account.id, "fund-1")
+    assert (settled.status, settled.transaction_id) == (FundsChargeStatus.SUCCEEDED, recorded.entry.id)
+    assert [entry.id for entry in await entries(deps, account.id)] == [recorded.entry.id]
+    assert (await reload(deps, account.id)).balance_micros == micros("500")
+    # settled again (the worker, a retry): answered with the same credit
+    _, again = await ledger.settle_funds_charge(deps, cancelled, ChargeResult(succeeded=True, charge_id="ch_1"))
+    assert again is not None
+    assert again.entry.id == recorded.entry.id
+    assert (await fund(deps, org.id, account.id, "500")).entry.id == recorded.entry.id
+    assert len(await entries(deps, account.id)) == 1

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from credits_graphql.domain.money import Money
+from credits_graphql.domain.recharge import CANCELLED
 
 
 class FundsChargeStatus(StrEnum):
@@ -40,16 +41,24 @@ class FundsCharge:
     def amount(self) -> Money:
         return Money(self.amount_micros, self.currency)
 
+    @property
+    def was_cancelled(self) -> bool:
+        return self.status is FundsChargeStatus.DECLINED and (self.failure_reason or "").startswith(CANCELLED)
+
     def succeed(self, transaction_id: int, at: datetime) -> None:
+        """Credited; also once cancelled, when the request's charge went through after a worker found none by its
+        key and cancelled it (a gateway answers a key with its first result: a success never follows its decline)."""
         self._settle(FundsChargeStatus.SUCCEEDED, at)
         self.transaction_id = transaction_id
+        self.failure_reason = None
 
     def decline(self, reason: str, at: datetime) -> None:
         self._settle(FundsChargeStatus.DECLINED, at)
         self.failure_reason = reason
 
     def _settle(self, status: FundsChargeStatus, at: datetime) -> None:
-        if self.status is not FundsChargeStatus.PENDING:
+        if self.status is not FundsChargeStatus.PENDING and not (status is FundsChargeStatus.SUCCEEDED
+                                                                  and self.was_cancelled):
             raise ValueError(f"funds charge {self.id} is already {self.status}")
         self.status = status
         self.settled_at = at

@@ -5,7 +5,8 @@ Recovery charges again with the charge's own gateway key. The gateway answers a 
 first result, so a charge that went through is credited exactly once and a declined one is recorded as
 declined; a charge that never reached the gateway is made now, which is what the caller asked for with
 that key (and its retry with the key is answered with this credit). Unless the account was closed since: closing
-stops all money movement, so the charge is only looked up, credited if it went through, and cancelled if not."""
+stops all money movement, so the charge is only looked up, credited if it went through, and cancelled if not (and
+credited still if the request's own call, in flight meanwhile, then charges the card)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 from datetime import timedelta
 
 from credits_graphql.domain.funds import FundsCharge
+from credits_graphql.domain.recharge import CANCELLED
 from credits_graphql.service import ledger
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
@@ -45,7 +47,7 @@ async def recover(deps: Deps, charge: FundsCharge) -> FundsCharge | None:
     try:
         if await _account_closed(deps, charge.account_id):
             result = (await deps.gateway.find_charge(charge.gateway_key)
-                      or ChargeResult(succeeded=False, failure_reason="cancelled: account closed"))
+                      or ChargeResult(succeeded=False, failure_reason=f"{CANCELLED}account closed"))
         else:
             result = await deps.gateway.charge(charge.payment_token, charge.amount, charge.gateway_key)
     except Exception:

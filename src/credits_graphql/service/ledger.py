@@ -112,7 +112,8 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
                               result: ChargeResult) -> tuple[FundsCharge, Recorded | None]:
     """Credits a successful charge or records its decline; the Recorded credit is None for a decline.
 
-    When another request or a worker settled the charge first, answers what that one recorded."""
+    When another request or a worker settled the charge first, answers what that one recorded; unless a worker
+    cancelled it, finding no charge by its key (the account closed), and this charge then went through: credited."""
     assert charge.id is not None
     now = deps.clock()
     async with deps.uow(write=True) as uow:
@@ -124,7 +125,7 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
             assert current.transaction_id is not None
             [first] = await uow.ledger.get_many(account.org_id, [current.transaction_id])
             return current, Recorded(first, account)
-        if current.status is FundsChargeStatus.DECLINED:
+        if current.status is FundsChargeStatus.DECLINED and not (result.succeeded and current.was_cancelled):
             return current, None
         if not result.succeeded:
             current.decline((result.failure_reason or "no reason given")[:255], now)
