@@ -590,3 +590,35 @@ async def test_a_new_card_gets_its_own_three_tries_before_a_suspension(
     assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.ACTIVE, 1)
     assert await pending(deps, account_id) is not None
 
+
+@pytest.mark.parametrize("change", ["new card", "settings saved"])
+async def test_a_decline_landing_after_the_card_was_replaced_or_the_settings_saved_does_not_count_against_them(
+        deps: Deps, org: Org, clock: Clock, change: str) -> None:
+    account_id = await _funded(deps, org, "10")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await enable_recharge(deps, org.id, account_id)
+    for _ in range(2):  # two declines on the first card
+        assert await recharges.run_due(deps) == 1
+        clock.advance(seconds=601)
+    claim = await recharges.claim_next(deps)  # the third try, on the first card
+    assert claim is not None
+    if change == "new card":  # another declining card, to count its own tries
+        await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    else:
+        await enable_recharge(deps, org.id, account_id, amount="200")
+    assert await recharges.settle(deps, claim, await recharges.charge(deps, claim)) is not None  # declined
+
+    account = await reload(deps, account_id)
+    assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.ACTIVE, 0)
+    [retry, declined, *_] = await attempts(deps, account_id)
+    assert (declined.id, declined.status, declined.failure_reason) == (claim.attempt.id, AttemptStatus.FAILED,
+                                                                      "card declined")
+    assert retry.status is AttemptStatus.PENDING
+    assert retry.not_before.replace(tzinfo=clock.now.tzinfo) == clock.now  # due at once
+    for failures in (1, 2):  # the card, or the settings, get their own three tries
+        assert await recharges.run_due(deps) == 1
+        account = await reload(deps, account_id)
+        assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.ACTIVE, failures)
+        clock.advance(seconds=601)
+    assert await recharges.run_due(deps) == 1
+    assert (await reload(deps, account_id)).recharge.status is RechargeStatus.SUSPENDED
