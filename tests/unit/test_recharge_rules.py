@@ -277,6 +277,22 @@ def test_an_attempt_cannot_be_settled_twice(first: str, second: str) -> None:
     assert a.status is status
 
 
+def test_a_cancelled_attempt_may_still_succeed_once_but_a_declined_one_may_not() -> None:
+    cancelled = attempt()
+    cancelled.cancel("account closed", NOW)
+    assert (cancelled.status, cancelled.failure_reason) == (AttemptStatus.FAILED, "cancelled: account closed")
+    with pytest.raises(ValueError, match="already"):
+        cancelled.fail("declined", NOW)
+    cancelled.succeed(1, NOW + timedelta(seconds=5))  # the charge of a worker whose lease ran out went through
+    assert (cancelled.status, cancelled.failure_reason, cancelled.transaction_id) == (AttemptStatus.SUCCEEDED, None, 1)
+    with pytest.raises(ValueError, match="already"):
+        cancelled.succeed(2, NOW)
+    declined = attempt()
+    declined.fail("card declined", NOW)
+    with pytest.raises(ValueError, match="already"):
+        declined.succeed(1, NOW)
+
+
 def test_an_attempt_was_claimed_from_its_first_lease_until_it_is_settled() -> None:
     a = attempt()
     assert not a.was_claimed
