@@ -575,14 +575,20 @@ async def test_a_retry_is_cancelled_when_funds_added_meanwhile_lifted_the_balanc
     assert (await reload(deps, account_id)).balance_micros == micros("210")
 
 
-async def test_a_new_card_gets_its_own_three_tries_before_a_suspension(
-        deps: Deps, org: Org, clock: Clock) -> None:
+async def _declined_twice(deps: Deps, org: Org, clock: Clock) -> int:
+    """An account with 10 on it and auto-recharge on a declining card, which has been declined twice."""
     account_id = await _funded(deps, org, "10")
     await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
     await enable_recharge(deps, org.id, account_id)
-    for _ in range(2):  # two declines on the first card
+    for _ in range(2):
         assert await recharges.run_due(deps) == 1
         clock.advance(seconds=601)
+    return account_id
+
+
+async def test_a_new_card_gets_its_own_three_tries_before_a_suspension(
+        deps: Deps, org: Org, clock: Clock) -> None:
+    account_id = await _declined_twice(deps, org, clock)
     await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")  # another declining card
     assert (await reload(deps, account_id)).recharge.consecutive_failures == 0
     assert await recharges.run_due(deps) == 1
@@ -594,12 +600,7 @@ async def test_a_new_card_gets_its_own_three_tries_before_a_suspension(
 @pytest.mark.parametrize("change", ["new card", "settings saved"])
 async def test_a_decline_landing_after_the_card_was_replaced_or_the_settings_saved_does_not_count_against_them(
         deps: Deps, org: Org, clock: Clock, change: str) -> None:
-    account_id = await _funded(deps, org, "10")
-    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
-    await enable_recharge(deps, org.id, account_id)
-    for _ in range(2):  # two declines on the first card
-        assert await recharges.run_due(deps) == 1
-        clock.advance(seconds=601)
+    account_id = await _declined_twice(deps, org, clock)
     claim = await recharges.claim_next(deps)  # the third try, on the first card
     assert claim is not None
     if change == "new card":  # another declining card, to count its own tries
