@@ -28,6 +28,7 @@ from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, WorkerMode
+from credits_graphql.store.migrate import schema_problem
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 2.0
@@ -113,7 +114,11 @@ def app_from_env() -> Starlette:
     from uvicorn.config import STARTUP_FAILURE
 
     try:
-        app = build_app(bootstrap(Settings.from_env()))
+        settings = Settings.from_env()
+        if problem := schema_problem(settings.database_url):  # `serve` checked too, but it may have changed since
+            log.error("could not start: %s", problem)
+            sys.exit(STARTUP_FAILURE)
+        app = build_app(bootstrap(settings))
     except Exception:
         # uvicorn restarts a process that dies of anything else, forever; this one stops them all.
         log.exception("could not build the application")

@@ -22,7 +22,7 @@ from credits_graphql.service import access
 from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
-from credits_graphql.store.migrate import upgrade
+from credits_graphql.store.migrate import schema_problem, upgrade
 
 T = TypeVar("T")
 PROG = "credits-graphql"
@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_env()
     except SettingsError as error:
         _fail(str(error))
+    if args.command != "migrate" and (problem := schema_problem(settings.database_url)):
+        _fail(problem)
     if args.command == "serve":
         _serve(settings, args.host, args.port, args.workers)
     elif args.command == "worker":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -148,3 +149,51 @@ def test_migrate_and_create_org_work_on_postgresql(tmp_path: Path, postgres_url:
     assert listed.returncode == 0
     assert key not in listed.stdout
     assert [row[1] for row in _key_rows(listed.stdout).values()] == ["ADMIN"]
+
+
+@pytest.mark.parametrize("args", [
+    ["create-org", "Acme"], ["create-api-key", "--org", "1", "--role", "ADMIN"], ["list-api-keys", "--org", "1"],
+    ["revoke-api-key", "1"], ["worker"], ["serve"], ["serve", "--workers", "2"],
+], ids=["create-org", "create-api-key", "list-api-keys", "revoke-api-key", "worker", "serve", "serve-workers"])
+def test_a_command_on_an_unmigrated_database_stops_with_a_one_line_error_saying_to_migrate(
+        tmp_path: Path, sqlite_url: str, args: list[str]) -> None:
+    if args[0] == "serve":
+        args = [*args, "--port", str(free_port())]
+    result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
+                                  "needs 0004: run credits-graphql migrate"], result.stderr
+    assert "serving" not in result.stdout
+
+
+def _set_revision(database: Path, revision: str) -> None:
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+def test_a_database_behind_or_ahead_of_the_release_is_refused_until_it_is_migrated(
+        tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    _set_revision(tmp_path / "c.db", "0003")
+    behind = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+    assert behind.returncode == 2, behind.stderr
+    assert behind.error_lines == ["credits-graphql: error: database schema is at revision 0003, this release "
+                                  "needs 0004: run credits-graphql migrate"], behind.stderr
+
+    _set_revision(tmp_path / "c.db", "0099")
+    ahead = run_cli("create-org", "Acme", env=env, cwd=tmp_path)
+    assert ahead.returncode == 2, ahead.stderr
+    assert ahead.error_lines == ["credits-graphql: error: database schema is at revision 0099, newer than this "
+                                 "release knows (it needs 0004): run the release that migrated it"], ahead.stderr
+
+    _set_revision(tmp_path / "c.db", "0004")
+    assert run_cli("create-org", "Acme", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgres_url: str) -> None:
+    result = run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
+                                  "needs 0004: run credits-graphql migrate"], result.stderr
+    assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
+    assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0

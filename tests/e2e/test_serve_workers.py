@@ -230,3 +230,18 @@ def test_serve_stops_with_an_error_when_its_port_is_taken(tmp_path: Path, sqlite
                          env=cli_env(migrated(sqlite_url, tmp_path)), cwd=tmp_path)
     assert result.returncode == 3, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_a_server_process_started_on_an_unmigrated_database_stops_them_all(
+        tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """What each process of `serve --workers N` runs (the database may have changed since `serve` checked it)."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from credits_graphql.app import app_from_env
+
+    monkeypatch.setenv("CREDITS_DATABASE_URL", sqlite_url)
+    with pytest.raises(SystemExit) as stopped:
+        app_from_env()
+    assert stopped.value.code == STARTUP_FAILURE
+    assert "could not start: database schema is at revision none, this release needs 0004: " \
+           "run credits-graphql migrate" in caplog.messages

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from credits_graphql.store.engine import create_engine
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def alembic_config(url: str) -> Config:
@@ -35,4 +43,33 @@ def upgrade_sync(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-__all__ = ["alembic_config", "asyncio", "upgrade", "upgrade_sync"]
+def schema_problem(url: str) -> str | None:
+    """Why the code cannot run on the database at `url` (its schema is behind, or newer than this release), or
+    None. A database that cannot be reached is not checked (logged): the service waits for it as it always has.
+    Runs on a thread of its own, so it can be called inside a running event loop (uvicorn's app factory is)."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, _schema_problem(url)).result()
+
+
+async def _schema_problem(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision())
+    except (OSError, DBAPIError) as error:
+        log.warning("could not read the database schema's revision, not checked: %s", error)
+        return None
+    finally:
+        await engine.dispose()
+    script = ScriptDirectory(str(MIGRATIONS))
+    head = script.get_current_head()
+    if current == head:
+        return None
+    if current is not None and current not in {revision.revision for revision in script.walk_revisions()}:
+        return (f"database schema is at revision {current}, newer than this release knows (it needs {head}): "
+                "run the release that migrated it")
+    return f"database schema is at revision {current or 'none'}, this release needs {head}: run credits-graphql migrate"
+
+
+__all__ = ["alembic_config", "asyncio", "schema_problem", "upgrade", "upgrade_sync"]
