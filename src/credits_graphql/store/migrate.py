@@ -11,13 +11,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credits_graphql.store.engine import create_engine
+from credits_graphql.store.engine import WRITE_OPTION, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x6372_6564_6974_73  # pg_advisory_xact_lock's key, the same for every `migrate`
 log = logging.getLogger(__name__)
 
 
@@ -29,13 +31,20 @@ def alembic_config(url: str) -> Config:
 
 
 async def upgrade(engine: AsyncEngine) -> None:
-    """Brings the database to the newest revision; running it again changes nothing."""
+    """Brings the database to the newest revision; running it again changes nothing. Two at once run one after
+    the other: the second finds nothing to do."""
     def run(connection: Connection) -> None:
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    async with engine.begin() as connection:
+    async with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
+        # Wait for any other migration before Alembic reads the revision: on PostgreSQL an advisory lock, on
+        # SQLite the write lock (BEGIN IMMEDIATE, WRITE_OPTION's, sent with this first statement).
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        else:
+            await connection.execute(text("SELECT 1"))
         await connection.run_sync(run)
 
 
