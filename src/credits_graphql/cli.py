@@ -22,6 +22,7 @@ from credits_graphql.service import access
 from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
+from credits_graphql.store.engine import create_engine
 from credits_graphql.store.migrate import schema_problem, upgrade
 
 T = TypeVar("T")
@@ -116,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(error))
     if args.command != "migrate" and (problem := schema_problem(settings.database_url)):
         _fail(problem)
-    if args.command == "serve":
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings.database_url))
+    elif args.command == "serve":
         _serve(settings, args.host, args.port, args.workers)
     elif args.command == "worker":
         asyncio.run(_run_worker(settings))
@@ -137,12 +140,19 @@ async def _with_runtime(settings: Settings, command: Callable[[Runtime], Awaitab
         await runtime.close()
 
 
+async def _migrate(url: str) -> None:
+    """Without the rest of the runtime: the payment gateway is not needed to migrate."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    print("database is up to date")
+
+
 async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
     deps = runtime.deps
-    if args.command == "migrate":
-        await upgrade(runtime.engine)
-        print("database is up to date")
-    elif args.command == "create-org":
+    if args.command == "create-org":
         org = await access.create_organization(deps, args.name)
         print(f"created organization {org.name!r}")
         print(org.id)

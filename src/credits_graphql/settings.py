@@ -9,10 +9,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import TypeVar
 
-from credits_graphql.domain.money import InvalidDecimal, parse_plain_decimal
+from sqlalchemy.engine import make_url
+
+from credits_graphql.domain.money import MAX_AMOUNT_MICROS, MICROS_PER_UNIT, InvalidDecimal, parse_plain_decimal
 from credits_graphql.domain.policy import Policy
+from credits_graphql.gateways.sandbox import JOURNAL_VARIABLE
 from credits_graphql.service.rate_limit import RateLimit
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./credits.db"
@@ -70,18 +74,16 @@ class Settings:
         env = os.environ if environ is None else environ
         environment = _choice(env, "CREDITS_ENV", Environment, Environment.PROD)
         dev = environment is Environment.DEV
-        min_purchase = _decimal(env, "CREDITS_MIN_PURCHASE", Decimal(10))
-        max_purchase = _decimal(env, "CREDITS_MAX_PURCHASE", Decimal(100000))
+        min_purchase = _purchase_bound(env, "CREDITS_MIN_PURCHASE", Decimal(10))
+        max_purchase = _purchase_bound(env, "CREDITS_MAX_PURCHASE", Decimal(100000))
         if min_purchase > max_purchase:
             raise SettingsError(
                 f"CREDITS_MIN_PURCHASE ({min_purchase}) must not exceed CREDITS_MAX_PURCHASE ({max_purchase})")
         pool_size = _count(env, "CREDITS_DB_POOL_SIZE", 16, minimum=1)
         max_overflow = _count(env, "CREDITS_DB_MAX_OVERFLOW", 0, minimum=0)
-        url = env.get("CREDITS_DATABASE_URL", DEFAULT_DATABASE_URL).strip()
-        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise SettingsError("CREDITS_DATABASE_URL must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        _sandbox_journal(env)
         return cls(
-            database_url=url,
+            database_url=_database_url(env),
             env=environment,
             worker=_choice(env, "CREDITS_WORKER", WorkerMode, WorkerMode.INLINE),
             policy=Policy(min_purchase=min_purchase, max_purchase=max_purchase,
@@ -153,9 +155,32 @@ def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> 
     raw = env.get(name, "").strip()
     if raw == "":
         return default
-    if not raw.isdigit() or int(raw) < minimum or int(raw) > 100_000:
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) < minimum or int(raw) > 100_000:
         raise SettingsError(f"{name} must be a whole number from {minimum} to 100000, got {raw!r}")
     return int(raw)
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    name = "CREDITS_DATABASE_URL"
+    url = env.get(name, DEFAULT_DATABASE_URL).strip()
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise SettingsError(f"{name} must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+    try:
+        database = make_url(url).database
+    except ValueError as error:  # a port that is not a number, say
+        raise SettingsError(f"{name} is not a valid URL: {error}") from None
+    if url.startswith("sqlite") and database in (None, "", ":memory:"):
+        raise SettingsError(f"{name} must name a SQLite file (an in-memory database is one per connection), "
+                            f"got {url!r}")
+    return url
+
+
+def _sandbox_journal(env: Mapping[str, str]) -> None:
+    """The sandbox gateway reads CREDITS_SANDBOX_JOURNAL itself (gateways/sandbox.py); a file in a directory
+    that does not exist is refused here, with the others."""
+    raw = env.get(JOURNAL_VARIABLE, "").strip()
+    if raw and not Path(raw).parent.is_dir():
+        raise SettingsError(f"{JOURNAL_VARIABLE} must be a file in an existing directory, got {raw!r}")
 
 
 def _usage_transactions(env: Mapping[str, str], *, connections: int) -> int:
@@ -196,6 +221,15 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
         raise SettingsError(f"{name} must be a plain decimal number such as 10 or 12.50, got {raw!r}") from None
     if value <= 0:
         raise SettingsError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _purchase_bound(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    """At most the largest amount the ledger takes at once, far inside its 64-bit integers of micro-units."""
+    value = _decimal(env, name, default)
+    largest = Decimal(MAX_AMOUNT_MICROS) / MICROS_PER_UNIT
+    if value > largest:
+        raise SettingsError(f"{name} must be at most {largest}, got {env[name].strip()!r}")
     return value
 
 

@@ -124,6 +124,11 @@ def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
     ("CREDITS_MIN_PURCHASE", "abc"),
     ("CREDITS_ENV", "staging"),
     ("CREDITS_RECHARGE_RETRY_SECONDS", "5"),
+    ("CREDITS_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:notaport/credits"),
+    ("CREDITS_DATABASE_URL", "sqlite+aiosqlite://"),
+    ("CREDITS_DB_POOL_SIZE", "²"),
+    ("CREDITS_SANDBOX_JOURNAL", "/nonexistent/dir/journal.db"),
+    ("CREDITS_MAX_PURCHASE", "99999999999999999999999"),
 ])
 @pytest.mark.parametrize("command", ["migrate", "serve"])
 def test_a_bad_setting_stops_start_up_with_a_one_line_message_naming_the_variable(
@@ -197,3 +202,10 @@ def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgr
                                   "needs 0004: run credits-graphql migrate"], result.stderr
     assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
     assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
+
+
+def test_migrate_does_not_open_the_sandbox_journal(tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(sqlite_url, CREDITS_SANDBOX_JOURNAL=str(tmp_path))  # a directory: the gateway could not open it
+    result = run_cli("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.last_line == "database is up to date"

@@ -185,8 +185,9 @@ async def test_dev_mode_sets_up_once_for_all_processes(tmp_path: Path, sqlite_ur
 
 
 def test_serve_stops_with_an_error_when_its_processes_cannot_start(tmp_path: Path, sqlite_url: str) -> None:
-    """Rather than restarting them forever. (The sandbox journal is opened as each process builds its app.)"""
-    env = cli_env(migrated(sqlite_url, tmp_path), CREDITS_SANDBOX_JOURNAL=str(tmp_path / "missing" / "journal.db"))
+    """Rather than restarting them forever. (The sandbox journal is opened as each process builds its app; a
+    directory is none.)"""
+    env = cli_env(migrated(sqlite_url, tmp_path), CREDITS_SANDBOX_JOURNAL=str(tmp_path))
     result = run_cli("serve", "--port", str(free_port()), "--workers", str(WORKERS), env=env, cwd=tmp_path)
     assert result.returncode == 3, result.stderr
     assert "a server process could not start" in result.stderr

@@ -84,6 +84,14 @@ def test_min_equal_to_max_is_allowed() -> None:
         ("CREDITS_DATABASE_URL", "sqlite:///./credits.db"),
         ("CREDITS_GRAPHIQL", "maybe"),
         ("CREDITS_INTROSPECTION", "2"),
+        ("CREDITS_DATABASE_URL", "postgresql+asyncpg://app@db:notaport/credits"),
+        ("CREDITS_DATABASE_URL", "sqlite+aiosqlite://"),
+        ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:///:memory:"),
+        ("CREDITS_DB_POOL_SIZE", "²"),
+        ("CREDITS_DB_MAX_OVERFLOW", "٣"),
+        ("CREDITS_SANDBOX_JOURNAL", "/nonexistent/dir/journal.db"),
+        ("CREDITS_MAX_PURCHASE", "99999999999999999999999"),
+        ("CREDITS_MAX_PURCHASE", "1000000000.000001"),
     ],
 )
 def test_a_bad_value_raises_an_error_naming_the_variable(variable: str, value: str) -> None:
@@ -144,3 +152,8 @@ def test_the_access_log_is_on_in_dev_off_in_prod_unless_asked() -> None:
     assert Settings.from_env({"CREDITS_ACCESS_LOG": "true"}).access_log is True
     with pytest.raises(SettingsError, match="CREDITS_ACCESS_LOG"):
         Settings.from_env({"CREDITS_ACCESS_LOG": "sometimes"})
+
+
+def test_the_largest_purchase_bound_is_a_billion_units() -> None:
+    policy = Settings.from_env({"CREDITS_MIN_PURCHASE": "1000000000", "CREDITS_MAX_PURCHASE": "1000000000"}).policy
+    assert policy.max_purchase == Decimal(1_000_000_000)
