@@ -28,6 +28,7 @@ from credits_graphql.store.migrate import schema_problem, upgrade
 T = TypeVar("T")
 PROG = "credits-graphql"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MAX_ID = 2**63 - 1  # ids are 64-bit integer columns
 
 
 def _positive_int(text: str) -> int:
@@ -37,6 +38,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"expected a number up to {MAX_ID}, got {text!r}")
     return value
 
 
@@ -63,7 +66,10 @@ def _instant(text: str) -> datetime:
             f"expected an ISO 8601 time such as 2027-01-31T00:00:00Z, got {text!r}") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"give the time's UTC offset, such as 2027-01-31T00:00:00Z; got {text!r}")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"expected a time before the year 10000 in UTC, got {text!r}") from None
 
 
 MAX_ORG_NAME = 200  # the column's length
@@ -166,11 +172,15 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         print(f"created {key.role} key {key.id} for organization {key.org_id}{until}; it is shown only this once:")
         print(secret)
     elif args.command == "list-api-keys":
+        try:
+            keys = await access.list_api_keys(deps, args.org)
+        except access.UnknownOrganization as error:
+            _fail(str(error))
         now = deps.clock()
         # New columns go last: scripts that read the first six keep working.
         print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<25}  {'LAST USED':<25}  {'REVOKED':<25}  "
               f"{'EXPIRES':<25}  STATUS")
-        for item in await access.list_api_keys(deps, args.org):
+        for item in keys:
             print(f"{item.id:>6}  {item.role:<12}  {item.prefix:<10}  {_when(item.created_at):<25}  "
                   f"{_when(item.last_used_at):<25}  {_when(item.revoked_at):<25}  {_when(item.expires_at):<25}  "
                   f"{_status(item, now)}")

@@ -92,6 +92,15 @@ def test_a_key_for_an_unknown_organization_is_refused_with_a_one_line_error(tmp_
     assert "999" in result.error_lines[0]
 
 
+def test_listing_the_keys_of_an_unknown_organization_is_refused_with_a_one_line_error(
+        tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    result = run_cli("list-api-keys", "--org", "999", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout.strip() == ""
+    assert result.error_lines == ["credits-graphql: error: no organization with id 999"], result.stderr
+
+
 def test_revoking_an_unknown_key_fails(tmp_path: Path, sqlite_url: str) -> None:
     env = cli_env(migrated(sqlite_url, tmp_path))
     result = run_cli("revoke-api-key", "4242", env=env, cwd=tmp_path)
@@ -107,7 +116,12 @@ def test_revoking_an_unknown_key_fails(tmp_path: Path, sqlite_url: str) -> None:
     (["revoke-api-key", "abc"], "abc"),
     (["create-org", "  "], "name"),
     (["create-org", "x" * 201], "name"),
-], ids=["missing-role", "unknown-role", "no-command", "non-numeric-key-id", "blank-org-name", "long-org-name"])
+    (["create-api-key", "--org", str(2**63), "--role", "ADMIN"], str(2**63)),
+    (["list-api-keys", "--org", "99999999999999999999999"], "99999999999999999999999"),
+    (["revoke-api-key", str(2**63)], str(2**63)),
+    (["create-api-key", "--org", "1", "--role", "ADMIN", "--expires-at", "9999-12-31T23:59:59-05:00"], "9999"),
+], ids=["missing-role", "unknown-role", "no-command", "non-numeric-key-id", "blank-org-name", "long-org-name",
+        "org-id-over-64-bits", "listed-org-id-over-64-bits", "key-id-over-64-bits", "expiry-past-year-9999-in-utc"])
 def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
         tmp_path: Path, sqlite_url: str, args: list[str], mentions: str) -> None:
     result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)

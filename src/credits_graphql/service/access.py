@@ -64,6 +64,8 @@ async def create_api_key(deps: Deps, org_id: int, role: Role,
 
 async def list_api_keys(deps: Deps, org_id: int) -> Sequence[ApiKey]:
     async with deps.uow() as uow:
+        if await uow.organizations.get(org_id) is None:
+            raise UnknownOrganization(f"no organization with id {org_id}")
         return await uow.api_keys.list(org_id)
 
 
