@@ -28,6 +28,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('accounts', schema=None) as batch_op:
-        for column in COUNTERS:
-            batch_op.drop_column(column)
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and (bind.dialect.server_version_info or (0,)) < (3, 35):
+        # No DROP COLUMN before SQLite 3.35: a batch copy of the table, which fails once ledger entries exist.
+        with op.batch_alter_table('accounts', schema=None) as batch_op:
+            for column in COUNTERS:
+                batch_op.drop_column(column)
+        return
+    # A plain DROP COLUMN: on SQLite a table copy would break the ledger's foreign keys.
+    for column in COUNTERS:
+        op.drop_column('accounts', column)
