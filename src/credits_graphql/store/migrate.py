@@ -53,8 +53,8 @@ def upgrade_sync(url: str) -> None:
 
 
 def schema_problem(url: str) -> str | None:
-    """Why the code cannot run on the database at `url` (its schema is behind, or newer than this release), or
-    None. A database that cannot be reached is not checked (logged): the service waits for it as it always has.
+    """Why the code cannot run on the database at `url` (its schema is behind this release's), or None. A database
+    that cannot be reached is not checked (logged): the service waits for it as it always has.
     Runs on a thread of its own, so it can be called inside a running event loop (uvicorn's app factory is)."""
     with ThreadPoolExecutor(max_workers=1) as thread:
         return thread.submit(asyncio.run, _schema_problem(url)).result()
@@ -76,8 +76,10 @@ async def _schema_problem(url: str) -> str | None:
     if current == head:
         return None
     if current is not None and current not in {revision.revision for revision in script.walk_revisions()}:
-        return (f"database schema is at revision {current}, newer than this release knows (it needs {head}): "
-                "run the release that migrated it")
+        # A newer release migrated it: expand/contract migrations let the older code run on it meanwhile (README,
+        # Zero-downtime upgrades), and a process of it restarted during a rolling upgrade must start.
+        log.warning("database schema is at revision %s, newer than this release's %s: running on it", current, head)
+        return None
     return f"database schema is at revision {current or 'none'}, this release needs {head}: run credits-graphql migrate"
 
 
