@@ -32,7 +32,7 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import RecordUsage
 from credits_graphql.settings import Environment, Settings
 from credits_graphql.store.engine import create_engine
-from credits_graphql.store.migrate import upgrade
+from credits_graphql.store.migrate import upgrade_database
 from credits_graphql.store.tables import metadata
 
 POSTGRES_URL = os.environ.get("CREDITS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -43,18 +43,10 @@ def _asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-async def _migrate(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "credits.db"
-    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    asyncio.run(upgrade_database(f"sqlite+aiosqlite:///{path}"))
     return path
 
 
@@ -73,7 +65,7 @@ def postgres_run_url() -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = f"{base}/{name}"
-    asyncio.run(_migrate(url))
+    asyncio.run(upgrade_database(url))
     yield url
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

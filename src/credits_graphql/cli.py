@@ -22,8 +22,7 @@ from credits_graphql.service import access
 from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
-from credits_graphql.store.engine import create_engine
-from credits_graphql.store.migrate import schema_problem, upgrade
+from credits_graphql.store.migrate import schema_problem, upgrade_database
 
 T = TypeVar("T")
 PROG = "credits-graphql"
@@ -148,11 +147,7 @@ async def _with_runtime(settings: Settings, command: Callable[[Runtime], Awaitab
 
 async def _migrate(url: str) -> None:
     """Without the rest of the runtime: the payment gateway is not needed to migrate."""
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    await upgrade_database(url)
     print("database is up to date")
 
 

@@ -48,6 +48,15 @@ async def upgrade(engine: AsyncEngine) -> None:
         await connection.run_sync(run)
 
 
+async def upgrade_database(url: str) -> None:
+    """upgrade(), on an engine of its own for the database at `url`."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
 def upgrade_sync(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
@@ -83,4 +92,4 @@ async def _schema_problem(url: str) -> str | None:
     return f"database schema is at revision {current or 'none'}, this release needs {head}: run credits-graphql migrate"
 
 
-__all__ = ["alembic_config", "asyncio", "schema_problem", "upgrade", "upgrade_sync"]
+__all__ = ["alembic_config", "asyncio", "schema_problem", "upgrade", "upgrade_database", "upgrade_sync"]
