@@ -18,7 +18,7 @@ from strawberry.printer import print_schema
 from credits_graphql.api.schema import schema
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
-from credits_graphql.service import access
+from credits_graphql.service import access, reconciliation
 from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", default=1, type=_positive_int, metavar="N",
                        help="API processes sharing the port (default 1: this process serves)")
     commands.add_parser("worker", help="run the recharge worker on its own")
+    reconcile = commands.add_parser(
+        "reconcile-charges", help="look up the charges cancelled on a lookup since then, and credit those that went "
+                                  "through (the worker does this for the last hour every 5 minutes)")
+    reconcile.add_argument("--since", type=_duration, default=timedelta(days=1), metavar="DURATION",
+                           help="how far back: 90m, 12h, 30d (default 1d)")
     commands.add_parser("export-schema", help="print the GraphQL SDL that is served")
     return parser
 
@@ -183,6 +188,14 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         if not await access.revoke_api_key(deps, args.key_id):
             _fail(f"no live API key with id {args.key_id}")
         print(f"revoked API key {args.key_id}")
+    elif args.command == "reconcile-charges":
+        now = deps.clock()
+        since = now - min(args.since, now - datetime.min.replace(tzinfo=UTC))  # 999999d: since the beginning
+        done = await reconciliation.reconcile_cancelled(deps, since=since)
+        print(f"looked up {done.looked_up} cancelled charges: {done.credited} had gone through and are credited now, "
+              f"{done.unanswered} unanswered by the gateway")
+        if done.unanswered:
+            sys.exit(1)
 
 
 def _when(value: datetime | None) -> str:

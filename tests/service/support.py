@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
@@ -16,11 +16,12 @@ from credits_graphql.domain.ledger import Account, CreditService, EntryKind, Led
 from credits_graphql.domain.money import Money
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt
 from credits_graphql.gateways.sandbox import SandboxGateway
-from credits_graphql.service import accounts, ledger
+from credits_graphql.service import accounts, ledger, recharges
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
 from credits_graphql.store.tables import accounts as accounts_table
 from credits_graphql.store.tables import recharge_attempts
+from tests.conftest import Clock
 
 
 @contextmanager
@@ -160,12 +161,14 @@ def recording(deps: Deps, gateway: SandboxGateway) -> tuple[Deps, RecordingGatew
 
 class HeldGateway:
     """Wraps the sandbox, holding each charge call until the test lets it through (`release`): a slow gateway.
-    `entered` is set once a charge call is in flight; lookups are answered at once."""
+    `entered` is set once a charge call is in flight; lookups are answered at once. With `lose_answer`, a charge
+    goes through and its caller gets a timeout instead of the answer."""
 
-    def __init__(self, inner: SandboxGateway) -> None:
+    def __init__(self, inner: SandboxGateway, *, lose_answer: bool = False) -> None:
         self.inner = inner
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
+        self.lose_answer = lose_answer
 
     async def describe(self, token: str) -> CardDetails:
         return await self.inner.describe(token)
@@ -173,7 +176,35 @@ class HeldGateway:
     async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
         self.entered.set()
         await self.release.wait()
-        return await self.inner.charge(token, amount, idempotency_key)
+        result = await self.inner.charge(token, amount, idempotency_key)
+        if self.lose_answer:
+            raise TimeoutError("the gateway's answer was lost")
+        return result
 
     async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
         return await self.inner.find_charge(idempotency_key)
+
+
+async def charge_outlasting_its_lease(deps: Deps, gateway: SandboxGateway, clock: Clock,
+                                       change: Callable[[], Awaitable[object]], *, lose_answer: bool = False,
+                                      ) -> tuple[Deps, recharges.Claim, asyncio.Task[recharges.ChargeOutcome]]:
+    """A worker's charge is in flight when its lease runs out and `change` makes the attempt no longer chargeable;
+    another worker takes the attempt over, finds no charge by its key yet, and cancels it. Returns the slow worker's
+    deps, claim and charge, still held by the gateway; with `lose_answer`, the charge goes through and its answer is
+    lost (the charge's outcome is then None)."""
+    slow = HeldGateway(gateway, lose_answer=lose_answer)
+    slow_deps = replace(deps, gateway=slow)
+    claim = await recharges.claim_next(slow_deps)
+    assert claim is not None
+    in_flight = asyncio.create_task(recharges.charge(slow_deps, claim))
+    await slow.entered.wait()
+    clock.advance(seconds=61)
+    await change()
+    other = await recharges.claim_next(deps)
+    assert other is not None
+    assert (other.attempt.id, other.reclaimed) == (claim.attempt.id, True)
+    cancelled = await recharges.settle(deps, other, await recharges.charge(deps, other))
+    assert cancelled is not None
+    assert cancelled.status is AttemptStatus.FAILED
+    slow.release.set()
+    return slow_deps, claim, in_flight

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -20,8 +18,8 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
 from tests.conftest import Clock, Org, make_org
 from tests.service.support import (
-    HeldGateway,
     attempts,
+    charge_outlasting_its_lease,
     count_pending_rows,
     enable_recharge,
     entries,
@@ -415,30 +413,6 @@ async def test_a_charge_made_before_its_worker_died_is_credited_whatever_was_cha
     assert len(await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])) == 1
 
 
-async def _charge_outlasting_its_lease(deps: Deps, gateway: SandboxGateway, clock: Clock,
-                                       change: Callable[[], Awaitable[object]]) -> tuple[Deps, recharges.Claim,
-                                                                                    asyncio.Task[recharges.ChargeOutcome]]:
-    """A worker's charge is in flight when its lease runs out and `change` makes the attempt no longer chargeable;
-    another worker takes the attempt over, finds no charge by its key yet, and cancels it. Returns the slow worker's
-    deps, claim and charge, still held by the gateway."""
-    slow = HeldGateway(gateway)
-    slow_deps = replace(deps, gateway=slow)
-    claim = await recharges.claim_next(slow_deps)
-    assert claim is not None
-    in_flight = asyncio.create_task(recharges.charge(slow_deps, claim))
-    await slow.entered.wait()
-    clock.advance(seconds=61)
-    await change()
-    other = await recharges.claim_next(deps)
-    assert other is not None
-    assert (other.attempt.id, other.reclaimed) == (claim.attempt.id, True)
-    cancelled = await recharges.settle(deps, other, await recharges.charge(deps, other))
-    assert cancelled is not None
-    assert cancelled.status is AttemptStatus.FAILED
-    slow.release.set()
-    return slow_deps, claim, in_flight
-
-
 @pytest.mark.parametrize("change", ["add funds", "disable", "close"])
 async def test_a_charge_that_outlasts_its_lease_is_credited_once_after_another_worker_cancelled_the_attempt(
         deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock, change: str) -> None:
@@ -452,7 +426,7 @@ async def test_a_charge_that_outlasts_its_lease_is_credited_once_after_another_w
             return await accounts.update_recharge_settings(deps, org.id, _settings(account_id, False, None, None))
         return await accounts.close_account(deps, org.id, account_id)
 
-    slow_deps, claim, in_flight = await _charge_outlasting_its_lease(deps, gateway, clock, make_change)
+    slow_deps, claim, in_flight = await charge_outlasting_its_lease(deps, gateway, clock, make_change)
     outcome = await in_flight
     assert isinstance(outcome, ChargeResult)
     assert outcome.succeeded  # the card was charged
@@ -479,7 +453,7 @@ async def test_a_late_credit_leaves_a_newer_attempt_pending_and_the_worker_cance
     async def add_funds() -> object:
         return await fund(deps, org.id, account_id, "50", key="by-hand")
 
-    slow_deps, claim, in_flight = await _charge_outlasting_its_lease(deps, gateway, clock, add_funds)
+    slow_deps, claim, in_flight = await charge_outlasting_its_lease(deps, gateway, clock, add_funds)
     newer = (await use(deps, org.id, account_id, "45", "u1")).triggered_recharge  # 60 - 45: below the trigger
     assert newer is not None
     settled = await recharges.settle(slow_deps, claim, await in_flight)

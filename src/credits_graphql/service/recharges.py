@@ -106,10 +106,16 @@ async def release(deps: Deps, claim: Claim) -> bool:
     return True
 
 
+def gateway_key(attempt_id: int) -> str:
+    """The idempotency key of an attempt's charge: every worker charging or looking it up uses the same."""
+    return f"recharge:{attempt_id}"
+
+
 async def charge(deps: Deps, claim: Claim) -> ChargeOutcome:
     """Charges the attempt with its own idempotency key; an attempt claimed before is first looked up, so that a
     charge made before a worker died is settled as it went, whatever the account has become since."""
-    key = f"recharge:{claim.attempt.id}"
+    assert claim.attempt.id is not None
+    key = gateway_key(claim.attempt.id)
     try:
         if claim.reclaimed and (found := await deps.gateway.find_charge(key)) is not None:
             return found

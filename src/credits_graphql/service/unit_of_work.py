@@ -124,6 +124,9 @@ class RechargeAttemptRepository(Protocol):
         ...
     async def page(self, account_id: int, before_id: int | None, limit: int) -> list[RechargeAttempt]: ...
     async def count(self, account_id: int) -> int: ...
+    async def cancelled_since(self, since: datetime, after_id: int | None, limit: int) -> list[RechargeAttempt]:
+        """A page of the attempts cancelled (domain.recharge.CANCELLED) at or after `since`, by id after `after_id`."""
+        ...
 
 
 class FundsChargeRepository(Protocol):
@@ -134,6 +137,9 @@ class FundsChargeRepository(Protocol):
     async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
         """The oldest PENDING charge written before `created_before` whose lease is free, locked and
         skipped by other workers."""
+        ...
+    async def cancelled_since(self, since: datetime, after_id: int | None, limit: int) -> list[FundsCharge]:
+        """A page of the charges cancelled (domain.recharge.CANCELLED) at or after `since`, by id after `after_id`."""
         ...
 
 

@@ -1,15 +1,16 @@
 """The recharge worker loop: settles due attempts, wakes at once when this process creates one,
 and polls for attempts created by other processes or whose back-off has passed. Each pass also
-recovers manual funds charges that a dead request left PENDING (funds_recovery)."""
+recovers manual funds charges that a dead request left PENDING (funds_recovery), and every few minutes looks up
+again the charges cancelled on a lookup lately (reconciliation)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from credits_graphql.service import funds_recovery, recharges
+from credits_graphql.service import funds_recovery, recharges, reconciliation
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.transient import StoreUnavailable
 
@@ -23,6 +24,7 @@ class RechargeWorker:
         self._lease = lease
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._next_reconciliation: datetime | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -38,8 +40,7 @@ class RechargeWorker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                await self._settle_due()
-                await self._recover_funds()
+                await self.run_once()
             except StoreUnavailable as error:
                 log.warning("recharge worker: %s; retrying after the poll interval", error)
             except Exception:
@@ -48,6 +49,12 @@ class RechargeWorker:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+
+    async def run_once(self) -> None:
+        """One pass: the due attempts, the stale funds charges, and the cancelled charges when it is time."""
+        await self._settle_due()
+        await self._recover_funds()
+        await self._reconcile_if_due()
 
     async def _settle_due(self) -> None:
         while not self._stopping.is_set():
@@ -66,3 +73,13 @@ class RechargeWorker:
             if charge is None:
                 return
             await funds_recovery.recover(self._deps, charge)
+
+    async def _reconcile_if_due(self) -> None:
+        now = self._deps.clock()
+        if self._next_reconciliation is not None and now < self._next_reconciliation:
+            return
+        reconciled = await reconciliation.reconcile_cancelled(self._deps, since=now - reconciliation.RECONCILE_WINDOW)
+        if reconciled.unanswered:
+            log.warning("recharge worker: %d of %d cancelled charges could not be looked up; again in %s",
+                        reconciled.unanswered, reconciled.looked_up, reconciliation.RECONCILE_EVERY)
+        self._next_reconciliation = now + reconciliation.RECONCILE_EVERY

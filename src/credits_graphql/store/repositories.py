@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     true,
     update,
 )
@@ -44,6 +45,8 @@ from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcom
 from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.tables import (
+    CANCELLED_ATTEMPT,
+    CANCELLED_FUNDS_CHARGE,
     accounts,
     api_keys,
     audit_events,
@@ -351,6 +354,11 @@ class SqlRechargeAttemptRepository:
         return await _count(self._connection, select(func.count()).where(
             recharge_attempts.c.account_id == account_id))
 
+    async def cancelled_since(self, since: datetime, after_id: int | None, limit: int) -> list[RechargeAttempt]:
+        rows = await self._connection.execute(_cancelled_since(recharge_attempts, CANCELLED_ATTEMPT, since, after_id,
+                                                               limit))
+        return [_attempt(row) for row in rows]
+
     async def _one(self, query: Select[Any]) -> RechargeAttempt | None:
         row = (await self._connection.execute(query)).first()
         return _attempt(row) if row is not None else None
@@ -450,9 +458,23 @@ class SqlFundsChargeRepository:
             .limit(1)
             .with_for_update(skip_locked=True))
 
+    async def cancelled_since(self, since: datetime, after_id: int | None, limit: int) -> list[FundsCharge]:
+        rows = await self._connection.execute(_cancelled_since(funds_charges, CANCELLED_FUNDS_CHARGE, since, after_id,
+                                                               limit))
+        return [_funds_charge(row) for row in rows]
+
     async def _one(self, query: Select[Any]) -> FundsCharge | None:
         row = (await self._connection.execute(query)).first()
         return _funds_charge(row) if row is not None else None
+
+
+def _cancelled_since(table: Table, cancelled: str, since: datetime, after_id: int | None,
+                     limit: int) -> Select[Any]:
+    """A page of the rows cancelled at or after `since`, by id: the predicate is written as the partial index's."""
+    query = select(table).where(text(cancelled), table.c.settled_at >= since)
+    if after_id is not None:
+        query = query.where(table.c.id > after_id)
+    return query.order_by(table.c.id).limit(limit)
 
 
 class SqlAuditEventRepository:

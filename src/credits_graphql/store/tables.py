@@ -137,6 +137,10 @@ ledger_entries = Table(
     Index("uq_ledger_entries_account_id_idempotency_key", "account_id", "idempotency_key", unique=True),
 )
 
+# Charges cancelled on a lookup (domain.recharge.CANCELLED): queries write the predicate as is, for the partial indexes.
+CANCELLED_ATTEMPT = "status = 'FAILED' AND failure_reason LIKE 'cancelled: %'"
+CANCELLED_FUNDS_CHARGE = "status = 'DECLINED' AND failure_reason LIKE 'cancelled: %'"
+
 recharge_attempts = Table(
     "recharge_attempts", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
@@ -158,6 +162,9 @@ recharge_attempts = Table(
           sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
     Index("ix_recharge_attempts_due", "not_before",
           sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
+    # The attempts cancelled on a lookup, which the worker looks up again for a while (service/reconciliation.py).
+    Index("ix_recharge_attempts_cancelled", "settled_at", sqlite_where=text(CANCELLED_ATTEMPT),
+          postgresql_where=text(CANCELLED_ATTEMPT)),
 )
 
 # addFunds writes its charge here and commits before calling the gateway; a worker settles what a crash left PENDING.
@@ -183,4 +190,6 @@ funds_charges = Table(
           sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
     Index("ix_funds_charges_pending", "created_at",
           sqlite_where=text("status = 'PENDING'"), postgresql_where=text("status = 'PENDING'")),
+    Index("ix_funds_charges_cancelled", "settled_at", sqlite_where=text(CANCELLED_FUNDS_CHARGE),
+          postgresql_where=text(CANCELLED_FUNDS_CHARGE)),
 )
