@@ -90,26 +90,35 @@ async def test_a_recharge_charged_after_it_was_cancelled_and_whose_answer_was_lo
     assert len(await entries(deps, account_id, [EntryKind.AUTO_RECHARGE])) == 1
 
 
-async def test_cancelled_charges_that_were_never_made_are_looked_up_and_change_nothing(
-        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+async def _recharge_cancelled_before_its_charge(deps: Deps, org: Org, gateway: SandboxGateway,
+                                                clock: Clock) -> tuple[int, int]:
+    """As above, but the slow worker died before its charge reached the gateway. Returns the account's and the
+    attempt's ids."""
     account = await open_account(deps, org.id)
     await fund(deps, org.id, account.id, "10")
     await enable_recharge(deps, org.id, account.id, amount="100", trigger="20")
+    charged_before = len(gateway.charges)
     _, claim, in_flight = await charge_outlasting_its_lease(
         deps, gateway, clock, lambda: accounts.close_account(deps, org.id, account.id))
-    in_flight.cancel()  # the slow worker died before its charge reached the gateway
+    in_flight.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await in_flight
-    assert len(gateway.charges) == 1  # the funds only
+    assert len(gateway.charges) == charged_before
+    assert claim.attempt.id is not None
+    return account.id, claim.attempt.id
 
+
+async def test_cancelled_charges_that_were_never_made_are_looked_up_and_change_nothing(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id, attempt_id = await _recharge_cancelled_before_its_charge(deps, org, gateway, clock)
     worker_deps, spy = recording(deps, gateway)
     assert await reconcile_cancelled(worker_deps, since=clock() - RECONCILE_WINDOW) == Reconciled(1, 0, 0)
-    assert spy.lookups == [recharges.gateway_key(claim.attempt.id or 0)]
+    assert spy.lookups == [recharges.gateway_key(attempt_id)]
     assert spy.calls == []
-    [attempt] = await attempts(deps, account.id)
+    [attempt] = await attempts(deps, account_id)
     assert (attempt.status, attempt.failure_reason) == (AttemptStatus.FAILED, "cancelled: account closed")
-    assert (await reload(deps, account.id)).balance_micros == micros("10")
-    assert await entries(deps, account.id, [EntryKind.AUTO_RECHARGE]) == []
+    assert (await reload(deps, account_id)).balance_micros == micros("10")
+    assert await entries(deps, account_id, [EntryKind.AUTO_RECHARGE]) == []
 
 
 async def test_only_the_cancellations_since_the_given_time_are_looked_up(
@@ -166,15 +175,17 @@ async def test_an_add_funds_charge_that_went_through_after_it_was_cancelled_and_
 async def test_the_worker_looks_cancelled_charges_up_on_its_first_pass_and_then_every_few_minutes(
         deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
     account_id = await _recharge_charged_after_it_was_cancelled(deps, org, gateway, clock)
+    _, never_charged = await _recharge_cancelled_before_its_charge(deps, org, gateway, clock)
     worker_deps, spy = recording(deps, gateway)
     worker = RechargeWorker(worker_deps, poll_seconds=3600)
 
     await worker.run_once()
     assert (await reload(deps, account_id)).balance_micros == micros("110")
-    assert len(spy.lookups) == 1
+    assert len(spy.lookups) == 2
     clock.advance(seconds=RECONCILE_EVERY.total_seconds() - 1)
     await worker.run_once()
-    assert len(spy.lookups) == 1  # not due yet
+    assert len(spy.lookups) == 2  # not due yet
     clock.advance(seconds=1)
     await worker.run_once()
-    assert len(spy.lookups) == 1  # due, but nothing is cancelled any more
+    assert spy.lookups[2:] == [recharges.gateway_key(never_charged)]  # the credited one is no longer cancelled
+    assert spy.calls == []
