@@ -189,3 +189,12 @@ async def test_the_worker_looks_cancelled_charges_up_on_its_first_pass_and_then_
     await worker.run_once()
     assert spy.lookups[2:] == [recharges.gateway_key(never_charged)]  # the credited one is no longer cancelled
     assert spy.calls == []
+
+
+async def test_a_stopping_worker_makes_no_lookups(deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    await _recharge_cancelled_before_its_charge(deps, org, gateway, clock)
+    worker_deps, spy = recording(deps, gateway)
+    worker = RechargeWorker(worker_deps)
+    worker.stop()  # SIGTERM: the pass in hand ends without starting anything new
+    await worker.run_once()
+    assert spy.lookups == []

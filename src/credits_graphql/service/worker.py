@@ -76,7 +76,7 @@ class RechargeWorker:
 
     async def _reconcile_if_due(self) -> None:
         now = self._deps.clock()
-        if self._next_reconciliation is not None and now < self._next_reconciliation:
+        if self._stopping.is_set() or (self._next_reconciliation is not None and now < self._next_reconciliation):
             return
         reconciled = await reconciliation.reconcile_cancelled(self._deps, since=now - reconciliation.RECONCILE_WINDOW)
         if reconciled.unanswered:
