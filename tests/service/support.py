@@ -12,16 +12,20 @@ import pytest
 from sqlalchemy import func, select
 
 from credits_graphql.domain.errors import ErrorCode, RuleViolation
+from credits_graphql.domain.funds import FundsCharge
 from credits_graphql.domain.ledger import Account, CreditService, EntryKind, LedgerEntry
 from credits_graphql.domain.money import Money
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt
 from credits_graphql.gateways.sandbox import SandboxGateway
-from credits_graphql.service import accounts, ledger, recharges
+from credits_graphql.service import accounts, funds_recovery, ledger, recharges
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
 from credits_graphql.store.tables import accounts as accounts_table
-from credits_graphql.store.tables import recharge_attempts
+from credits_graphql.store.tables import funds_charges, recharge_attempts
 from tests.conftest import Clock
+
+GRACE_PASSED = funds_recovery.GRACE.total_seconds() + 1
+"""Seconds after which the worker takes a PENDING funds charge as left by a dead request."""
 
 
 @contextmanager
@@ -127,6 +131,18 @@ async def assert_ledger_consistent(deps: Deps, account_id: int) -> Account:
     async with deps.uow() as uow:
         assert await uow.ledger.count(account_id, None) == len(newest_first)
     return account
+
+
+async def charge_of(deps: Deps, account_id: int, key: str) -> FundsCharge:
+    """The newest charge written for the key, in whatever state it is."""
+    async with deps.uow() as uow:
+        charge_id = (await uow.connection.execute(  # type: ignore[attr-defined]
+            select(funds_charges.c.id).where(funds_charges.c.account_id == account_id,
+                                             funds_charges.c.idempotency_key == key)
+            .order_by(funds_charges.c.id.desc()).limit(1))).scalar_one()
+        charge = await uow.funds_charges.get(charge_id)
+    assert charge is not None
+    return charge
 
 
 class RecordingGateway:

@@ -8,20 +8,20 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
 
 from credits_graphql.domain.errors import ErrorCode
-from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
+from credits_graphql.domain.funds import FundsChargeStatus
 from credits_graphql.domain.ledger import EntryKind
 from credits_graphql.domain.money import Money
 from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import accounts, funds_recovery, ledger
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
-from credits_graphql.store.tables import funds_charges
 from tests.conftest import Clock, Org
 from tests.service.support import (
+    GRACE_PASSED,
     HeldGateway,
+    charge_of,
     entries,
     fund,
     micros,
@@ -31,8 +31,6 @@ from tests.service.support import (
     use,
     violation,
 )
-
-GRACE_PASSED = funds_recovery.GRACE.total_seconds() + 1
 
 
 class ProcessDied(Exception):
@@ -64,18 +62,6 @@ async def die_while_adding(deps: Deps, gateway: SandboxGateway, org: Org, accoun
     dying = replace(deps, gateway=DyingGateway(gateway, before_charge=before_charge))
     with pytest.raises(ProcessDied):
         await fund(dying, org.id, account_id, amount, key=key)
-
-
-async def charge_of(deps: Deps, account_id: int, key: str) -> FundsCharge:
-    """The newest charge written for the key, in whatever state it is."""
-    async with deps.uow() as uow:
-        charge_id = (await uow.connection.execute(  # type: ignore[attr-defined]
-            select(funds_charges.c.id).where(funds_charges.c.account_id == account_id,
-                                             funds_charges.c.idempotency_key == key)
-            .order_by(funds_charges.c.id.desc()).limit(1))).scalar_one()
-        charge = await uow.funds_charges.get(charge_id)
-    assert charge is not None
-    return charge
 
 
 async def test_a_charge_whose_request_died_is_not_credited_until_the_worker_settles_it_once(

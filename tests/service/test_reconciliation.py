@@ -20,8 +20,10 @@ from credits_graphql.service.reconciliation import RECONCILE_EVERY, RECONCILE_WI
 from credits_graphql.service.worker import RechargeWorker
 from tests.conftest import Clock, Org
 from tests.service.support import (
+    GRACE_PASSED,
     HeldGateway,
     attempts,
+    charge_of,
     charge_outlasting_its_lease,
     enable_recharge,
     entries,
@@ -31,7 +33,6 @@ from tests.service.support import (
     recording,
     reload,
 )
-from tests.service.test_funds_intents import GRACE_PASSED, charge_of
 
 
 class FailingLookups:

@@ -22,6 +22,8 @@ from sqlalchemy import (
     text,
 )
 
+from credits_graphql.domain.recharge import CANCELLED
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -138,8 +140,8 @@ ledger_entries = Table(
 )
 
 # Charges cancelled on a lookup (domain.recharge.CANCELLED): queries write the predicate as is, for the partial indexes.
-CANCELLED_ATTEMPT = "status = 'FAILED' AND failure_reason LIKE 'cancelled: %'"
-CANCELLED_FUNDS_CHARGE = "status = 'DECLINED' AND failure_reason LIKE 'cancelled: %'"
+CANCELLED_ATTEMPT = f"status = 'FAILED' AND failure_reason LIKE '{CANCELLED}%'"
+CANCELLED_FUNDS_CHARGE = f"status = 'DECLINED' AND failure_reason LIKE '{CANCELLED}%'"
 
 recharge_attempts = Table(
     "recharge_attempts", metadata,
