@@ -597,3 +597,56 @@ async def test_a_decline_landing_after_the_card_was_replaced_or_the_settings_sav
         clock.advance(seconds=601)
     assert await recharges.run_due(deps) == 1
     assert (await reload(deps, account_id)).recharge.status is RechargeStatus.SUSPENDED
+
+
+@pytest.mark.parametrize("change", ["new card", "settings saved"])
+async def test_a_decline_that_a_worker_taking_over_finds_does_not_count_against_a_card_replaced_since(
+        deps: Deps, org: Org, clock: Clock, gateway: SandboxGateway, change: str) -> None:
+    account_id = await _declined_twice(deps, org, clock)
+    claim = await recharges.claim_next(deps)  # the third try, on the first card: declined, then its worker dies
+    assert claim is not None
+    assert claim.token is not None
+    assert not (await gateway.charge(claim.token, claim.attempt.amount,
+                                     recharges.gateway_key(claim.attempt.id))).succeeded
+    clock.advance(seconds=61)  # its lease runs out
+    if change == "new card":  # another declining card, to count its own tries
+        await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    else:
+        await enable_recharge(deps, org.id, account_id, amount="200")
+
+    # Another worker takes the attempt over and finds its decline: the next try is the new terms', at once.
+    assert await recharges.run_due(deps) == 2
+    account = await reload(deps, account_id)
+    assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.ACTIVE, 1)
+    [retry, first_of_new, taken_over, *_] = await attempts(deps, account_id)
+    assert (taken_over.id, taken_over.status, taken_over.failure_reason) == (claim.attempt.id, AttemptStatus.FAILED,
+                                                                            "card declined")
+    assert first_of_new.status is AttemptStatus.FAILED
+    assert retry.status is AttemptStatus.PENDING
+    for _ in range(2):  # the new card, or the saved settings, get their own three tries
+        clock.advance(seconds=601)
+        assert await recharges.run_due(deps) == 1
+    account = await reload(deps, account_id)
+    assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.SUSPENDED, 3)
+
+
+async def test_an_attempt_an_older_release_claimed_is_taken_over_under_the_terms_of_the_moment(
+        deps: Deps, org: Org, clock: Clock, gateway: SandboxGateway) -> None:
+    account_id = await _declined_twice(deps, org, clock)
+    claim = await recharges.claim_next(deps)
+    assert claim is not None
+    assert claim.token is not None
+    assert claim.attempt.id is not None
+    async with deps.uow(write=True) as uow:  # a worker from before migration 0006 records no terms
+        attempt = await uow.attempts.get(claim.attempt.id, for_update=True)
+        assert attempt is not None
+        assert attempt.claimed_with is not None
+        attempt.claimed_with = None
+        await uow.attempts.save(attempt)
+        await uow.commit()
+    await gateway.charge(claim.token, claim.attempt.amount, recharges.gateway_key(claim.attempt.id))
+    clock.advance(seconds=61)
+
+    assert await recharges.run_due(deps) == 1  # the third decline on the same card: counted, as before
+    account = await reload(deps, account_id)
+    assert (account.recharge.status, account.recharge.consecutive_failures) == (RechargeStatus.SUSPENDED, 3)

@@ -39,6 +39,11 @@ class PaymentMethod:
     last4: str
     updated_at: datetime
 
+    @property
+    def fingerprint(self) -> str:
+        """Tells this card apart from the one it replaced, and from the same card saved again."""
+        return request_fingerprint(token=self.token, updated_at=self.updated_at.isoformat())[:16]
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
@@ -93,6 +98,14 @@ class Account:
     def ensure_open(self) -> None:
         if self.is_closed:
             raise account_closed()
+
+    @property
+    def recharge_terms(self) -> str:
+        """The card and the saved settings that a recharge is charged under, as a fingerprint: a decline counts
+        against these only, as a new card or saved settings start their own count of failures."""
+        card = self.payment_method.fingerprint if self.payment_method is not None else None
+        saved_at = self.recharge.updated_at.isoformat() if self.recharge.updated_at is not None else None
+        return request_fingerprint(card=card, settings_saved_at=saved_at)[:32]
 
     def count_entries(self, kinds: Collection[EntryKind] | None = None) -> int:
         return sum(count for kind, count in self.entry_counts.items() if not kinds or kind in kinds)

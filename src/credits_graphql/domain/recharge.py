@@ -73,6 +73,10 @@ class RechargeAttempt:
     triggered_by_entry_id: int | None = None
     lease_expires_at: datetime | None = None
     settled_at: datetime | None = None
+    claimed_with: str | None = None
+    """The account's `recharge_terms` (its card and saved settings) when a worker first claimed the attempt: the
+    charge's decline counts against those only, whichever worker settles it and whatever changed since. None until
+    claimed, and on attempts claimed by a release before 0006."""
     id: int | None = None
 
     @property

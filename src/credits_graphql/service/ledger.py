@@ -98,11 +98,10 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
                                 ["input", "accountId"])
         method = account.payment_method
         # Another card gets another gateway key, so a retry after a decline is not answered with that decline.
-        card = request_fingerprint(token=method.token, updated_at=method.updated_at.isoformat())[:16]
         charge = await uow.funds_charges.add(FundsCharge(
             account_id=account.id, idempotency_key=cmd.idempotency_key, request_hash=fingerprint,
             amount_micros=micros, currency=account.currency, payment_token=method.token,
-            gateway_key=f"funds:{account.id}:{card}:{cmd.idempotency_key}", created_at=deps.clock()))
+            gateway_key=f"funds:{account.id}:{method.fingerprint}:{cmd.idempotency_key}", created_at=deps.clock()))
         await uow.commit()
     return charge
 

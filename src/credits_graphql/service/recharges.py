@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from credits_graphql.domain import recharge
-from credits_graphql.domain.ledger import Account, EntryKind, PaymentMethod
+from credits_graphql.domain.ledger import Account, EntryKind
 from credits_graphql.domain.recharge import RechargeAttempt, RechargeStatus
 from credits_graphql.service.accounts import NO_LONGER_DUE, start_recharge_if_due
 from credits_graphql.service.deps import Deps
@@ -36,10 +36,6 @@ class Claim:
     reclaimed: bool = False
     """A worker claimed it before and did not settle it: its charge may have gone through, and is looked up first."""
     cancel_reason: str | None = None
-    payment_method: PaymentMethod | None = None
-    """The account's card, and when its settings were saved, when the attempt was claimed: a decline counts against
-    them only, as a new card or saved settings start their own count of failures."""
-    settings_saved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +63,13 @@ async def claim_next(deps: Deps, lease: timedelta = LEASE) -> Claim | None:
                 await uow.attempts.save(attempt)
                 continue
             reclaimed = attempt.was_claimed
+            if not reclaimed or attempt.claimed_with is None:  # a taker keeps the terms its charge was made under
+                attempt.claimed_with = account.recharge_terms
             attempt.lease_expires_at = now + lease
             await uow.attempts.save(attempt)
             await uow.commit()
             token = account.payment_method.token if reason is None and account.payment_method else None
-            return Claim(attempt, token, reclaimed, reason, account.payment_method, account.recharge.updated_at)
+            return Claim(attempt, token, reclaimed, reason)
         await uow.commit()
     return None
 
@@ -156,10 +154,10 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
         if isinstance(outcome, ChargeResult) and not outcome.succeeded:
             attempt.fail(outcome.failure_reason or "declined", now)
             await uow.attempts.save(attempt)  # before the next PENDING one: one PENDING per account
-            if _charged_as_it_is(claim, account):
+            if attempt.claimed_with == account.recharge_terms:
                 settings.consecutive_failures += 1
                 delay = deps.policy.retry_delay(settings.consecutive_failures)
-            else:  # the card was replaced, or the settings saved, while it was charged: the next try is theirs
+            else:  # the card was replaced, or the settings saved, since it was first claimed: the next try is theirs
                 delay = timedelta(0)
             if delay is None:
                 settings.status = RechargeStatus.SUSPENDED
@@ -181,12 +179,6 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
         await uow.accounts.save(account)
         await uow.commit()
     return attempt
-
-
-def _charged_as_it_is(claim: Claim, account: Account) -> bool:
-    """Whether the account has the card and the settings it had when the attempt was claimed."""
-    return (account.payment_method == claim.payment_method
-            and account.recharge.updated_at == claim.settings_saved_at)
 
 
 async def run_due(deps: Deps, limit: int = 100, lease: timedelta = LEASE) -> int:

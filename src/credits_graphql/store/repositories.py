@@ -595,7 +595,8 @@ def _entry(row: Row[Any]) -> LedgerEntry:
 
 
 _ATTEMPT_FIELDS = ("account_id", "status", "amount_micros", "currency", "failure_reason", "created_at",
-                   "not_before", "lease_expires_at", "settled_at", "transaction_id", "triggered_by_entry_id")
+                   "not_before", "lease_expires_at", "settled_at", "transaction_id", "triggered_by_entry_id",
+                   "claimed_with")
 
 
 def _attempt(row: Row[Any]) -> RechargeAttempt:

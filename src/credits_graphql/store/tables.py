@@ -157,6 +157,7 @@ recharge_attempts = Table(
     Column("settled_at", UTCDateTime()),
     Column("transaction_id", Id, ForeignKey("ledger_entries.id")),
     Column("triggered_by_entry_id", Id, ForeignKey("ledger_entries.id")),
+    Column("claimed_with", String(32)),  # Account.recharge_terms when first claimed
     Index("ix_recharge_attempts_account_id_id", "account_id", "id"),
     Index("ix_recharge_attempts_triggered_by_entry_id", "triggered_by_entry_id"),
     # The database itself refuses a second PENDING attempt for an account.
