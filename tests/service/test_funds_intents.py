@@ -223,7 +223,7 @@ async def test_concurrent_duplicates_charge_and_credit_once(deps: Deps, org: Org
     assert len(gateway.charges) == 1
 
 
-async def test_a_charge_whose_key_was_taken_by_usage_meanwhile_is_still_credited(
+async def test_a_charge_whose_key_was_taken_by_usage_meanwhile_is_still_credited_and_its_retry_answered(
         deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
     account = await open_account(deps, org.id)
     await fund(deps, org.id, account.id, "100", key="first")
@@ -233,6 +233,13 @@ async def test_a_charge_whose_key_was_taken_by_usage_meanwhile_is_still_credited
     assert await funds_recovery.run_stale(deps) == 1
     newest = (await entries(deps, account.id))[0]
     assert (newest.kind, newest.amount_micros, newest.idempotency_key) == (EntryKind.FUNDS_ADDED, micros("50"), None)
+    assert (await reload(deps, account.id)).balance_micros == micros("140")
+    assert len(gateway.charges) == 2
+
+    retried = await fund(deps, org.id, account.id, "50", key="shared")  # the client retries: its first result
+    assert (retried.entry.id, retried.entry.kind) == (newest.id, EntryKind.FUNDS_ADDED)
+    with violation(ErrorCode.IDEMPOTENCY_KEY_REUSED, ["input", "idempotencyKey"]):
+        await fund(deps, org.id, account.id, "60", key="shared")
     assert (await reload(deps, account.id)).balance_micros == micros("140")
     assert len(gateway.charges) == 2
 

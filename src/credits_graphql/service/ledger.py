@@ -82,12 +82,20 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
     """The first result of a used key, the charge already in flight for the key, or a new PENDING charge."""
     async with deps.uow(write=True) as uow:
         account = await lock_account(uow, org_id, cmd.account_id)
+        # The key's charge first: a usage report may have taken the key while the charge was in flight, and its
+        # credit then carries none (settle_funds_charge).
+        if (credited := await uow.funds_charges.by_key(account.id, cmd.idempotency_key,
+                                                       FundsChargeStatus.SUCCEEDED)) is not None:
+            if credited.request_hash != fingerprint:
+                raise key_reused()
+            return await _credit_of(uow, credited, account)
         if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
             return done
         # A closed account is charged nothing new: a charge in flight when it was closed is the worker's to look
         # up, and to credit if it went through (funds_recovery).
         account.ensure_open()
-        if (in_flight := await uow.funds_charges.pending(account.id, cmd.idempotency_key)) is not None:
+        if (in_flight := await uow.funds_charges.by_key(account.id, cmd.idempotency_key,
+                                                        FundsChargeStatus.PENDING)) is not None:
             if in_flight.request_hash != fingerprint:
                 raise key_reused()
             return in_flight  # a concurrent duplicate, or a retry after a crash: charged with the same key
@@ -121,9 +129,7 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
         assert account is not None
         assert current is not None
         if current.status is FundsChargeStatus.SUCCEEDED:
-            assert current.transaction_id is not None
-            [first] = await uow.ledger.get_many(account.org_id, [current.transaction_id])
-            return current, Recorded(first, account)
+            return current, await _credit_of(uow, current, account)
         if current.status is FundsChargeStatus.DECLINED and not (result.succeeded and current.was_cancelled):
             return current, None
         if not result.succeeded:
@@ -202,6 +208,13 @@ def _usage_fingerprint(service: CreditService, amount: str, minutes: int | None,
                        occurred_at: str | None) -> str:
     return request_fingerprint(op="recordUsage", service=service, amount=amount, minutes=minutes,
                                reference=reference, occurred_at=occurred_at)
+
+
+async def _credit_of(uow: UnitOfWork, charge: FundsCharge, account: Account) -> Recorded:
+    """What a SUCCEEDED charge recorded: its credit."""
+    assert charge.transaction_id is not None
+    [credit] = await uow.ledger.get_many(account.org_id, [charge.transaction_id])
+    return Recorded(credit, account)
 
 
 async def _replayed(uow: UnitOfWork, account: Account, key: str, fingerprint: str) -> Recorded | None:

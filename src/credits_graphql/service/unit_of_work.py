@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from credits_graphql.domain.access import Role
-from credits_graphql.domain.funds import FundsCharge
+from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
 from credits_graphql.domain.ledger import Account, EntryKind, LedgerEntry
 from credits_graphql.domain.recharge import RechargeAttempt
 
@@ -133,7 +133,9 @@ class FundsChargeRepository(Protocol):
     async def add(self, charge: FundsCharge) -> FundsCharge: ...
     async def save(self, charge: FundsCharge) -> None: ...
     async def get(self, charge_id: int, *, for_update: bool = False) -> FundsCharge | None: ...
-    async def pending(self, account_id: int, idempotency_key: str) -> FundsCharge | None: ...
+    async def by_key(self, account_id: int, idempotency_key: str, status: FundsChargeStatus) -> FundsCharge | None:
+        """The account's charge with this key and status: at most one is PENDING, and one SUCCEEDED."""
+        ...
     async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
         """The oldest PENDING charge written before `created_before` whose lease is free, locked and
         skipped by other workers."""

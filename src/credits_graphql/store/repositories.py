@@ -443,10 +443,10 @@ class SqlFundsChargeRepository:
         query = select(funds_charges).where(funds_charges.c.id == charge_id)
         return await self._one(query.with_for_update() if for_update else query)
 
-    async def pending(self, account_id: int, idempotency_key: str) -> FundsCharge | None:
+    async def by_key(self, account_id: int, idempotency_key: str, status: FundsChargeStatus) -> FundsCharge | None:
         return await self._one(select(funds_charges).where(
             funds_charges.c.account_id == account_id, funds_charges.c.idempotency_key == idempotency_key,
-            funds_charges.c.status == FundsChargeStatus.PENDING))
+            funds_charges.c.status == status))
 
     async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
         lease = funds_charges.c.lease_expires_at
