@@ -18,7 +18,7 @@ from strawberry.printer import print_schema
 from credits_graphql.api.schema import schema
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
-from credits_graphql.service import access, reconciliation
+from credits_graphql.service import access, ledger_check, reconciliation
 from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
                                   "through (the worker does this for the last hour every 5 minutes)")
     reconcile.add_argument("--since", type=_duration, default=timedelta(days=1), metavar="DURATION",
                            help="how far back: 90m, 12h, 30d (default 1d)")
+    check = commands.add_parser(
+        "check-ledger", help="check that every account's balance equals the sum of its entries and that its entry "
+                             "counts match them; exit status 1 when one does not")
+    check.add_argument("--fix-counts", action="store_true",
+                       help="correct the entry counts that are off (a balance that is off is only reported)")
     commands.add_parser("export-schema", help="print the GraphQL SDL that is served")
     return parser
 
@@ -195,6 +200,17 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         print(f"looked up {done.looked_up} cancelled charges: {done.credited} had gone through and are credited now, "
               f"{done.unanswered} unanswered by the gateway")
         if done.unanswered:
+            sys.exit(1)
+    elif args.command == "check-ledger":
+        found = await ledger_check.check_ledger(deps, correct_counts=args.fix_counts)
+        for off in found.balances_off:
+            print(f"account {off.account_id}: balance {off.balance}, but its entries sum to {off.entries_sum}")
+        counts = f"{len(found.counts_off)} had entry counts off"
+        if found.counts_off:
+            counts += ", corrected now" if args.fix_counts else " (--fix-counts corrects them)"
+        print(f"checked {found.accounts} accounts: {len(found.balances_off)} balances differ from the sum of their "
+              f"entries, {counts}")
+        if found.balances_off or (found.counts_off and not args.fix_counts):
             sys.exit(1)
 
 

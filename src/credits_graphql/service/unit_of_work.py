@@ -39,6 +39,16 @@ class ApiKey:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
+@dataclass(frozen=True, slots=True)
+class KindTally:
+    """An account's ledger entries of one kind: how many, and their sum."""
+
+    account_id: int
+    kind: EntryKind
+    entries: int
+    sum_micros: int
+
+
 class KeyAlreadyUsed(Exception):
     """An entry's idempotency key, taken for new, was used already: see `append_many_unless_keys_used`."""
 
@@ -75,6 +85,9 @@ class AccountRepository(Protocol):
         """The accounts among these (organization id, account id) pairs that the organization given with each owns,
         locked for update in ascending id order."""
         ...
+    async def lock_after(self, after_id: int | None, limit: int) -> list[Account]:
+        """The next `limit` accounts of every organization, by ascending id after `after_id`, locked for update."""
+        ...
     async def save(self, account: Account) -> None: ...
     async def save_many(self, accounts: Sequence[Account]) -> None:
         """Each account saved, as `save` would, in one trip to the database."""
@@ -98,6 +111,9 @@ class LedgerRepository(Protocol):
         have been stored)."""
         ...
     async def by_idempotency_key(self, account_id: int, key: str) -> LedgerEntry | None: ...
+    async def tally(self, account_ids: Collection[int]) -> list[KindTally]:
+        """Of each of these accounts, its entries counted and summed by kind (kinds without entries left out)."""
+        ...
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
         """The entries that used these (account id, idempotency key) pairs."""
         ...

@@ -41,7 +41,14 @@ from credits_graphql.domain.ledger import (
     PaymentMethod,
 )
 from credits_graphql.domain.recharge import AttemptStatus, RechargeAttempt, RechargeSettings, RechargeStatus
-from credits_graphql.service.unit_of_work import ApiKey, AuditEvent, AuditOutcome, KeyAlreadyUsed, Organization
+from credits_graphql.service.unit_of_work import (
+    ApiKey,
+    AuditEvent,
+    AuditOutcome,
+    KeyAlreadyUsed,
+    KindTally,
+    Organization,
+)
 from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import UNREAD_OPTION
 from credits_graphql.store.tables import (
@@ -176,6 +183,13 @@ class SqlAccountRepository:
             "org_ids": [org_id for org_id, _ in pairs], "account_ids": [account_id for _, account_id in pairs]})
         return [_account(row) for row in rows]
 
+    async def lock_after(self, after_id: int | None, limit: int) -> list[Account]:
+        query = select(accounts)
+        if after_id is not None:
+            query = query.where(accounts.c.id > after_id)
+        rows = await self._connection.execute(query.order_by(accounts.c.id).limit(limit).with_for_update())
+        return [_account(row) for row in rows]
+
     async def save(self, account: Account) -> None:
         await self._connection.write(_SAVE_ACCOUNT, {"account_id": account.id, **_account_values(account)})
 
@@ -281,6 +295,14 @@ class SqlLedgerRepository:
             return 0
         total = sum(columns[1:], columns[0])
         return await _count(self._connection, select(total).where(accounts.c.id == account_id))
+
+    async def tally(self, account_ids: Collection[int]) -> list[KindTally]:
+        entries = ledger_entries.c
+        rows = await self._connection.execute(
+            select(entries.account_id, entries.kind, func.count().label("entries"),
+                   func.sum(entries.amount_micros).label("sum_micros"))
+            .where(entries.account_id.in_(list(account_ids))).group_by(entries.account_id, entries.kind))
+        return [KindTally(row.account_id, EntryKind(row.kind), row.entries, int(row.sum_micros)) for row in rows]
 
     async def total(self, account_id: int) -> int:
         query = select(func.coalesce(func.sum(ledger_entries.c.amount_micros), 0)).where(

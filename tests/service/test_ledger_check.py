@@ -1,0 +1,138 @@
+"""check-ledger's use case: every balance against the sum of its entries, every entry count against the entries;
+the counts corrected on request, a balance only reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
+from typing import Any, Self
+
+import asyncpg
+import pytest
+from sqlalchemy import update
+
+from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.domain.money import Money
+from credits_graphql.service import ledger_check, recharges
+from credits_graphql.service.deps import Deps
+from credits_graphql.service.ledger_check import BalanceOff
+from credits_graphql.service.unit_of_work import KindTally, UnitOfWork
+from credits_graphql.store.tables import accounts as accounts_table
+from tests.conftest import Org, make_org
+from tests.crash.conftest import asyncpg_dsn, wait_for
+from tests.service.support import enable_recharge, fund, micros, open_account, reload, use
+
+
+async def _tamper(deps: Deps, account_id: int, **values: int) -> None:
+    """Writes to an account row behind the service's back, as a faulty release or a hand-made fix would."""
+    async with deps.uow(write=True) as uow:
+        await uow.connection.execute(  # type: ignore[attr-defined]
+            update(accounts_table).where(accounts_table.c.id == account_id).values(**values))
+        await uow.commit()
+
+
+async def _busy_accounts(deps: Deps, org: Org) -> list[int]:
+    """Accounts with every kind of entry, one without any, in two organizations."""
+    other = await make_org(deps, "Other")
+    ids = []
+    for owner in (org, other):
+        account = await open_account(deps, owner.id)
+        await fund(deps, owner.id, account.id, "50")
+        await enable_recharge(deps, owner.id, account.id, amount="100", trigger="20")
+        await use(deps, owner.id, account.id, "35", key="call-1")  # below the trigger: a recharge
+        assert await recharges.run_due(deps) == 1
+        await use(deps, owner.id, account.id, "0.25", key="call-2")
+        ids.append(account.id)
+    ids.append((await open_account(deps, org.id, name="Empty")).id)
+    return ids
+
+
+@pytest.mark.parametrize("batch", [1, 2, ledger_check.BATCH])
+async def test_a_sound_ledger_is_reported_sound_whatever_the_batch(deps: Deps, org: Org, batch: int) -> None:
+    ids = await _busy_accounts(deps, org)
+    found = await ledger_check.check_ledger(deps, batch=batch)
+    assert (found.accounts, found.balances_off, found.counts_off, found.is_sound) == (len(ids), [], [], True)
+
+
+async def test_counts_off_are_reported_and_corrected_on_request_and_a_balance_off_only_reported(
+        deps: Deps, org: Org) -> None:
+    miscounted, unbalanced, sound = await _busy_accounts(deps, org)
+    await _tamper(deps, miscounted, usage_entries=0, auto_recharge_entries=7)
+    await _tamper(deps, unbalanced, balance_micros=micros("114.750001"))
+
+    found = await ledger_check.check_ledger(deps)
+    assert found.counts_off == [miscounted]
+    assert found.balances_off == [BalanceOff(unbalanced, Money(micros("114.750001"), "SEK"),
+                                             Money(micros("114.75"), "SEK"))]
+    assert not found.is_sound
+    assert (await reload(deps, miscounted)).entry_counts[EntryKind.USAGE] == 0  # only looked at
+
+    corrected = await ledger_check.check_ledger(deps, correct_counts=True)
+    assert (corrected.counts_off, corrected.balances_off) == (found.counts_off, found.balances_off)
+    assert (await reload(deps, miscounted)).entry_counts == {
+        EntryKind.FUNDS_ADDED: 1, EntryKind.AUTO_RECHARGE: 1, EntryKind.USAGE: 2}
+    assert (await reload(deps, unbalanced)).balance_micros == micros("114.750001")  # for a person to look into
+    assert (await reload(deps, sound)).entry_counts == dict.fromkeys(EntryKind, 0)
+
+    again = await ledger_check.check_ledger(deps)
+    assert (again.counts_off, len(again.balances_off)) == ([], 1)
+    await _tamper(deps, unbalanced, balance_micros=micros("114.75"))  # the person's fix
+    assert (await ledger_check.check_ledger(deps)).is_sound
+
+
+class _TallyHook:
+    """The check's transaction, with `hook` run once just after the entries were counted."""
+
+    def __init__(self, inner: UnitOfWork, hook: Callable[[], Awaitable[None]]) -> None:
+        self._inner = inner
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
+
+    @property
+    def ledger(self) -> Any:
+        return self
+
+    async def tally(self, account_ids: Collection[int]) -> list[KindTally]:
+        tallies = await self._inner.ledger.tally(account_ids)
+        await self._hook()
+        return tallies
+
+
+async def test_a_usage_report_sent_while_counts_are_corrected_waits_and_loses_no_count(
+        deps: Deps, org: Org, database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite writes one transaction at a time: the report cannot start inside the check")
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "1000")
+    await _tamper(deps, account.id, funds_added_entries=0)
+    reports: list[asyncio.Task[object]] = []
+
+    async def report_meanwhile() -> None:  # the entries are counted, the counts not yet written
+        reports.append(asyncio.create_task(use(deps, org.id, account.id, "1", key="call-1")))
+        admin = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            async def waits_or_done() -> bool:
+                return reports[0].done() or bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+            await wait_for(waits_or_done, "the usage report waiting for the account, or recorded", 10)
+        finally:
+            await admin.close()
+
+    factory = deps.uow
+    hooked = replace(deps, uow=lambda *, write=False: _TallyHook(factory(write=write), report_meanwhile))
+    assert (await ledger_check.check_ledger(hooked, correct_counts=True)).counts_off == [account.id]
+    await reports[0]
+    assert (await reload(deps, account.id)).entry_counts == {
+        EntryKind.FUNDS_ADDED: 1, EntryKind.AUTO_RECHARGE: 0, EntryKind.USAGE: 1}
+    assert (await ledger_check.check_ledger(deps)).is_sound
