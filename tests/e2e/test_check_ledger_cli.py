@@ -6,23 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from credits_graphql.domain.ledger import EntryKind
 from credits_graphql.service.deps import Deps
-from credits_graphql.store.tables import accounts as accounts_table
 from tests.conftest import Org
 from tests.e2e.conftest import cli_env, run_cli
-from tests.service.support import fund, micros, open_account, reload, use
+from tests.service.support import fund, micros, open_account, overwrite_account, reload, use
 
 pytestmark = pytest.mark.slow
 
-
-async def _set(deps: Deps, account_id: int, **values: int) -> None:
-    async with deps.uow(write=True) as uow:
-        await uow.connection.execute(  # type: ignore[attr-defined]
-            update(accounts_table).where(accounts_table.c.id == account_id).values(**values))
-        await uow.commit()
 
 
 async def test_check_ledger_reports_what_is_off_and_corrects_the_counts_only(
@@ -37,7 +29,7 @@ async def test_check_ledger_reports_what_is_off_and_corrects_the_counts_only(
     assert (sound.returncode, sound.last_line) == (0, "checked 2 accounts: 0 balances differ from the sum of their "
                                                       "entries, 0 had entry counts off"), sound.stderr
 
-    await _set(deps, account.id, usage_entries=0)  # as a rolling restart across migration 0004 leaves them
+    await overwrite_account(deps, account.id, usage_entries=0)  # as a rolling restart across migration 0004 leaves them
     miscounted = run_cli("check-ledger", env=env, cwd=tmp_path)
     assert (miscounted.returncode, miscounted.last_line) == (
         1, "checked 2 accounts: 0 balances differ from the sum of their entries, 1 had entry counts off "
@@ -48,11 +40,11 @@ async def test_check_ledger_reports_what_is_off_and_corrects_the_counts_only(
     assert (await reload(deps, account.id)).entry_counts[EntryKind.USAGE] == 1
     assert run_cli("check-ledger", env=env, cwd=tmp_path).returncode == 0
 
-    await _set(deps, account.id, balance_micros=micros("49.76"))
+    await overwrite_account(deps, account.id, balance_micros=micros("49.76"))
     unbalanced = run_cli("check-ledger", "--fix-counts", env=env, cwd=tmp_path)
     assert unbalanced.returncode == 1
     assert unbalanced.stdout.splitlines()[-2:] == [
         f"account {account.id}: balance 49.76 SEK, but its entries sum to 49.75 SEK",
         "checked 2 accounts: 1 balances differ from the sum of their entries, 0 had entry counts off"]
     assert (await reload(deps, account.id)).balance_micros == micros("49.76")  # reported, never changed
-    await _set(deps, account.id, balance_micros=micros("49.75"))
+    await overwrite_account(deps, account.id, balance_micros=micros("49.75"))

@@ -9,7 +9,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from credits_graphql.domain.errors import ErrorCode, RuleViolation
 from credits_graphql.domain.funds import FundsCharge
@@ -224,3 +224,11 @@ async def charge_outlasting_its_lease(deps: Deps, gateway: SandboxGateway, clock
     assert cancelled.status is AttemptStatus.FAILED
     slow.release.set()
     return slow_deps, claim, in_flight
+
+
+async def overwrite_account(deps: Deps, account_id: int, **columns: int) -> None:
+    """Writes to an account row behind the service's back, as a faulty release or a hand-made fix would."""
+    async with deps.uow(write=True) as uow:
+        await uow.connection.execute(  # type: ignore[attr-defined]
+            update(accounts_table).where(accounts_table.c.id == account_id).values(**columns))
+        await uow.commit()

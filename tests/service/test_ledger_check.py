@@ -10,7 +10,6 @@ from typing import Any, Self
 
 import asyncpg
 import pytest
-from sqlalchemy import update
 
 from credits_graphql.domain.ledger import EntryKind
 from credits_graphql.domain.money import Money
@@ -18,18 +17,9 @@ from credits_graphql.service import ledger_check, recharges
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger_check import BalanceOff
 from credits_graphql.service.unit_of_work import KindTally, UnitOfWork
-from credits_graphql.store.tables import accounts as accounts_table
 from tests.conftest import Org, make_org
 from tests.crash.conftest import asyncpg_dsn, wait_for
-from tests.service.support import enable_recharge, fund, micros, open_account, reload, use
-
-
-async def _tamper(deps: Deps, account_id: int, **values: int) -> None:
-    """Writes to an account row behind the service's back, as a faulty release or a hand-made fix would."""
-    async with deps.uow(write=True) as uow:
-        await uow.connection.execute(  # type: ignore[attr-defined]
-            update(accounts_table).where(accounts_table.c.id == account_id).values(**values))
-        await uow.commit()
+from tests.service.support import enable_recharge, fund, micros, open_account, overwrite_account, reload, use
 
 
 async def _busy_accounts(deps: Deps, org: Org) -> list[int]:
@@ -58,8 +48,8 @@ async def test_a_sound_ledger_is_reported_sound_whatever_the_batch(deps: Deps, o
 async def test_counts_off_are_reported_and_corrected_on_request_and_a_balance_off_only_reported(
         deps: Deps, org: Org) -> None:
     miscounted, unbalanced, sound = await _busy_accounts(deps, org)
-    await _tamper(deps, miscounted, usage_entries=0, auto_recharge_entries=7)
-    await _tamper(deps, unbalanced, balance_micros=micros("114.750001"))
+    await overwrite_account(deps, miscounted, usage_entries=0, auto_recharge_entries=7)
+    await overwrite_account(deps, unbalanced, balance_micros=micros("114.750001"))
 
     found = await ledger_check.check_ledger(deps)
     assert found.counts_off == [miscounted]
@@ -77,7 +67,7 @@ async def test_counts_off_are_reported_and_corrected_on_request_and_a_balance_of
 
     again = await ledger_check.check_ledger(deps)
     assert (again.counts_off, len(again.balances_off)) == ([], 1)
-    await _tamper(deps, unbalanced, balance_micros=micros("114.75"))  # the person's fix
+    await overwrite_account(deps, unbalanced, balance_micros=micros("114.75"))  # the person's fix
     assert (await ledger_check.check_ledger(deps)).is_sound
 
 
@@ -114,7 +104,7 @@ async def test_a_usage_report_sent_while_counts_are_corrected_waits_and_loses_no
         pytest.skip("SQLite writes one transaction at a time: the report cannot start inside the check")
     account = await open_account(deps, org.id)
     await fund(deps, org.id, account.id, "1000")
-    await _tamper(deps, account.id, funds_added_entries=0)
+    await overwrite_account(deps, account.id, funds_added_entries=0)
     reports: list[asyncio.Task[object]] = []
 
     async def report_meanwhile() -> None:  # the entries are counted, the counts not yet written
