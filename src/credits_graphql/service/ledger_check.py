@@ -68,9 +68,9 @@ async def _check_batch(deps: Deps, after: int | None, batch: int,
                                                     Money(sums[account.id], account.currency)))
             if counts[account.id] != account.entry_counts:
                 part.counts_off.append(account.id)
-                account.entry_counts = counts[account.id]
-                miscounted.append(account)
-        if correct_counts:
-            await uow.accounts.save_many(miscounted)
+                if correct_counts:
+                    account.entry_counts = counts[account.id]
+                    miscounted.append(account)
+        await uow.accounts.save_many(miscounted)
         await uow.commit()
     return accounts[-1].id, part
