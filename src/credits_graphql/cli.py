@@ -204,12 +204,14 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
     elif args.command == "check-ledger":
         found = await ledger_check.check_ledger(deps, correct_counts=args.fix_counts)
         for off in found.balances_off:
-            print(f"account {off.account_id}: balance {off.balance}, but its entries sum to {off.entries_sum}")
+            newest = "-" if off.newest_balance_after is None else off.newest_balance_after
+            print(f"account {off.account_id}: balance {off.balance}; its entries sum to {off.entries_sum}; "
+                  f"its newest entry's balanceAfter: {newest}")
         counts = f"{len(found.counts_off)} had entry counts off"
         if found.counts_off:
             counts += ", corrected now" if args.fix_counts else " (--fix-counts corrects them)"
-        print(f"checked {found.accounts} accounts: {len(found.balances_off)} balances differ from the sum of their "
-              f"entries, {counts}")
+        print(f"checked {found.accounts} accounts: {len(found.balances_off)} balances disagree with their entries, "
+              f"{counts}")
         if found.balances_off or (found.counts_off and not args.fix_counts):
             sys.exit(1)
 

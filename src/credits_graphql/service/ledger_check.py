@@ -1,6 +1,7 @@
-"""An operator's check of the ledger's invariants: every account's balance equals the sum of its entries, and its
-per-kind entry counts (what `transactions { totalCount }` reads) equal its entries. The counts can be corrected
-(after a rolling restart across migration 0004, say); a balance never is: that is for a person to look into."""
+"""An operator's check of the ledger's invariants: every account's balance equals the sum of its entries and its
+newest entry's balance after it, and its per-kind entry counts (what `transactions { totalCount }` reads) equal its
+entries. The counts can be corrected (after a rolling restart across migration 0004, say); a balance never is: that
+is for a person to look into."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class BalanceOff:
     account_id: int
     balance: Money
     entries_sum: Money
+    newest_balance_after: Money | None
+    """What the newest entry says the balance became (None without entries)."""
 
 
 @dataclass(slots=True)
@@ -60,12 +63,15 @@ async def _check_batch(deps: Deps, after: int | None, batch: int,
         for tally in await uow.ledger.tally(counts):
             counts[tally.account_id][tally.kind] = tally.entries
             sums[tally.account_id] += tally.sum_micros
+        newest = await uow.ledger.newest_balances_after(counts)
         part = LedgerCheck(accounts=len(accounts))
         miscounted: list[Account] = []
         for account in accounts:
-            if sums[account.id] != account.balance_micros:
-                part.balances_off.append(BalanceOff(account.id, account.balance,
-                                                    Money(sums[account.id], account.currency)))
+            balance_after = newest.get(account.id)
+            if sums[account.id] != account.balance_micros or balance_after not in (None, account.balance_micros):
+                part.balances_off.append(BalanceOff(
+                    account.id, account.balance, Money(sums[account.id], account.currency),
+                    Money(balance_after, account.currency) if balance_after is not None else None))
             if counts[account.id] != account.entry_counts:
                 part.counts_off.append(account.id)
                 if correct_counts:

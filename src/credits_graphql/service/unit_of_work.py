@@ -114,6 +114,9 @@ class LedgerRepository(Protocol):
     async def tally(self, account_ids: Collection[int]) -> list[KindTally]:
         """Of each of these accounts, its entries counted and summed by kind (kinds without entries left out)."""
         ...
+    async def newest_balances_after(self, account_ids: Collection[int]) -> dict[int, int]:
+        """Of each of these accounts that has entries, its newest entry's balance after it, by account id."""
+        ...
     async def by_idempotency_keys(self, keys: Collection[tuple[int, str]]) -> list[LedgerEntry]:
         """The entries that used these (account id, idempotency key) pairs."""
         ...

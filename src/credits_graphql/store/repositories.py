@@ -304,6 +304,14 @@ class SqlLedgerRepository:
             .where(entries.account_id.in_(list(account_ids))).group_by(entries.account_id, entries.kind))
         return [KindTally(row.account_id, EntryKind(row.kind), row.entries, int(row.sum_micros)) for row in rows]
 
+    async def newest_balances_after(self, account_ids: Collection[int]) -> dict[int, int]:
+        entries = ledger_entries.c
+        newest = (select(func.max(entries.id)).where(entries.account_id.in_(list(account_ids)))
+                  .group_by(entries.account_id))
+        rows = await self._connection.execute(
+            select(entries.account_id, entries.balance_after_micros).where(entries.id.in_(newest.scalar_subquery())))
+        return {row.account_id: row.balance_after_micros for row in rows}
+
     async def total(self, account_id: int) -> int:
         query = select(func.coalesce(func.sum(ledger_entries.c.amount_micros), 0)).where(
             ledger_entries.c.account_id == account_id)
