@@ -181,7 +181,7 @@ def test_a_command_on_an_unmigrated_database_stops_with_a_one_line_error_saying_
     result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
-                                  "needs 0006: run credits-graphql migrate"], result.stderr
+                                  "needs 0007: run credits-graphql migrate"], result.stderr
     assert "serving" not in result.stdout
 
 
@@ -199,14 +199,14 @@ def test_a_database_behind_the_release_is_refused_until_it_is_migrated_and_one_a
     behind = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
     assert behind.returncode == 2, behind.stderr
     assert behind.error_lines == ["credits-graphql: error: database schema is at revision 0003, this release "
-                                  "needs 0006: run credits-graphql migrate"], behind.stderr
+                                  "needs 0007: run credits-graphql migrate"], behind.stderr
 
     _set_revision(tmp_path / "c.db", "0099")
     ahead = run_cli("create-org", "Acme", env=env, cwd=tmp_path)
     assert ahead.returncode == 0, ahead.stderr
-    assert "database schema is at revision 0099, newer than this release's 0006: running on it" in ahead.stderr
+    assert "database schema is at revision 0099, newer than this release's 0007: running on it" in ahead.stderr
 
-    _set_revision(tmp_path / "c.db", "0006")
+    _set_revision(tmp_path / "c.db", "0007")
     assert run_cli("create-org", "Acme", env=env, cwd=tmp_path).returncode == 0
 
 
@@ -214,7 +214,7 @@ def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgr
     result = run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
-                                  "needs 0006: run credits-graphql migrate"], result.stderr
+                                  "needs 0007: run credits-graphql migrate"], result.stderr
     assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
     assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
 

@@ -119,6 +119,7 @@ accounts = Table(
     Index("ix_accounts_org_id_id", "org_id", "id"),
 )
 
+# Append-only: migration 0007 adds triggers that refuse UPDATE and DELETE on both databases.
 ledger_entries = Table(
     "ledger_entries", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
