@@ -67,11 +67,14 @@ async def cancel_while_it_waits_for_a_lock(url: str, lock: str, lock_arguments: 
             await admin.execute(lock, *lock_arguments)
             waiting = asyncio.create_task(work())
 
-            async def blocked() -> bool:
-                return bool(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                                                 "'Lock' AND query LIKE $1", query_like))
+            async def blocked_or_ended() -> bool:
+                return waiting.done() or bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                    query_like))
 
-            await wait_for(blocked, f"{query_like} waiting for a lock", 10)
+            await wait_for(blocked_or_ended, f"{query_like} waiting for a lock", 10)
+            if waiting.done():  # failed, or went through, without waiting: say how
+                pytest.fail(f"{query_like} did not wait for the lock: {waiting.result()!r}")
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting
