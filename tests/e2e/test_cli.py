@@ -120,8 +120,10 @@ def test_revoking_an_unknown_key_fails(tmp_path: Path, sqlite_url: str) -> None:
     (["list-api-keys", "--org", "99999999999999999999999"], "99999999999999999999999"),
     (["revoke-api-key", str(2**63)], str(2**63)),
     (["create-api-key", "--org", "1", "--role", "ADMIN", "--expires-at", "9999-12-31T23:59:59-05:00"], "9999"),
+    (["check-ledger", "--repair"], "--repair"),
 ], ids=["missing-role", "unknown-role", "no-command", "non-numeric-key-id", "blank-org-name", "long-org-name",
-        "org-id-over-64-bits", "listed-org-id-over-64-bits", "key-id-over-64-bits", "expiry-past-year-9999-in-utc"])
+        "org-id-over-64-bits", "listed-org-id-over-64-bits", "key-id-over-64-bits", "expiry-past-year-9999-in-utc",
+        "check-ledger-unknown-option"])
 def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
         tmp_path: Path, sqlite_url: str, args: list[str], mentions: str) -> None:
     result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
@@ -172,8 +174,10 @@ def test_migrate_and_create_org_work_on_postgresql(tmp_path: Path, postgres_url:
 
 @pytest.mark.parametrize("args", [
     ["create-org", "Acme"], ["create-api-key", "--org", "1", "--role", "ADMIN"], ["list-api-keys", "--org", "1"],
-    ["revoke-api-key", "1"], ["worker"], ["serve"], ["serve", "--workers", "2"],
-], ids=["create-org", "create-api-key", "list-api-keys", "revoke-api-key", "worker", "serve", "serve-workers"])
+    ["revoke-api-key", "1"], ["worker"], ["serve"], ["serve", "--workers", "2"], ["reconcile-charges"],
+    ["check-ledger", "--fix-counts"],
+], ids=["create-org", "create-api-key", "list-api-keys", "revoke-api-key", "worker", "serve", "serve-workers",
+        "reconcile-charges", "check-ledger"])
 def test_a_command_on_an_unmigrated_database_stops_with_a_one_line_error_saying_to_migrate(
         tmp_path: Path, sqlite_url: str, args: list[str]) -> None:
     if args[0] == "serve":
