@@ -4,7 +4,6 @@ SQLite's own (a folded BEGIN IMMEDIATE holds the write lock; a rollback leaves n
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -19,9 +18,7 @@ from credits_graphql.store.engine import (
     SQLITE_POOL_SIZE,
     UNREAD_OPTION,
     WRITE_OPTION,
-    create_engine,
 )
-from tests.crash.conftest import wait_for
 from tests.integration.conftest import line_is_free
 
 
@@ -206,30 +203,3 @@ async def test_a_write_cancelled_on_the_connections_thread_leaves_the_lock_and_t
         await connection.execute(INSERT, {"id": 2, "v": "next"})
     assert committed_rows(database) == [(2, "next")]
 
-
-async def test_a_connection_to_a_new_database_another_is_writing_to_waits_to_switch_it_to_wal(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Two `migrate` started at once on a new database: SQLite refuses the second one's switch to WAL at once,
-    without waiting in its busy handler, while the first writes; the switch waits for the first's COMMIT instead."""
-    path = tmp_path / "new.db"
-    first = sqlite3.connect(path, isolation_level=None)
-    first.execute("BEGIN IMMEDIATE")
-    first.execute("CREATE TABLE t (v TEXT)")  # the first migration, still in its rollback-journal transaction
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    caplog.set_level(logging.INFO, logger="credits_graphql.store.engine")
-    try:
-        async def read() -> list[str]:
-            async with engine.connect() as connection:
-                return [row.v for row in await connection.execute(text("SELECT v FROM t"))]
-
-        second = asyncio.create_task(read())
-        await wait_for(lambda: second.done() or "waiting to switch it to WAL" in caplog.text,
-                       "the second connection waiting for the first's COMMIT", 10)
-        first.execute("INSERT INTO t (v) VALUES ('migrated')")
-        first.execute("COMMIT")
-        assert await second == ["migrated"]
-        async with engine.connect() as connection:
-            assert (await connection.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
-    finally:
-        first.close()
-        await engine.dispose()

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from credits_graphql.domain.money import Money
 from credits_graphql.service.payments import CardDetails, ChargeResult, UnknownPaymentToken
+from credits_graphql.store.sqlite_wal import switch_to_wal
 
 TEST_CARDS: dict[str, CardDetails] = {
     "tok_visa": CardDetails(brand="visa", last4="4242"),
@@ -81,7 +82,7 @@ class SqliteJournal:
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        switch_to_wal(connection, timeout_seconds=30)  # processes started together open a new journal at once
         return connection
 
     async def charge_once(self, key: str, token: str, amount: Money, decide: Decide) -> ChargeResult:

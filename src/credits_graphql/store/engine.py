@@ -4,7 +4,6 @@ deadlock upgrading read locks; PostgreSQL write transactions lock the account ro
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from credits_graphql.store.sqlite_driver import OneHopConnection, one_hop_dbapi
+from credits_graphql.store.sqlite_wal import switch_to_wal
 
 WRITE_OPTION = "credits_write"
 UNREAD_OPTION = "credits_unread"
@@ -24,7 +24,6 @@ transaction's next statement or its COMMIT, and an error it raises surfaces ther
 PING_AFTER_IDLE_SECONDS = 1.0
 _IDLE_SINCE = "credits_idle_since"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
-log = logging.getLogger(__name__)
 # Each SQLite connection is a thread of its own (aiosqlite), and SQLite runs one writer at a time. SQLAlchemy's
 # default (5, plus 10 opened under load and closed when given back) kept opening connections and starting
 # threads under load, and their GIL hand-offs cost more than the SQL: a fixed pool of 2 answered a balance
@@ -76,22 +75,8 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
 
 
 def _set_up_sqlite_connection(connection: sqlite3.Connection) -> None:
-    """On the connection's thread. Switching a new database to WAL needs it alone, and while another connection
-    writes to it (two `migrate` started at once) SQLite refuses the switch at once, without waiting in its busy
-    handler: the switch is tried again here, off the event loop, for as long as the busy timeout."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
-    waited = False
-    while True:
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            if not waited:
-                log.info("another connection is writing to the new database; waiting to switch it to WAL")
-                waited = True
-            time.sleep(0.01)
+    """On the connection's thread, off the event loop: the switch to WAL may wait for another writer."""
+    switch_to_wal(connection, SQLITE_BUSY_TIMEOUT_SECONDS)
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
