@@ -217,6 +217,9 @@ class UnitOfWork(Protocol):
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None: ...
     async def commit(self) -> None: ...
+    async def database_time(self) -> datetime | None:
+        """The database server's clock now; None when the database runs in this process (SQLite)."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

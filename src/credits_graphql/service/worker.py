@@ -1,7 +1,8 @@
 """The recharge worker loop: settles due attempts, wakes at once when this process creates one,
 and polls for attempts created by other processes or whose back-off has passed. Each pass also
 recovers manual funds charges that a dead request left PENDING (funds_recovery), and every few minutes looks up
-again the charges cancelled on a lookup lately (reconciliation)."""
+again the charges cancelled on a lookup lately (reconciliation) and checks this host's clock against the database's
+(clock_check)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
-from credits_graphql.service import funds_recovery, recharges, reconciliation
+from credits_graphql.service import clock_check, funds_recovery, recharges, reconciliation
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.transient import StoreUnavailable
 
@@ -78,6 +79,7 @@ class RechargeWorker:
         now = self._deps.clock()
         if self._stopping.is_set() or (self._next_reconciliation is not None and now < self._next_reconciliation):
             return
+        await clock_check.warn_on_clock_skew(self._deps)
         reconciled = await reconciliation.reconcile_cancelled(self._deps, since=now - reconciliation.RECONCILE_WINDOW)
         if reconciled.unanswered:
             log.warning("recharge worker: %d of %d cancelled charges could not be looked up; again in %s",

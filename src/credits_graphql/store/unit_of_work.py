@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -108,6 +109,12 @@ class SqlUnitOfWork:
         if self.connection.opened is not None:  # a read that ran nothing has nothing to commit
             await self.connection.opened.commit()
         self.committed = True
+
+    async def database_time(self) -> datetime | None:
+        if self.connection.dialect.name == "sqlite":
+            return None
+        now: datetime = (await self.connection.execute(select(func.clock_timestamp()))).scalar_one()
+        return now
 
 
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
