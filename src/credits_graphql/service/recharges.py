@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from credits_graphql.domain import recharge
 from credits_graphql.domain.ledger import Account, EntryKind
@@ -53,25 +53,44 @@ async def claim_next(deps: Deps, lease: timedelta = LEASE) -> Claim | None:
     """Leases the oldest due attempt. Attempts that may no longer be charged, and that no worker claimed before,
     are failed on the way."""
     now = deps.clock()
-    async with deps.uow(write=True) as uow:
-        while (attempt := await uow.attempts.next_due(now)) is not None:
+    while True:
+        async with deps.uow(write=True) as uow:
+            attempt = await uow.attempts.next_due(now)
+            if attempt is None:
+                return None
             account = await uow.accounts.get_any(attempt.account_id)
             assert account is not None
             reason = _why_not_charged(account)
-            if reason is not None and not attempt.was_claimed:
-                attempt.cancel(reason, now)
+            if reason is None or attempt.was_claimed:
+                reclaimed = attempt.was_claimed
+                if not reclaimed or attempt.claimed_with is None:  # a taker keeps the terms its charge was made under
+                    attempt.claimed_with = account.recharge_terms
+                attempt.lease_expires_at = now + lease
                 await uow.attempts.save(attempt)
-                continue
-            reclaimed = attempt.was_claimed
-            if not reclaimed or attempt.claimed_with is None:  # a taker keeps the terms its charge was made under
-                attempt.claimed_with = account.recharge_terms
-            attempt.lease_expires_at = now + lease
-            await uow.attempts.save(attempt)
-            await uow.commit()
-            token = account.payment_method.token if reason is None and account.payment_method else None
-            return Claim(attempt, token, reclaimed, reason)
+                await uow.commit()
+                token = account.payment_method.token if reason is None and account.payment_method else None
+                return Claim(attempt, token, reclaimed, reason)
+        assert attempt.id is not None
+        await _cancel_if_not_chargeable(deps, attempt.account_id, attempt.id, now)
+
+
+async def _cancel_if_not_chargeable(deps: Deps, account_id: int, attempt_id: int, now: datetime) -> None:
+    """Cancels an attempt no worker has claimed, if its account still may not be charged, under the account's lock.
+
+    The claim above read the account without that lock: a usage debit committing meanwhile, which saw this attempt
+    PENDING and so started none, may have brought the balance below the trigger again. Here such a debit has either
+    committed, and the account read says the attempt is due, or it waits, and then finds no attempt pending."""
+    async with deps.uow(write=True) as uow:
+        account = await uow.accounts.get_any(account_id, for_update=True)  # the account's lock first, as everywhere
+        attempt = await uow.attempts.get(attempt_id, for_update=True)
+        assert account is not None
+        assert attempt is not None
+        reason = _why_not_charged(account)
+        if attempt.status is not recharge.AttemptStatus.PENDING or attempt.was_claimed or reason is None:
+            return
+        attempt.cancel(reason, now)
+        await uow.attempts.save(attempt)
         await uow.commit()
-    return None
 
 
 def _why_not_charged(account: Account) -> str | None:
@@ -98,7 +117,9 @@ async def release(deps: Deps, claim: Claim) -> bool:
         if (attempt is None or attempt.status is not recharge.AttemptStatus.PENDING
                 or attempt.lease_expires_at != claim.attempt.lease_expires_at):
             return False
-        attempt.lease_expires_at = None
+        # A taken-over attempt stays claimed, its lease ended: the first worker's charge may still go through, so
+        # the next worker looks it up first, and saved settings do not change the amount it was charged.
+        attempt.lease_expires_at = deps.clock() if claim.reclaimed else None
         await uow.attempts.save(attempt)
         await uow.commit()
     return True
