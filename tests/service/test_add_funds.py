@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from credits_graphql.domain.errors import ErrorCode
 from credits_graphql.domain.ledger import EntryKind
+from credits_graphql.domain.money import MAX_BALANCE_MICROS
+from credits_graphql.domain.policy import Policy
 from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import accounts
 from credits_graphql.service.deps import Deps
 from tests.conftest import Clock, Org, make_org
-from tests.service.support import entries, fund, micros, open_account, reload, violation
+from tests.service.support import credit_in_one_entry, entries, fund, micros, open_account, reload, violation
 
 
 async def test_adding_funds_charges_the_card_and_credits_the_account_once(deps: Deps, org: Org,
@@ -163,3 +166,18 @@ async def test_funds_replayed_after_the_account_closed_return_the_first_credit(d
     assert again.entry.id == first.entry.id
     assert (await reload(deps, account.id)).balance_micros == micros("50")
     assert len(gateway.charges) == 1
+
+
+async def test_funds_that_would_take_the_balance_above_the_most_an_account_may_hold_are_refused_before_any_charge(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    deps = replace(deps, policy=Policy(max_purchase=Decimal(10**9)))  # the largest CREDITS_MAX_PURCHASE allowed
+    account = await open_account(deps, org.id, currency="VND")
+    await credit_in_one_entry(deps, account.id, MAX_BALANCE_MICROS - micros("1000000000"))
+    await fund(deps, org.id, account.id, "1000000000", key="up-to-the-most")
+
+    with violation(ErrorCode.INVALID_AMOUNT, ["input", "amount"]) as refused:
+        await fund(deps, org.id, account.id, "10", key="one-too-many")
+
+    assert "An account may hold at most 1000000000000 VND" in refused.value.message
+    assert len(gateway.charges) == 1
+    assert (await reload(deps, account.id)).balance_micros == MAX_BALANCE_MICROS

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from credits_graphql.domain.errors import ErrorCode, RuleViolation, account_closed
-from credits_graphql.domain.money import Money
+from credits_graphql.domain.money import MAX_BALANCE_MICROS, Money
 from credits_graphql.domain.recharge import RechargeSettings
 
 
@@ -106,6 +106,13 @@ class Account:
         card = self.payment_method.fingerprint if self.payment_method is not None else None
         saved_at = self.recharge.updated_at.isoformat() if self.recharge.updated_at is not None else None
         return request_fingerprint(card=card, settings_saved_at=saved_at)[:32]
+
+    def ensure_room_for(self, micros: int, field: list[str]) -> None:
+        """Funds are refused, before any charge, when they would take the balance above the most it may hold."""
+        if self.balance_micros + micros > MAX_BALANCE_MICROS:
+            raise RuleViolation(ErrorCode.INVALID_AMOUNT, f"An account may hold at most "
+                                f"{Money(MAX_BALANCE_MICROS, self.currency)}: this would take the balance above it.",
+                                field)
 
     def count_entries(self, kinds: Collection[EntryKind] | None = None) -> int:
         return sum(count for kind, count in self.entry_counts.items() if not kinds or kind in kinds)

@@ -10,6 +10,10 @@ LEDGER_SCALE = 6
 MICROS_PER_UNIT = 10**LEDGER_SCALE
 # One amount of at most a billion units keeps balances far inside a signed 64-bit column.
 MAX_AMOUNT_MICROS = 10**9 * MICROS_PER_UNIT
+# The most an account may hold: funds that would take the balance above it are refused before the card is charged.
+# It leaves room in a signed 64-bit column (9.2e18 micros) for over 8,000 of the largest purchases in flight at once,
+# whose credits are never refused once charged.
+MAX_BALANCE_MICROS = 10**12 * MICROS_PER_UNIT
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 MAX_DECIMAL_TEXT = 64
