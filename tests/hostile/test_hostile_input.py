@@ -427,6 +427,32 @@ async def test_a_nested_connection_query_within_the_cost_limit_runs(gql: GraphQL
     assert len(edges[0]["node"]["transactions"]["edges"]) == 1
 
 
+NESTED_PAGES = "{ accounts(first: FIRST) { edges { node { transactions(first: FIRST) { edges { node { id } } } } } } }"
+
+
+@pytest.mark.parametrize(("label", "query", "variables"), [
+    ("first: null (pages of 20: cost 420)", NESTED_PAGES.replace("FIRST", "null"), {}),
+    ("a variable left out (20)", "query($f: Int) " + NESTED_PAGES.replace("FIRST", "$f"), {}),
+    ("a variable sent as null (20)", "query($f: Int) " + NESTED_PAGES.replace("FIRST", "$f"), {"f": None}),
+    ("a variable's declared default (1)", "query($f: Int = 1) " + NESTED_PAGES.replace("FIRST", "$f"), {}),
+])
+async def test_pages_left_to_their_default_size_are_measured_at_it(
+        http: httpx.AsyncClient, org: Org, funded_id: str, label: str, query: str, variables: dict[str, Any]) -> None:
+    response = await http.post("/graphql", json={"query": query, "variables": variables}, headers=auth(org))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == [], (label, response.text[:300])
+    assert len(response.json()["data"]["accounts"]["edges"]) == 1
+
+
+async def test_a_page_size_variable_left_out_costs_its_default_and_sent_as_null_the_resolvers(
+        http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
+    query = "query($f: Int = 100) " + NESTED_PAGES.replace("FIRST", "$f")  # left out: 100 + 100 * 100 = 10100
+    for variables, codes in [({}, ["QUERY_COST_EXCEEDED"]), ({"f": None}, []), ({}, ["QUERY_COST_EXCEEDED"])]:
+        response = await http.post("/graphql", json={"query": query, "variables": variables}, headers=auth(org))
+        assert response.status_code == 200, response.text
+        assert codes_of(response) == codes, (variables, response.text[:300])
+
+
 FRAGMENTED_COSTLY_QUERY = """{ accounts { ...AccountPage } }
 fragment AccountPage on AccountConnection { edges { node { transactions { ...Page } } } }
 fragment Page on TransactionConnection { edges { node { account { transactions { ... on TransactionConnection {

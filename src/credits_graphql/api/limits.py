@@ -19,10 +19,12 @@ from graphql import (
     GraphQLError,
     InlineFragmentNode,
     IntValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     StringValueNode,
     VariableNode,
+    value_from_ast_untyped,
     visit,
 )
 from graphql.language import Visitor
@@ -75,9 +77,8 @@ class _Measure:
 def check(document_operations: list[OperationDefinitionNode], fragments: Mapping[str, FragmentDefinitionNode],
           variables: Mapping[str, Any], limits: QueryLimits) -> None:
     """Raises LimitExceeded for the first limit the operations break."""
-    measurer = _Measurer(fragments, variables)
     for operation in document_operations:
-        measure = measurer.selections(operation.selection_set)
+        measure = _Measurer(fragments, _as_run(operation, variables)).selections(operation.selection_set)
         if measure.depth > limits.max_depth:
             raise LimitExceeded(TOO_COMPLEX, f"The query nests {measure.depth} levels deep; the limit is "
                                 f"{limits.max_depth}.")
@@ -87,6 +88,14 @@ def check(document_operations: list[OperationDefinitionNode], fragments: Mapping
         if measure.cost > limits.max_cost:
             raise LimitExceeded(TOO_COSTLY, f"The query may return {measure.cost} items; the limit is "
                                 f"{limits.max_cost}. Ask for smaller pages (first) or fewer nested lists.")
+
+
+def _as_run(operation: OperationDefinitionNode, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The variables the operation runs with: an omitted one takes the default the operation declares."""
+    defaults = {definition.variable.name.value: value_from_ast_untyped(definition.default_value)
+                for definition in operation.variable_definitions or ()
+                if definition.default_value is not None and definition.variable.name.value not in variables}
+    return {**defaults, **variables} if defaults else variables
 
 
 def check_size(document: DocumentNode, limits: QueryLimits) -> None:
@@ -181,11 +190,13 @@ class _Measurer:
         if argument is None:
             return DEFAULT_PAGE_SIZE if "edges" in self.field_names(field.selection_set) else None
         value = argument.value
+        given = self.variables.get(value.name.value) if isinstance(value, VariableNode) else None
         if isinstance(value, IntValueNode):
             size = int(value.value)
-        elif isinstance(value, VariableNode):
-            given = self.variables.get(value.name.value)
-            size = given if isinstance(given, int) and not isinstance(given, bool) else MAX_PAGE_SIZE
+        elif isinstance(value, NullValueNode) or (isinstance(value, VariableNode) and given is None):
+            size = DEFAULT_PAGE_SIZE  # null, or a variable left out with no default: the resolver's default
+        elif isinstance(given, int) and not isinstance(given, bool):
+            size = given
         else:
             size = MAX_PAGE_SIZE
         # A size out of range is the resolver's BAD_USER_INPUT; it never costs more than the largest page.
@@ -360,9 +371,10 @@ def limit_error(document: DocumentNode, operation_name: str | None, variables: M
             return exceeded
         return None
 
-    # The measure depends on the document and on integer variables only (page sizes).
+    # The measure depends on the document and on integer and null variables only (page sizes; a null one is not
+    # one left out, which takes its declared default).
     key = (id(document), operation_name, limits,
-           frozenset((name, value) for name, value in given.items() if type(value) is int))
+           frozenset((name, value) for name, value in given.items() if value is None or type(value) is int))
     try:
         if (exceeded := _VERDICTS.get(document, key, verdict)) is not None:
             raise exceeded
