@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from starlette.types import Message
 
 from credits_graphql.app import build_app
@@ -39,17 +40,22 @@ async def test_a_mutation_sent_with_get_is_method_not_allowed_and_changes_nothin
     assert (await gql("{ accounts { totalCount } }"))["accounts"]["totalCount"] == 0
 
 
+@pytest.mark.parametrize("mutation_first", [True, False])
 async def test_a_get_of_several_operations_needs_an_operation_name_like_a_post(
-        gql: GraphQLClient, http: httpx.AsyncClient, org: Org) -> None:
-    document = ('mutation Open { createAccount(input: {name: "X", currencyCode: "SEK"}) { account { id } } } '
-                "query Count { accounts { totalCount } }")
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, mutation_first: bool) -> None:
+    operations = ['mutation Open { createAccount(input: {name: "X", currencyCode: "SEK"}) { account { id } } }',
+                  "query Count { accounts { totalCount } }"]
+    document = " ".join(operations if mutation_first else operations[::-1])
     headers = {"Authorization": f"Bearer {org.admin}", "Accept": "application/json"}
+    posted = await gql.post(document)
     unnamed = await http.get("/graphql", params={"query": document}, headers=headers)
-    assert unnamed.status_code == 400, unnamed.text
-    [error] = unnamed.json()["errors"]
-    assert error["extensions"]["code"] == "BAD_REQUEST"
-    assert "operationName" in error["message"]
-    assert (await gql.post(document)).json()["errors"][0]["message"] == error["message"]  # as a POST is told
+    assert (unnamed.status_code, unnamed.json()) == (posted.status_code, posted.json()) == (200, {
+        "data": None, "errors": [{"message": "The document holds several operations: send operationName to choose "
+                                             "one.", "extensions": {"code": "BAD_REQUEST"}}]})
+    strict = await http.get("/graphql", params={"query": document},
+                            headers={**headers, "Accept": "application/graphql-response+json"})
+    assert strict.status_code == 400
+    assert strict.json() == {"errors": posted.json()["errors"]}
     named = await http.get("/graphql", params={"query": document, "operationName": "Count"}, headers=headers)
     assert named.json() == {"data": {"accounts": {"totalCount": 0}}}
     mutation = await http.get("/graphql", params={"query": document, "operationName": "Open"}, headers=headers)

@@ -35,7 +35,7 @@ from credits_graphql.api.media import (
     load_json,
     prefers_graphql_response_json,
 )
-from credits_graphql.api.preflight import SEVERAL_OPERATIONS
+from credits_graphql.api.preflight import several_operations
 from credits_graphql.api.prepared_request import BODY_LIMIT, PreparedRequest, prepared_request
 from credits_graphql.api.request_guard import BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
@@ -227,9 +227,9 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
                 operation_extensions=request_data.extensions)
         except InvalidOperationTypeError as error:
             # Strawberry took the first operation of the document: without operationName, the mistake is not the
-            # method (Preflight answers a POST of that document the same).
+            # method, and the answer is Preflight's to a POST of that document, whichever operation comes first.
             if request_data.operation_name is None and _operation_count(request_data.query) > 1:
-                raise HTTPError(400, SEVERAL_OPERATIONS) from error
+                return ExecutionResult(data=None, errors=[several_operations()])
             # GraphQL over HTTP: a mutation over GET is 405 Method Not Allowed, with the methods that work.
             raise HTTPError(405, error.as_http_error_reason(method), {"Allow": "POST"}) from error
         except Exception as error:  # missing query, unknown operation name, ...

@@ -71,6 +71,11 @@ class Preflight(SchemaExtension):
         yield
 
 
+def several_operations() -> GraphQLError:
+    """A document of several operations sent without operationName: a request error, answered like the others."""
+    return GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST})
+
+
 async def preflight_error(schema: Schema, document: DocumentNode, operation_name: str | None,
                           variables: Mapping[str, Any] | None, context: object) -> GraphQLError | None:
     """The error that refuses the whole operation before any of it runs, or None. `operation_name` as the
@@ -79,7 +84,7 @@ async def preflight_error(schema: Schema, document: DocumentNode, operation_name
     if operation is None:
         several = operation_name is None and sum(isinstance(d, OperationDefinitionNode)
                                                  for d in document.definitions) > 1
-        return GraphQLError(SEVERAL_OPERATIONS, extensions={"code": BAD_REQUEST}) if several else None
+        return several_operations() if several else None
     if operation.operation is not OperationType.MUTATION or not isinstance(context, Context):
         return None
     if not _CHECKED.get(document, (id(document), id(operation)),
