@@ -77,6 +77,39 @@ async def test_organizations_reporting_together_each_move_and_see_only_their_own
     assert max(usage_groups, default=0) > 1  # they did share transactions
 
 
+async def test_a_report_whose_caller_gave_up_while_it_waited_is_recorded_with_its_audit_event(
+        gql: GraphQLClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = (await create_account(gql))["id"]
+    await add_funds(gql, account, "10", "seed")
+    held, release, queued = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    run, report = usage_combiner.record_usage, usage_combiner._Report
+
+    async def held_first(deps: Deps, org_id: int, cmd: Any) -> Any:
+        if cmd.idempotency_key == "first":
+            held.set()
+            await release.wait()
+        return await run(deps, org_id, cmd)
+
+    def noted(*args: Any) -> Any:
+        queued.set()
+        return report(*args)
+
+    monkeypatch.setattr(usage_combiner, "record_usage", held_first)
+    monkeypatch.setattr(usage_combiner, "_Report", noted)
+    first = asyncio.create_task(record_usage(gql, account, "1", "first"))
+    await held.wait()
+    gave_up = asyncio.create_task(record_usage(gql, account, "2", "gave-up"))
+    await queued.wait()  # in line behind "first"'s transaction
+    gave_up.cancel()
+    release.set()
+    await first
+    # Sent after "first" was answered, it waits for the group that holds "gave-up".
+    third = await record_usage(gql, account, "3", "third")
+
+    assert third["transaction"]["balanceAfter"]["amount"] == "4.00"  # "gave-up" was recorded
+    assert await audited_usage(gql) == [("first", "OK", []), ("gave-up", "OK", []), ("third", "OK", [])]
+
+
 @pytest.mark.parametrize("limit", [1, 3])
 async def test_a_process_runs_at_most_the_usage_transactions_it_is_set_to(
         runtime: Runtime, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:

@@ -37,6 +37,7 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger import Recorded, RecordUsage, record_usage
 from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.shared_work import answer_each
+from credits_graphql.service.unit_of_work import AuditEvent
 from credits_graphql.service.usage_batch import MAX_BATCH_ITEMS, ItemResult, record_usage_batch, record_usages
 
 MAX_TRANSACTIONS = 2
@@ -54,7 +55,10 @@ class _Report:
     org_id: int
     cmd: RecordUsage
     scope: RequestScope | None
-    """The request's, whose staged audit event commits with the report."""
+    """The request's, told when its staged audit event has committed with the report."""
+    audit_event: AuditEvent | None
+    """The request's staged audit event, taken when the report joins a line: a caller that gives up while it waits
+    unstages it, and the report, which may still be recorded, keeps it."""
     outcome: asyncio.Future[ItemResult]
 
 
@@ -99,7 +103,8 @@ class UsageCombiner:
                 return await record_usage(deps, org_id, cmd)
             finally:
                 self._ended([org_id])
-        report = _Report(org_id, cmd, scope, asyncio.get_running_loop().create_future())
+        report = _Report(org_id, cmd, scope, scope.staged_audit_event if scope else None,
+                         asyncio.get_running_loop().create_future())
         if org_id in self._lanes:
             self._lanes[org_id].append(report)
         else:
@@ -161,11 +166,10 @@ class UsageCombiner:
     async def _recorded(self, group: list[_Report]) -> list[ItemResult]:
         outcomes = await record_usages(
             self.deps, [(report.org_id, report.cmd) for report in group],
-            [report.scope.staged_audit_event if report.scope else None for report in group], keys_likely_new=True)
+            [report.audit_event for report in group], keys_likely_new=True)
         for report, outcome in zip(group, outcomes, strict=True):
-            scope = report.scope
-            if scope is not None and scope.staged_audit_event and not isinstance(outcome, RuleViolation):
-                scope.audit_event_committed()
+            if report.scope is not None and report.audit_event and not isinstance(outcome, RuleViolation):
+                report.scope.audit_event_committed()
         return outcomes
 
 
