@@ -244,6 +244,22 @@ async def test_a_charge_whose_key_was_taken_by_usage_meanwhile_is_still_credited
     assert len(gateway.charges) == 2
 
 
+async def test_a_retry_of_a_charge_in_flight_whose_key_usage_took_settles_it_and_is_answered_with_its_credit(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100", key="first")
+    await die_while_adding(deps, gateway, org, account.id, "50", key="shared")
+    await use(deps, org.id, account.id, "10", key="shared")  # keys are per account, across operations
+
+    retried = await fund(deps, org.id, account.id, "50", key="shared")  # before any worker looked at the charge
+
+    assert (retried.entry.kind, retried.entry.amount_micros) == (EntryKind.FUNDS_ADDED, micros("50"))
+    assert (await reload(deps, account.id)).balance_micros == micros("140")
+    assert len(gateway.charges) == 2  # the first funds and this charge, once
+    assert (await charge_of(deps, account.id, "shared")).status is FundsChargeStatus.SUCCEEDED
+    assert (await fund(deps, org.id, account.id, "50", key="shared")).entry.id == retried.entry.id
+
+
 async def test_a_charge_that_never_reached_the_gateway_is_not_made_after_the_account_was_closed(
         deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
     account = await open_account(deps, org.id)

@@ -82,21 +82,22 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
     """The first result of a used key, the charge already in flight for the key, or a new PENDING charge."""
     async with deps.uow(write=True) as uow:
         account = await lock_account(uow, org_id, cmd.account_id)
-        # The key's charge first: a usage report may have taken the key while the charge was in flight, and its
-        # credit then carries none (settle_funds_charge).
+        # The key's charges first: a usage report may have taken the key while the charge was in flight, and its
+        # credit then carries none (settle_funds_charge); a retry still gets that credit, or joins that charge.
         if (credited := await uow.funds_charges.by_key(account.id, cmd.idempotency_key,
                                                        FundsChargeStatus.SUCCEEDED)) is not None:
             if credited.request_hash != fingerprint:
                 raise key_reused()
             return await _credit_of(uow, credited, account)
-        if done := await _replayed(uow, account, cmd.idempotency_key, fingerprint):
+        in_flight = await uow.funds_charges.by_key(account.id, cmd.idempotency_key, FundsChargeStatus.PENDING)
+        joins = in_flight is not None and in_flight.request_hash == fingerprint
+        if not joins and (done := await _replayed(uow, account, cmd.idempotency_key, fingerprint)):
             return done
         # A closed account is charged nothing new: a charge in flight when it was closed is the worker's to look
         # up, and to credit if it went through (funds_recovery).
         account.ensure_open()
-        if (in_flight := await uow.funds_charges.by_key(account.id, cmd.idempotency_key,
-                                                        FundsChargeStatus.PENDING)) is not None:
-            if in_flight.request_hash != fingerprint:
+        if in_flight is not None:
+            if not joins:
                 raise key_reused()
             return in_flight  # a concurrent duplicate, or a retry after a crash: charged with the same key
         micros = deps.policy.charge_micros(cmd.amount, account.currency, ErrorCode.INVALID_AMOUNT,
