@@ -164,6 +164,17 @@ async def test_items_of_several_accounts_and_of_another_org_are_kept_apart(deps:
         micros("8"), micros("16"), micros("30"), micros("10")]
 
 
+@pytest.mark.parametrize("amount", ["0", "1.0000001", "1", "1000"])
+async def test_a_report_on_a_closed_account_is_refused_alike_alone_and_in_a_batch(
+        deps: Deps, org: Org, amount: str) -> None:
+    closed = await _funded(deps, org, "10")
+    await accounts.close_account(deps, org.id, closed)
+    with pytest.raises(RuleViolation) as alone:
+        await use(deps, org.id, closed, amount, "k")
+    [in_batch] = await record_usage_batch(deps, org.id, [item(closed, amount, "k")])
+    assert refused(in_batch) == (alone.value.code, alone.value.field)
+
+
 async def test_a_key_used_on_several_accounts_replays_each_accounts_own_entry(deps: Deps, org: Org) -> None:
     first, second, third = [await _funded(deps, org, "10") for _ in range(3)]
     earlier = await use(deps, org.id, second, "4", "b")  # "b" is used on the second account only

@@ -183,7 +183,6 @@ def _apply(item: _Checked, accounts: dict[int, Account], used: dict[tuple[int, s
         if (first := used.get(key)) is not None:
             replay(appended[first.position] if isinstance(first, _Appended) else first, item.fingerprint)
             return first
-        account.ensure_open()
         appended.append(account.debit_usage(
             usage_micros(cmd.amount, account.currency), cmd.service, occurred_at=item.occurred_at, at=now,
             minutes=cmd.minutes, reference=cmd.reference, idempotency_key=cmd.idempotency_key,
