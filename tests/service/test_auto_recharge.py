@@ -338,6 +338,36 @@ async def test_the_worker_cancels_an_attempt_it_may_no_longer_charge(deps: Deps,
     assert await pending(deps, account_id) is None
 
 
+class WordyDeclines:
+    """The sandbox, but every charge is declined with a message longer than any column holds."""
+
+    REASON = "Your card was declined: " + "do not honor, " * 30
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        return ChargeResult(succeeded=False, failure_reason=self.REASON)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return None
+
+
+async def test_a_decline_with_a_long_message_fails_the_attempt_and_schedules_the_next(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    account_id = await _funded(deps, org, "10")
+    await enable_recharge(deps, org.id, account_id)
+    assert await recharges.run_due(replace(deps, gateway=WordyDeclines(gateway))) == 1
+    waiting, failed = await attempts(deps, account_id)  # newest first
+    assert failed.status is AttemptStatus.FAILED
+    assert failed.failure_reason == WordyDeclines.REASON[:255]
+    assert waiting.status is AttemptStatus.PENDING
+    assert (await reload(deps, account_id)).recharge.consecutive_failures == 1
+
+
 # a worker that died, or got no answer from the gateway
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from credits_graphql.domain.money import Money
-from credits_graphql.domain.recharge import CANCELLED
+from credits_graphql.domain.recharge import CANCELLED, MAX_FAILURE_REASON
 
 
 class FundsChargeStatus(StrEnum):
@@ -54,7 +54,7 @@ class FundsCharge:
 
     def decline(self, reason: str, at: datetime) -> None:
         self._settle(FundsChargeStatus.DECLINED, at)
-        self.failure_reason = reason
+        self.failure_reason = reason[:MAX_FAILURE_REASON]
 
     def _settle(self, status: FundsChargeStatus, at: datetime) -> None:
         if self.status is not FundsChargeStatus.PENDING and not (status is FundsChargeStatus.SUCCEEDED

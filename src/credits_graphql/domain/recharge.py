@@ -14,6 +14,8 @@ from credits_graphql.domain.policy import Policy
 CANCELLED = "cancelled: "
 """How the failure reason of a charge we gave up ourselves begins, as opposed to a gateway's decline: a verdict from a
 lookup that found no charge by its key, which a charge still in flight with that key may yet contradict."""
+MAX_FAILURE_REASON = 255
+"""Characters of a failure reason kept (the column's size): a gateway's message may be longer."""
 
 
 class RechargeStatus(StrEnum):
@@ -111,7 +113,7 @@ class RechargeAttempt:
 
     def fail(self, reason: str, at: datetime) -> None:
         self._settle(AttemptStatus.FAILED, at)
-        self.failure_reason = reason
+        self.failure_reason = reason[:MAX_FAILURE_REASON]
 
     def cancel(self, reason: str, at: datetime) -> None:
         """Failed without a charge, as far as we know: the attempt may no longer be charged."""

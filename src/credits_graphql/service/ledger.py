@@ -135,7 +135,7 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
         if current.status is FundsChargeStatus.DECLINED and not (result.succeeded and current.was_cancelled):
             return current, None
         if not result.succeeded:
-            current.decline((result.failure_reason or "no reason given")[:255], now)
+            current.decline(result.failure_reason or "no reason given", now)
             await uow.funds_charges.save(current)
             await uow.commit()
             return current, None

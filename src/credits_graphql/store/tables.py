@@ -22,7 +22,7 @@ from sqlalchemy import (
     text,
 )
 
-from credits_graphql.domain.recharge import CANCELLED
+from credits_graphql.domain.recharge import CANCELLED, MAX_FAILURE_REASON
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
@@ -151,7 +151,7 @@ recharge_attempts = Table(
     Column("status", String(10), nullable=False),
     Column("amount_micros", BigInteger(), nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("failure_reason", String(255)),
+    Column("failure_reason", String(MAX_FAILURE_REASON)),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("not_before", UTCDateTime(), nullable=False),
     Column("lease_expires_at", UTCDateTime()),
@@ -183,7 +183,7 @@ funds_charges = Table(
     Column("payment_token", String(255), nullable=False),
     Column("gateway_key", String(320), nullable=False),
     Column("status", String(10), nullable=False),
-    Column("failure_reason", String(255)),
+    Column("failure_reason", String(MAX_FAILURE_REASON)),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("lease_expires_at", UTCDateTime()),
     Column("settled_at", UTCDateTime()),
