@@ -173,6 +173,49 @@ async def test_an_add_funds_charge_that_went_through_after_it_was_cancelled_and_
     assert len(gateway.charges) == 1
 
 
+class LookupsHeldInPairs:
+    """The sandbox, whose lookups wait until two are in flight: two workers reconciling at the same time."""
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+        self.waiting = 0
+        self.both = asyncio.Event()
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        return await self.inner.charge(token, amount, idempotency_key)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        self.waiting += 1
+        if self.waiting == 2:
+            self.both.set()
+        await self.both.wait()
+        return await self.inner.find_charge(idempotency_key)
+
+
+async def test_two_workers_reconciling_at_once_credit_an_add_funds_charge_once_and_count_it_once(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account = await open_account(deps, org.id)
+    slow = HeldGateway(gateway, lose_answer=True)
+    request = asyncio.create_task(fund(replace(deps, gateway=slow), org.id, account.id, "500"))
+    await slow.entered.wait()
+    clock.advance(seconds=GRACE_PASSED)
+    await accounts.close_account(deps, org.id, account.id)
+    assert await funds_recovery.run_stale(deps) == 1  # no charge yet: cancelled
+    slow.release.set()
+    with contextlib.suppress(TimeoutError):
+        await request  # the charge goes through; its answer is lost
+
+    workers = replace(deps, gateway=LookupsHeldInPairs(gateway))
+    since = clock() - RECONCILE_WINDOW
+    one, other = await asyncio.gather(reconcile_cancelled(workers, since), reconcile_cancelled(workers, since))
+
+    assert sorted([one, other], key=lambda r: r.credited) == [Reconciled(1, 0, 0), Reconciled(1, 1, 0)]
+    assert [entry.amount_micros for entry in await entries(deps, account.id)] == [micros("500")]
+
+
 async def test_the_worker_looks_cancelled_charges_up_on_its_first_pass_and_then_every_few_minutes(
         deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
     account_id = await _recharge_charged_after_it_was_cancelled(deps, org, gateway, clock)

@@ -184,6 +184,8 @@ async def test_a_key_used_on_several_accounts_replays_each_accounts_own_entry(de
         micros("9"), micros("4"), micros("6"), micros("6")]
     again = await record_usage_batch(deps, org.id, [*batch, item(second, "4", "b"), item(second, "5", "b")])
     assert [recorded(r).entry for r in again[:4]] == [recorded(r).entry for r in results]
+    assert [recorded(r).replayed for r in results] == [False, False, False, False]
+    assert [recorded(r).replayed for r in again[:4]] == [True, True, True, True]
     assert recorded(again[4]).entry == earlier.entry
     assert refused(again[5]) == (ErrorCode.IDEMPOTENCY_KEY_REUSED, ("input", "idempotencyKey"))
     assert [(await reload(deps, a)).balance_micros for a in (first, second, third)] == [

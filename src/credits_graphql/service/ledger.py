@@ -55,6 +55,9 @@ class Recorded:
     entry: LedgerEntry
     account: Account
     triggered_recharge: RechargeAttempt | None = None
+    replayed: bool = False
+    """What an earlier call recorded (the same key, or the same charge settled first by another): this one moved no
+    money."""
 
 
 async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
@@ -216,7 +219,7 @@ async def _credit_of(uow: UnitOfWork, charge: FundsCharge, account: Account) -> 
     """What a SUCCEEDED charge recorded: its credit."""
     assert charge.transaction_id is not None
     [credit] = await uow.ledger.get_many(account.org_id, [charge.transaction_id])
-    return Recorded(credit, account)
+    return Recorded(credit, account, replayed=True)
 
 
 async def _replayed(uow: UnitOfWork, account: Account, key: str, fingerprint: str) -> Recorded | None:
@@ -224,7 +227,7 @@ async def _replayed(uow: UnitOfWork, account: Account, key: str, fingerprint: st
     if first is None:
         return None
     assert first.id is not None
-    return Recorded(replay(first, fingerprint), account, await uow.attempts.triggered_by(first.id))
+    return Recorded(replay(first, fingerprint), account, await uow.attempts.triggered_by(first.id), replayed=True)
 
 
 def _check_key(key: str) -> None:

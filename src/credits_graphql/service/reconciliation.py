@@ -54,7 +54,7 @@ async def reconcile_cancelled(deps: Deps, since: datetime) -> Reconciled:
         for charge in charges:
             if (found := await tally.look_up(deps, charge.gateway_key)) is not None:
                 _, recorded = await ledger.settle_funds_charge(deps, charge, found)
-                tally.credit(recorded is not None, "funds charge", charge.id)
+                tally.credit(recorded is not None and not recorded.replayed, "funds charge", charge.id)
         after = charges[-1].id
     return Reconciled(tally.looked_up, tally.credited, tally.unanswered)
 

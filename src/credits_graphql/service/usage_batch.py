@@ -218,4 +218,5 @@ def _result(outcome: _Outcome | None, accounts: dict[int, Account], stored: list
         return outcome
     entry = stored[outcome.position] if isinstance(outcome, _Appended) else outcome
     assert entry.id is not None
-    return Recorded(entry, accounts[entry.account_id], triggered.get(entry.id))
+    return Recorded(entry, accounts[entry.account_id], triggered.get(entry.id),
+                    replayed=isinstance(outcome, LedgerEntry))
