@@ -14,14 +14,16 @@ from credits_graphql.domain.funds import FundsChargeStatus
 from credits_graphql.domain.ledger import EntryKind
 from credits_graphql.domain.money import Money
 from credits_graphql.gateways.sandbox import SandboxGateway
-from credits_graphql.service import accounts, funds_recovery, ledger
+from credits_graphql.service import accounts, funds_recovery, ledger, recharges
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import CardDetails, ChargeResult
+from credits_graphql.service.worker import RechargeWorker
 from tests.conftest import Clock, Org
 from tests.service.support import (
     GRACE_PASSED,
     HeldGateway,
     charge_of,
+    enable_recharge,
     entries,
     fund,
     micros,
@@ -320,3 +322,23 @@ async def test_a_charge_that_outlasts_its_grace_is_credited_after_the_worker_can
     assert again.entry.id == recorded.entry.id
     assert (await fund(deps, org.id, account.id, "500")).entry.id == recorded.entry.id
     assert len(await entries(deps, account.id)) == 1
+
+
+async def test_a_recharge_the_worker_cannot_settle_does_not_keep_it_from_recovering_funds(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    recharging = await open_account(deps, org.id)
+    await fund(deps, org.id, recharging.id, "10")
+    await enable_recharge(deps, org.id, recharging.id, amount="100", trigger="20")  # a recharge is due
+    funded = await open_account(deps, org.id)
+    await die_while_adding(deps, gateway, org, funded.id, "50")
+    clock.advance(seconds=GRACE_PASSED)
+
+    async def cannot_settle(*args: object) -> None:
+        raise RuntimeError("a row the database refuses")
+
+    monkeypatch.setattr(recharges, "settle", cannot_settle)
+    await RechargeWorker(deps).run_once()
+
+    assert (await reload(deps, funded.id)).balance_micros == micros("50")
+    assert "settle_due failed" in caplog.text

@@ -52,10 +52,16 @@ class RechargeWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
 
     async def run_once(self) -> None:
-        """One pass: the due attempts, the stale funds charges, and the cancelled charges when it is time."""
-        await self._settle_due()
-        await self._recover_funds()
-        await self._reconcile_if_due()
+        """One pass: the due attempts, the stale funds charges, and the cancelled charges when it is time. A step
+        that fails (a bug, a row the database refuses) is logged, and the others still run: an attempt that cannot
+        be settled must not keep funds charges from being recovered. Without a database, the pass ends."""
+        for step in (self._settle_due, self._recover_funds, self._reconcile_if_due):
+            try:
+                await step()
+            except StoreUnavailable:
+                raise
+            except Exception:
+                log.exception("recharge worker: %s failed; the pass goes on", step.__name__.strip("_"))
 
     async def _settle_due(self) -> None:
         while not self._stopping.is_set():
