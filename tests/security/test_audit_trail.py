@@ -121,6 +121,21 @@ async def test_a_mutation_document_refused_before_it_runs_is_recorded_for_the_fi
     assert (await _events(gql, first=3))[2]["outcome"] == "OK"
 
 
+@pytest.mark.parametrize("payload", ["transactions(first: 500) { totalCount }",
+                                     'transactions(after: "bad") { totalCount }'])
+async def test_a_forbidden_mutation_with_a_bad_page_argument_is_refused_and_recorded_as_forbidden(
+        gql: GraphQLClient, org: Org, payload: str) -> None:
+    account_id = await _funded_account(gql)
+    document = ('mutation($id: ID!) { addFunds(input: {accountId: $id, amount: "10", idempotencyKey: "x"}) '
+                f"{{ account {{ {payload} }} }} }}")
+    refused = await gql.post(document, {"id": account_id}, key=org.reader)
+    assert [error["extensions"]["code"] for error in refused.json()["errors"]] == ["FORBIDDEN"]
+    [event] = await _events(gql, first=1)
+    assert (event["operation"], event["outcome"], event["errorCodes"]) == ("addFunds", "ERROR", ["FORBIDDEN"])
+    balance = await gql('query($id: ID!) { account(id: $id) { balance { available { amount } } } }', {"id": account_id})
+    assert balance["account"]["balance"]["available"]["amount"] == "100.00"
+
+
 async def test_only_admins_read_the_audit_trail_and_only_their_organizations(
         gql: GraphQLClient, deps: Deps, org: Org) -> None:
     await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK"}})
