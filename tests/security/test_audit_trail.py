@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.access import Role
+from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service.deps import Deps
 from tests.api.documents import usage_and_funds
 from tests.conftest import GraphQLClient, Org, make_org
@@ -178,37 +179,48 @@ async def test_the_database_refuses_to_change_or_remove_an_audit_event(gql: Grap
 
 _REFUSE_AUDIT = {
     "sqlite": ["CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit down'); END"],
-    "postgresql": ["CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS "
+    "postgresql": ["CREATE OR REPLACE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS "
                    "$$ BEGIN RAISE EXCEPTION 'audit down'; END $$",
                    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events FOR EACH ROW "
                    "EXECUTE FUNCTION audit_down()"],
 }
 
 
-async def test_a_usage_report_and_its_audit_event_commit_together_or_not_at_all(
-        gql: GraphQLClient, runtime: Runtime, org: Org) -> None:
-    account_id = await _funded_account(gql)
-    async with runtime.engine.begin() as connection:
-        for statement in _REFUSE_AUDIT[runtime.engine.dialect.name]:
-            await connection.execute(text(statement))
-    refused = await gql.post(USAGE, {"id": account_id}, key=org.usage_writer)
-    assert refused.json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
-    balance = """query($id: ID!) {
-      account(id: $id) { balance { available { amount } } transactions { totalCount } } }"""
-    assert (await gql(balance, {"id": account_id}))["account"] == {
-        # No usage without its event:
-        "balance": {"available": {"amount": "100.00"}}, "transactions": {"totalCount": 1}}
+STATE = """query($id: ID!) { account(id: $id) { status balance { available { amount } } transactions { totalCount }
+  rechargeSettings { status rechargeAmount { amount } } paymentMethod { brand } } }"""
+MORE_FUNDS = """mutation($id: ID!) { addFunds(input: {accountId: $id, amount: "50", idempotencyKey: "inv-2"}) {
+  transaction { id } userErrors { code } } }"""
 
+
+CHANGES = {"recordUsage": USAGE, "addFunds": MORE_FUNDS, "updateRechargeSettings": RECHARGE,
+           "updatePaymentMethod": PAYMENT, "closeAccount": CLOSE}
+
+
+@pytest.mark.parametrize("operation", CHANGES)
+async def test_a_change_and_its_audit_event_commit_together_or_not_at_all(
+        gql: GraphQLClient, runtime: Runtime, org: Org, gateway: SandboxGateway, operation: str) -> None:
+    account_id = await _funded_account(gql)
+    document, key = CHANGES[operation], org.usage_writer if operation == "recordUsage" else org.admin
+    before = await gql(STATE, {"id": account_id})
+    dialect = runtime.engine.dialect.name
     async with runtime.engine.begin() as connection:
-        await connection.execute(text("DROP TRIGGER audit_down" + (" ON audit_events" if runtime.engine.dialect.name
-                                                                   == "postgresql" else "")))
-    retried = await gql(USAGE, {"id": account_id}, key=org.usage_writer)
-    assert retried["recordUsage"]["userErrors"] == []
-    assert (await gql(balance, {"id": account_id}))["account"] == {
-        "balance": {"available": {"amount": "98.75"}}, "transactions": {"totalCount": 2}}
-    usage_events = [e for e in await _events(gql, first=10) if e["operation"] == "recordUsage"]
+        for statement in _REFUSE_AUDIT[dialect]:
+            await connection.execute(text(statement))
+
+    refused = await gql.post(document, {"id": account_id}, key=key)
+
+    assert refused.json()["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert await gql(STATE, {"id": account_id}) == before  # no change without its event
+    async with runtime.engine.begin() as connection:
+        await connection.execute(text("DROP TRIGGER audit_down" + (" ON audit_events" if dialect == "postgresql"
+                                                                   else "")))
+    retried = await gql.post(document, {"id": account_id}, key=key)  # the client retries
+    assert retried.json()["data"][operation]["userErrors"] == []
+    assert await gql(STATE, {"id": account_id}) != before
+    events = [e for e in await _events(gql, first=10) if e["operation"] == operation]
     # The refused call's own ERROR event could not be written either while events were refused (it is logged).
-    assert [(e["outcome"], e["errorCodes"]) for e in usage_events] == [("OK", [])]
+    assert [(e["outcome"], e["errorCodes"]) for e in events] == [("OK", [])] * (1 + (operation == "addFunds"))
+    assert len(gateway.charges) == 1 + (operation == "addFunds")  # a refused addFunds's charge, once: its retry's
 
 
 BATCH = """mutation($items: [RecordUsageInput!]!) {

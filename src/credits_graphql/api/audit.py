@@ -92,10 +92,11 @@ def _error_code(error: Exception) -> str:
 
 class Audited(FieldExtension):
     """Records one audit event per call of the field, whatever the outcome (OK, userErrors, or a
-    GraphQL error such as FORBIDDEN). For a mutation of one write transaction (`in_transaction`), the OK
-    event is appended in that transaction; otherwise, and for other outcomes, after the mutation answered."""
+    GraphQL error such as FORBIDDEN). The OK event is appended in the write transaction that makes the change
+    (`in_transaction`; the use case opens the others `unaudited`), so that neither commits without the other; when
+    none commits (a replay), and for other outcomes, it is recorded after the mutation answered."""
 
-    def __init__(self, operation: str, *, in_transaction: bool = False) -> None:
+    def __init__(self, operation: str, *, in_transaction: bool = True) -> None:
         self.operation = operation
         self.in_transaction = in_transaction
 
@@ -146,7 +147,7 @@ async def record(context: Context, operation: str, summary: dict[str, str | None
                       outcome)
 
 
-def audited(operation: str, *, in_transaction: bool = False) -> Audited:
+def audited(operation: str, *, in_transaction: bool = True) -> Audited:
     return Audited(operation, in_transaction=in_transaction)
 
 

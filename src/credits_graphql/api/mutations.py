@@ -72,7 +72,8 @@ def _account_node(info: Info[Context, None], account: Account) -> AccountNode:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("createAccount")])
+    # Its event names the account it created, known only once it committed: recorded right after.
+    @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("createAccount", in_transaction=False)])
     async def create_account(self, info: Info[Context, None], input: CreateAccountInput) -> CreateAccountPayload:
         token = input.payment_method.token if input.payment_method else None
         try:
@@ -114,7 +115,7 @@ class Mutation:
             return UpdatePaymentMethodPayload(user_errors=[UserError.of(violation)])
         return UpdatePaymentMethodPayload(account=_account_node(info, account))
 
-    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsage", in_transaction=True)])
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsage")])
     async def record_usage(self, info: Info[Context, None], input: RecordUsageInput) -> RecordUsagePayload:
         try:
             done = await info.context.usage.record_usage(info.context.deps, info.context.org_id, ledger.RecordUsage(
@@ -127,7 +128,7 @@ class Mutation:
         return RecordUsagePayload(transaction=TransactionNode.of(done.entry),
                                   account=_account_node(info, done.account), triggered_recharge=triggered)
 
-    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsageBatch", in_transaction=True)],
+    @strawberry.mutation(extensions=[allowed(Action.RECORD_USAGE), audited("recordUsageBatch")],
                          description=f"Up to {usage_batch.MAX_BATCH_ITEMS} usage reports in one call, applied in "
                          "order with recordUsage's rules; each item has its own result and userErrors, and a "
                          "refused item does not stop the others. An empty or larger batch, or a malformed id "

@@ -24,6 +24,7 @@ from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
+from credits_graphql.service.request_scope import unaudited
 from credits_graphql.service.transient import TransientConflict, retry_on_conflict
 from credits_graphql.service.unit_of_work import UnitOfWork
 
@@ -83,7 +84,7 @@ async def add_funds(deps: Deps, org_id: int, cmd: AddFunds) -> Recorded:
 @retry_on_conflict
 async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint: str) -> Recorded | FundsCharge:
     """The first result of a used key, the charge already in flight for the key, or a new PENDING charge."""
-    async with deps.uow(write=True) as uow:
+    async with unaudited(deps.uow)(write=True) as uow:  # no money moves here: the audit event waits for the credit
         account = await lock_account(uow, org_id, cmd.account_id)
         # The key's charges first: a usage report may have taken the key while the charge was in flight, and its
         # credit then carries none (settle_funds_charge); a retry still gets that credit, or joins that charge.
@@ -128,7 +129,8 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
     cancelled it, finding no charge by its key (the account closed), and this charge then went through: credited."""
     assert charge.id is not None
     now = deps.clock()
-    async with deps.uow(write=True) as uow:
+    # A request's audit event commits with its credit; with a decline, the request records it (a userError).
+    async with (deps.uow if result.succeeded else unaudited(deps.uow))(write=True) as uow:
         account = await uow.accounts.get_any(charge.account_id, for_update=True)
         current = await uow.funds_charges.get(charge.id, for_update=True)
         assert account is not None

@@ -4,10 +4,10 @@ They are not one snapshot: each read sees the commits made before it, so a field
 report may show it where an earlier one did not (as under READ COMMITTED). Reads are serialised on it; a write
 ends it first, so reads after a commit see that commit.
 
-A staged audit event is appended first thing in each of the request's write transactions, until one
-commits: the event and the change it records commit together (and on PostgreSQL the insert is made
-before the use case takes its row locks, not while it holds them). A usage report that shares a transaction
-with others (service/usage_combiner.py) has its event appended by that transaction instead."""
+A staged audit event is appended first thing in each of the request's write transactions (but those a use case
+opens `unaudited`), until one commits: the event and the change it records commit together (and on PostgreSQL the
+insert is made before the use case takes its row locks, not while it holds them). A usage report that shares a
+transaction with others (service/usage_combiner.py) has its event appended by that transaction instead."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ class RequestScope:
             return _AfterReads(self, self._base(write=True))
         return _SharedRead(self)
 
+    def unaudited(self, *, write: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
+        """As calling the scope, but a write transaction leaves the staged audit event to a later one."""
+        if write:
+            return _AfterReads(self, self._base(write=True), audited=False)
+        return _SharedRead(self)
+
     async def close(self) -> None:
         async with self._lock:
             await self._end_read()
@@ -89,17 +95,20 @@ class _SharedRead:
 
 
 class _AfterReads:
-    def __init__(self, scope: RequestScope, inner: AbstractAsyncContextManager[UnitOfWork]) -> None:
+    def __init__(self, scope: RequestScope, inner: AbstractAsyncContextManager[UnitOfWork], *,
+                 audited: bool = True) -> None:
         self._scope = scope
         self._inner = inner
+        self._audits = audited
 
     async def __aenter__(self) -> UnitOfWork:
         await self._scope.close()
         self._uow = await self._inner.__aenter__()
-        self._audited = self._scope._staged is not None
-        if self._scope._staged is not None:
+        staged = self._scope._staged if self._audits else None
+        self._audited = staged is not None
+        if staged is not None:
             try:
-                await self._uow.audit_events.record(self._scope._staged)
+                await self._uow.audit_events.record(staged)
             except BaseException as error:
                 await self._inner.__aexit__(type(error), error, error.__traceback__)
                 raise
@@ -113,3 +122,8 @@ class _AfterReads:
             if self._uow.committed and self._audited:
                 self._scope.audit_event_committed()
 
+
+def unaudited(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+    """`factory`, whose write transactions do not carry a request's staged audit event: for a use case of several
+    transactions, those that move no money, so that the event commits with the one that does."""
+    return factory.unaudited if isinstance(factory, RequestScope) else factory
