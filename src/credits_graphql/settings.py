@@ -162,7 +162,7 @@ def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> 
 
 def _database_url(env: Mapping[str, str]) -> str:
     name = "CREDITS_DATABASE_URL"
-    url = env.get(name, DEFAULT_DATABASE_URL).strip()
+    url = env.get(name, "").strip() or DEFAULT_DATABASE_URL
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise SettingsError(f"{name} must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
     try:

@@ -26,7 +26,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
 def test_empty_values_count_as_unset() -> None:
     settings = Settings.from_env({"CREDITS_ENV": "", "CREDITS_WORKER": "", "CREDITS_MIN_PURCHASE": "",
                                   "CREDITS_MAX_PURCHASE": " ", "CREDITS_RECHARGE_RETRY_SECONDS": "",
-                                  "CREDITS_GRAPHIQL": ""})
+                                  "CREDITS_GRAPHIQL": "", "CREDITS_DATABASE_URL": " "})
     assert settings == Settings.from_env({})
 
 
