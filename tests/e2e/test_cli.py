@@ -145,13 +145,18 @@ def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
     ("CREDITS_DB_POOL_SIZE", "²"),
     ("CREDITS_SANDBOX_JOURNAL", "/nonexistent/dir/journal.db"),
     ("CREDITS_MAX_PURCHASE", "99999999999999999999999"),
-])
+    ("CREDITS_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:99999/credits"),
+    ("CREDITS_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/credits?sslmode=require"),
+    ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:////nonexistent/dir/credits.db"),
+    ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:////tmp"),
+], ids=["min-purchase", "env", "retry-seconds", "url-port-not-a-number", "url-in-memory", "pool-size", "journal-dir",
+        "max-purchase", "url-port-out-of-range", "url-sslmode", "url-sqlite-dir-missing", "url-sqlite-is-a-dir"])
 @pytest.mark.parametrize("command", ["migrate", "serve"])
 def test_a_bad_setting_stops_start_up_with_a_one_line_message_naming_the_variable(
         tmp_path: Path, sqlite_url: str, variable: str, value: str, command: str) -> None:
     args = [command, "--port", str(free_port())] if command == "serve" else [command]
     result = run_cli(*args, env=cli_env(sqlite_url, **{variable: value}), cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert len(result.error_lines) == 1, result.stderr
     assert variable in result.error_lines[0]
     assert "Traceback" not in result.stderr
