@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.e2e.conftest import Launcher, cli_env, create_org_and_key, free_port, migrated, run_cli, start_server
 
@@ -217,6 +221,47 @@ def test_a_database_behind_the_release_is_refused_until_it_is_migrated_and_one_a
 
     _set_revision(tmp_path / "c.db", "0007")
     assert run_cli("create-org", "Acme", env=env, cwd=tmp_path).returncode == 0
+
+
+def _query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of `sql` (or none, for a statement), on either database."""
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(str(make_url(database_url).database)) as connection:
+            return connection.execute(sql).fetchall()
+
+    async def run() -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def _schema(database_url: str) -> list[tuple[Any, ...]]:
+    if database_url.startswith("sqlite"):
+        return _query(database_url, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+    return _query(database_url, "SELECT table_name, column_name, data_type, is_nullable "
+                                "FROM information_schema.columns WHERE table_schema = 'public' "
+                                "ORDER BY table_name, column_name")
+
+
+def test_migrate_on_a_database_a_newer_release_migrated_warns_changes_nothing_and_succeeds(
+        tmp_path: Path, any_database_url: str) -> None:
+    """During a rolling upgrade an older release's `migrate` (its deploy step, which its replicas wait for) meets the
+    newer release's schema: README, Zero-downtime upgrades."""
+    env = cli_env(migrated(any_database_url, tmp_path))
+    _query(any_database_url, "UPDATE alembic_version SET version_num = '0099'")
+    before = _schema(any_database_url)
+
+    result = run_cli("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("database schema is at revision 0099, newer than this release's 0007: nothing to migrate"
+            in result.stderr), result.stderr
+    assert _query(any_database_url, "SELECT version_num FROM alembic_version") == [("0099",)]
+    assert _schema(any_database_url) == before
 
 
 def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgres_url: str) -> None:
