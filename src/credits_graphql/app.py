@@ -127,7 +127,8 @@ def app_from_env() -> Starlette:
 
     try:
         settings = Settings.from_env()
-        if problem := schema_problem(settings.database_url):  # `serve` checked too, but it may have changed since
+        # `serve` checked too, but it may have changed since
+        if problem := schema_problem(settings.database_url, wait_if_unreachable=True):
             log.error("could not start: %s", problem)
             sys.exit(STARTUP_FAILURE)
         app = build_app(bootstrap(settings))

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from credits_graphql import cli
 from tests.e2e.conftest import Launcher, cli_env, create_org_and_key, free_port, migrated, run_cli, start_server
 
 pytestmark = pytest.mark.slow
@@ -271,6 +272,51 @@ def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgr
                                   "needs 0007: run credits-graphql migrate"], result.stderr
     assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
     assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
+
+
+def _unreachable_postgresql() -> str:
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/credits"  # nothing listens there
+
+
+@pytest.mark.parametrize("args", [
+    ["migrate"], ["create-org", "Acme"], ["create-api-key", "--org", "1", "--role", "ADMIN"],
+    ["list-api-keys", "--org", "1"], ["revoke-api-key", "1"], ["reconcile-charges"], ["check-ledger"], ["serve"],
+], ids=["migrate", "create-org", "create-api-key", "list-api-keys", "revoke-api-key", "reconcile-charges",
+        "check-ledger", "dev-serve"])
+def test_a_command_on_an_unreachable_database_stops_with_a_one_line_error_and_status_1(
+        tmp_path: Path, args: list[str]) -> None:
+    if args[0] == "serve":
+        args = [*args, "--port", str(free_port())]
+    result = run_cli(*args, env=cli_env(_unreachable_postgresql(), CREDITS_ENV="dev"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.error_lines
+    assert line.startswith("credits-graphql: error: cannot connect to the database (CREDITS_DATABASE_URL): "), line
+    assert "Connect call failed" in line
+    assert "serving" not in result.stdout
+
+
+def test_a_database_lost_after_the_schema_check_stops_a_command_with_the_same_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """In process: the check passes (the database was there), then the command cannot connect."""
+    monkeypatch.setattr(cli, "schema_problem", lambda *_args, **_kwargs: None)
+    monkeypatch.setenv("CREDITS_DATABASE_URL", _unreachable_postgresql())
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["create-org", "Acme"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "credits-graphql: error: cannot connect to the database (CREDITS_DATABASE_URL): database unreachable "
+        "(ConnectionRefusedError)"]
+
+
+async def test_a_production_server_started_on_an_unreachable_database_waits_for_it(
+        tmp_path: Path, launch: Launcher) -> None:
+    server = start_server(launch, cli_env(_unreachable_postgresql()))
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+    assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "database": "unreachable"})
+    assert server.process.terminate() == 0, server.process.describe()
 
 
 def test_migrate_does_not_open_the_sandbox_journal(tmp_path: Path, sqlite_url: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ async def upgrade(engine: AsyncEngine) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    async with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
+    async with connected(engine.execution_options(**{WRITE_OPTION: True})) as connection, connection.begin():
         # Wait for any other migration before the revision is read: on PostgreSQL an advisory lock, on
         # SQLite the write lock (BEGIN IMMEDIATE, WRITE_OPTION's, sent with this first statement).
         if engine.dialect.name == "postgresql":
@@ -68,22 +70,26 @@ def upgrade_sync(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def schema_problem(url: str) -> str | None:
+def schema_problem(url: str, *, wait_if_unreachable: bool = False) -> str | None:
     """Why the code cannot run on the database at `url` (its schema is behind this release's), or None. A database
-    that cannot be reached is not checked (logged): the service waits for it as it always has.
+    that cannot be reached raises DatabaseUnreachable, unless `wait_if_unreachable` (a server or a worker, which
+    waits for it as it always has): then it is not checked (logged).
     Runs on a thread of its own, so it can be called inside a running event loop (uvicorn's app factory is)."""
     with ThreadPoolExecutor(max_workers=1) as thread:
-        return thread.submit(asyncio.run, _schema_problem(url)).result()
+        try:
+            return thread.submit(asyncio.run, _schema_problem(url)).result()
+        except DatabaseUnreachable as error:
+            if not wait_if_unreachable:
+                raise
+            log.warning("could not read the database schema's revision, not checked: %s", error)
+            return None
 
 
 async def _schema_problem(url: str) -> str | None:
     engine = create_engine(url)
     try:
-        async with engine.connect() as connection:
+        async with connected(engine) as connection:
             current = await current_revision(connection)
-    except (OSError, DBAPIError) as error:
-        log.warning("could not read the database schema's revision, not checked: %s", error)
-        return None
     finally:
         await engine.dispose()
     if is_newer_than_release(current):
@@ -92,6 +98,26 @@ async def _schema_problem(url: str) -> str | None:
         log.warning("database schema is at revision %s, newer than this release's %s: running on it",
                     current, _release().head)
     return revision_problem(current)
+
+
+class DatabaseUnreachable(Exception):
+    """No connection to the database could be opened: refused, no such host, timed out, or the server refused
+    the credentials or the database name. The message is the driver's reason."""
+
+
+@contextlib.asynccontextmanager
+async def connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine`; DatabaseUnreachable when none can be opened (an error once connected is raised as
+    it is)."""
+    try:
+        connection = await engine.connect()
+    except (OSError, DBAPIError) as error:
+        reason = error.orig if isinstance(error, DBAPIError) else error
+        raise DatabaseUnreachable(str(reason) or type(reason).__name__) from error
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:
@@ -127,5 +153,5 @@ def _release() -> _Release:
     return _Release(head, frozenset(revision.revision for revision in script.walk_revisions()))
 
 
-__all__ = ["alembic_config", "asyncio", "current_revision", "is_newer_than_release", "revision_problem",
-           "schema_problem", "upgrade", "upgrade_database", "upgrade_sync"]
+__all__ = ["DatabaseUnreachable", "alembic_config", "asyncio", "connected", "current_revision", "is_newer_than_release",
+           "revision_problem", "schema_problem", "upgrade", "upgrade_database", "upgrade_sync"]
