@@ -28,7 +28,7 @@ from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, WorkerMode
-from credits_graphql.store.migrate import schema_problem
+from credits_graphql.store.migrate import current_revision, revision_problem, schema_problem
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 2.0
@@ -53,13 +53,25 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    schema_seen_ready = False  # schemas are not migrated backwards: once seen ready, only reachability is checked
+
     async def readyz(_: Request) -> JSONResponse:
+        nonlocal schema_seen_ready
+        problem = None
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS), runtime.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+                if schema_seen_ready:
+                    await connection.execute(text("SELECT 1"))
+                else:
+                    problem = revision_problem(await current_revision(connection))
         except Exception as error:
             log.warning("readiness check failed: %s", type(error).__name__)
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        if problem is not None:
+            log.warning("not ready: %s", problem)
+            return JSONResponse({"status": "unavailable", "database": "not migrated", "detail": problem},
+                                status_code=503)
+        schema_seen_ready = True
         return JSONResponse({"status": "ok", "database": "reachable"})
 
     @contextlib.asynccontextmanager
@@ -115,7 +127,8 @@ def app_from_env() -> Starlette:
 
     try:
         settings = Settings.from_env()
-        if problem := schema_problem(settings.database_url):  # `serve` checked too, but it may have changed since
+        # `serve` checked too, but it may have changed since
+        if problem := schema_problem(settings.database_url, wait_if_unreachable=True):
             log.error("could not start: %s", problem)
             sys.exit(STARTUP_FAILURE)
         app = build_app(bootstrap(settings))

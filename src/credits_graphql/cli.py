@@ -19,10 +19,11 @@ from credits_graphql.api.schema import schema
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
 from credits_graphql.service import access, ledger_check, reconciliation
+from credits_graphql.service.transient import StoreUnavailable
 from credits_graphql.service.unit_of_work import ApiKey
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
-from credits_graphql.store.migrate import schema_problem, upgrade_database
+from credits_graphql.store.migrate import DatabaseUnreachable, schema_problem, upgrade_database
 
 T = TypeVar("T")
 PROG = "credits-graphql"
@@ -130,7 +131,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_env()
     except SettingsError as error:
         _fail(str(error))
-    if args.command != "migrate" and (problem := schema_problem(settings.database_url)):
+    try:
+        _run(args, settings)
+    except (DatabaseUnreachable, StoreUnavailable) as error:
+        _fail(f"cannot connect to the database (CREDITS_DATABASE_URL): {error}", status=1)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    # A worker or a production server waits for its database (a process manager may start it first); dev mode's
+    # `serve` needs it at once for the demo organization, and a newcomer learns more from one line than from a
+    # server that answers 503 and prints no key.
+    waits = args.command == "worker" or (args.command == "serve" and not settings.is_dev)
+    if args.command != "migrate" and (
+            problem := schema_problem(settings.database_url, wait_if_unreachable=waits)):
         _fail(problem)
     if args.command == "migrate":
         asyncio.run(_migrate(settings.database_url))
@@ -142,9 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(_with_runtime(settings, lambda runtime: _admin_command(runtime, args)))
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, *, status: int = 2) -> NoReturn:
+    """Status 2 for what the caller can correct in the command or its settings, 1 for a failure at run time."""
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 async def _with_runtime(settings: Settings, command: Callable[[Runtime], Awaitable[T]]) -> T:

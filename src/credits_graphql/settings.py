@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Mapping
@@ -161,25 +162,61 @@ def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> 
 
 
 def _database_url(env: Mapping[str, str]) -> str:
+    """What can be told without connecting: a URL the driver would refuse with a traceback is refused here."""
     name = "CREDITS_DATABASE_URL"
-    url = env.get(name, DEFAULT_DATABASE_URL).strip()
+    url = env.get(name, "").strip() or DEFAULT_DATABASE_URL
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise SettingsError(f"{name} must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
     try:
-        database = make_url(url).database
+        parsed = make_url(url)
     except ValueError as error:  # a port that is not a number, say
         raise SettingsError(f"{name} is not a valid URL: {error}") from None
-    if url.startswith("sqlite") and database in (None, "", ":memory:"):
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise SettingsError(f"{name} must have a port from 1 to 65535, got {parsed.port}")
+    if url.startswith("sqlite"):
+        _sqlite_file(name, url, parsed.database)
+    else:
+        _asyncpg_parameters(name, parsed.query)
+    return url
+
+
+def _sqlite_file(name: str, url: str, database: str | None) -> None:
+    if database in (None, "", ":memory:"):
         raise SettingsError(f"{name} must name a SQLite file (an in-memory database is one per connection), "
                             f"got {url!r}")
-    return url
+    if database.startswith("file:"):  # a URI filename (?uri=true): SQLite's to read
+        return
+    if not _in_an_existing_directory(database):
+        raise SettingsError(f"{name} must name a SQLite file in an existing directory, got {url!r}")
+    if Path(database).is_dir():
+        raise SettingsError(f"{name} must name a SQLite file, not a directory, got {url!r}")
+
+
+def _asyncpg_parameters(name: str, query: Mapping[str, object]) -> None:
+    """A URL's query parameters are passed to asyncpg.connect() as keyword arguments: one it does not take is a
+    TypeError at the first connection. The names are read from the installed asyncpg's signature, so they follow
+    its version; the values are asyncpg's to check."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    if "sslmode" in query:  # libpq's name, in many a copied URL
+        raise SettingsError(f"{name}: asyncpg takes ssl= rather than sslmode= (ssl=require, ssl=verify-full, ...)")
+    not_text = {"dsn", "loop", "connection_class", "record_class", "server_settings"}
+    dialects_own = {"prepared_statement_cache_size"}  # SQLAlchemy's asyncpg dialect takes it out before connecting
+    taken = set(inspect.signature(asyncpg.connect).parameters) - not_text | dialects_own
+    if unknown := sorted(set(query) - taken):
+        raise SettingsError(f"{name} has query parameters asyncpg does not take: {', '.join(unknown)} "
+                            f"(it takes {', '.join(sorted(taken))})")
+
+
+def _in_an_existing_directory(path: str) -> bool:
+    return Path(path).parent.is_dir()
 
 
 def _sandbox_journal(env: Mapping[str, str]) -> None:
     """The sandbox gateway reads CREDITS_SANDBOX_JOURNAL itself (gateways/sandbox.py); a file in a directory
     that does not exist is refused here, with the others."""
     raw = env.get(JOURNAL_VARIABLE, "").strip()
-    if raw and not Path(raw).parent.is_dir():
+    if raw and not _in_an_existing_directory(raw):
         raise SettingsError(f"{JOURNAL_VARIABLE} must be a file in an existing directory, got {raw!r}")
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
+from credits_graphql import cli
 from tests.e2e.conftest import Launcher, cli_env, create_org_and_key, free_port, migrated, run_cli, start_server
 
 pytestmark = pytest.mark.slow
@@ -145,13 +150,18 @@ def test_bad_arguments_exit_2_with_a_usage_line_and_a_one_line_error(
     ("CREDITS_DB_POOL_SIZE", "²"),
     ("CREDITS_SANDBOX_JOURNAL", "/nonexistent/dir/journal.db"),
     ("CREDITS_MAX_PURCHASE", "99999999999999999999999"),
-])
+    ("CREDITS_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:99999/credits"),
+    ("CREDITS_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/credits?sslmode=require"),
+    ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:////nonexistent/dir/credits.db"),
+    ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:////tmp"),
+], ids=["min-purchase", "env", "retry-seconds", "url-port-not-a-number", "url-in-memory", "pool-size", "journal-dir",
+        "max-purchase", "url-port-out-of-range", "url-sslmode", "url-sqlite-dir-missing", "url-sqlite-is-a-dir"])
 @pytest.mark.parametrize("command", ["migrate", "serve"])
 def test_a_bad_setting_stops_start_up_with_a_one_line_message_naming_the_variable(
         tmp_path: Path, sqlite_url: str, variable: str, value: str, command: str) -> None:
     args = [command, "--port", str(free_port())] if command == "serve" else [command]
     result = run_cli(*args, env=cli_env(sqlite_url, **{variable: value}), cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert len(result.error_lines) == 1, result.stderr
     assert variable in result.error_lines[0]
     assert "Traceback" not in result.stderr
@@ -214,6 +224,47 @@ def test_a_database_behind_the_release_is_refused_until_it_is_migrated_and_one_a
     assert run_cli("create-org", "Acme", env=env, cwd=tmp_path).returncode == 0
 
 
+def _query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of `sql` (or none, for a statement), on either database."""
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(str(make_url(database_url).database)) as connection:
+            return connection.execute(sql).fetchall()
+
+    async def run() -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def _schema(database_url: str) -> list[tuple[Any, ...]]:
+    if database_url.startswith("sqlite"):
+        return _query(database_url, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+    return _query(database_url, "SELECT table_name, column_name, data_type, is_nullable "
+                                "FROM information_schema.columns WHERE table_schema = 'public' "
+                                "ORDER BY table_name, column_name")
+
+
+def test_migrate_on_a_database_a_newer_release_migrated_warns_changes_nothing_and_succeeds(
+        tmp_path: Path, any_database_url: str) -> None:
+    """During a rolling upgrade an older release's `migrate` (its deploy step, which its replicas wait for) meets the
+    newer release's schema: README, Zero-downtime upgrades."""
+    env = cli_env(migrated(any_database_url, tmp_path))
+    _query(any_database_url, "UPDATE alembic_version SET version_num = '0099'")
+    before = _schema(any_database_url)
+
+    result = run_cli("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("database schema is at revision 0099, newer than this release's 0007: nothing to migrate"
+            in result.stderr), result.stderr
+    assert _query(any_database_url, "SELECT version_num FROM alembic_version") == [("0099",)]
+    assert _schema(any_database_url) == before
+
+
 def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgres_url: str) -> None:
     result = run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -221,6 +272,51 @@ def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgr
                                   "needs 0007: run credits-graphql migrate"], result.stderr
     assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
     assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
+
+
+def _unreachable_postgresql() -> str:
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/credits"  # nothing listens there
+
+
+@pytest.mark.parametrize("args", [
+    ["migrate"], ["create-org", "Acme"], ["create-api-key", "--org", "1", "--role", "ADMIN"],
+    ["list-api-keys", "--org", "1"], ["revoke-api-key", "1"], ["reconcile-charges"], ["check-ledger"], ["serve"],
+], ids=["migrate", "create-org", "create-api-key", "list-api-keys", "revoke-api-key", "reconcile-charges",
+        "check-ledger", "dev-serve"])
+def test_a_command_on_an_unreachable_database_stops_with_a_one_line_error_and_status_1(
+        tmp_path: Path, args: list[str]) -> None:
+    if args[0] == "serve":
+        args = [*args, "--port", str(free_port())]
+    result = run_cli(*args, env=cli_env(_unreachable_postgresql(), CREDITS_ENV="dev"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.error_lines
+    assert line.startswith("credits-graphql: error: cannot connect to the database (CREDITS_DATABASE_URL): "), line
+    assert "Connect call failed" in line
+    assert "serving" not in result.stdout
+
+
+def test_a_database_lost_after_the_schema_check_stops_a_command_with_the_same_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """In process: the check passes (the database was there), then the command cannot connect."""
+    monkeypatch.setattr(cli, "schema_problem", lambda *_args, **_kwargs: None)
+    monkeypatch.setenv("CREDITS_DATABASE_URL", _unreachable_postgresql())
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["create-org", "Acme"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "credits-graphql: error: cannot connect to the database (CREDITS_DATABASE_URL): database unreachable "
+        "(ConnectionRefusedError)"]
+
+
+async def test_a_production_server_started_on_an_unreachable_database_waits_for_it(
+        tmp_path: Path, launch: Launcher) -> None:
+    server = start_server(launch, cli_env(_unreachable_postgresql()))
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+    assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "database": "unreachable"})
+    assert server.process.terminate() == 0, server.process.describe()
 
 
 def test_migrate_does_not_open_the_sandbox_journal(tmp_path: Path, sqlite_url: str) -> None:

@@ -1,5 +1,5 @@
-"""Migrations: the migrated schema is the schema the code declares (no drift), two `migrate` at once, and a
-downgrade with data, on SQLite and PostgreSQL."""
+"""Migrations: the migrated schema is the schema the code declares (no drift), two `migrate` at once, a
+downgrade with data, and /readyz until the schema is migrated, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,8 +15,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+from credits_graphql.app import build_app
+from credits_graphql.bootstrap import bootstrap
+from credits_graphql.settings import Settings
 from credits_graphql.store.engine import create_engine
-from credits_graphql.store.migrate import MIGRATIONS, alembic_config, upgrade
+from credits_graphql.store.migrate import MIGRATIONS, alembic_config, upgrade, upgrade_database
 from credits_graphql.store.tables import metadata
 
 
@@ -88,3 +92,44 @@ async def test_the_entry_counters_can_be_downgraded_and_upgraded_again_with_ledg
         await engine.dispose()
     assert tuple(counts) == (5_000_000, 1, 0)
     assert entries == 1
+
+
+READY = {"status": "ok", "database": "reachable"}
+
+
+async def _readyz(url: str, *, migrate_after_first: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """/readyz's status and body on an application built on the database at `url`; with `migrate_after_first`, asked
+    again after `migrate`."""
+    runtime = bootstrap(Settings(database_url=url))
+    answers = []
+    try:
+        transport = httpx.ASGITransport(app=build_app(runtime, run_worker=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for migrate in (False, True) if migrate_after_first else (False,):
+                if migrate:
+                    await upgrade_database(url)
+                response = await client.get("/readyz")
+                answers.append((response.status_code, response.json()))
+    finally:
+        await runtime.close()
+    return answers
+
+
+async def test_readyz_answers_503_until_the_database_is_migrated(any_database_url: str) -> None:
+    """A server started while the database was unreachable did not check its schema: the load balancer must not send
+    it requests, all of which would fail, while the database is reachable but not migrated."""
+    unmigrated, migrated = await _readyz(any_database_url, migrate_after_first=True)
+    assert unmigrated == (503, {"status": "unavailable", "database": "not migrated", "detail": (
+        "database schema is at revision none, this release needs 0007: run credits-graphql migrate")})
+    assert migrated == (200, READY)
+
+
+async def test_readyz_answers_200_on_a_schema_a_newer_release_migrated(any_database_url: str) -> None:
+    await upgrade_database(any_database_url)
+    engine = create_engine(any_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    finally:
+        await engine.dispose()
+    assert await _readyz(any_database_url) == [(200, READY)]

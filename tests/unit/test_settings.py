@@ -26,7 +26,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
 def test_empty_values_count_as_unset() -> None:
     settings = Settings.from_env({"CREDITS_ENV": "", "CREDITS_WORKER": "", "CREDITS_MIN_PURCHASE": "",
                                   "CREDITS_MAX_PURCHASE": " ", "CREDITS_RECHARGE_RETRY_SECONDS": "",
-                                  "CREDITS_GRAPHIQL": ""})
+                                  "CREDITS_GRAPHIQL": "", "CREDITS_DATABASE_URL": " "})
     assert settings == Settings.from_env({})
 
 
@@ -87,6 +87,12 @@ def test_min_equal_to_max_is_allowed() -> None:
         ("CREDITS_DATABASE_URL", "postgresql+asyncpg://app@db:notaport/credits"),
         ("CREDITS_DATABASE_URL", "sqlite+aiosqlite://"),
         ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:///:memory:"),
+        ("CREDITS_DATABASE_URL", "postgresql+asyncpg://app@db:99999/credits"),
+        ("CREDITS_DATABASE_URL", "postgresql+asyncpg://app@db:0/credits"),
+        ("CREDITS_DATABASE_URL", "postgresql+asyncpg://app@db/credits?sslmode=require"),
+        ("CREDITS_DATABASE_URL", "postgresql+asyncpg://app@db/credits?connect_timeout=5"),
+        ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:////nonexistent/dir/credits.db"),
+        ("CREDITS_DATABASE_URL", "sqlite+aiosqlite:////tmp"),
         ("CREDITS_DB_POOL_SIZE", "²"),
         ("CREDITS_DB_MAX_OVERFLOW", "٣"),
         ("CREDITS_SANDBOX_JOURNAL", "/nonexistent/dir/journal.db"),
@@ -144,6 +150,22 @@ def test_prod_turns_graphiql_and_introspection_on_only_when_asked(value: str) ->
 def test_the_database_url_is_stripped_of_surrounding_spaces() -> None:
     url = "sqlite+aiosqlite:////tmp/x.db"
     assert Settings.from_env({"CREDITS_DATABASE_URL": f"  {url} "}).database_url == url
+
+
+def test_sslmode_is_refused_with_a_hint_to_use_asyncpgs_ssl() -> None:
+    with pytest.raises(SettingsError, match="ssl=require"):
+        Settings.from_env({"CREDITS_DATABASE_URL": "postgresql+asyncpg://app@db/credits?sslmode=require"})
+
+
+def test_the_query_parameters_asyncpg_takes_are_accepted() -> None:
+    url = ("postgresql+asyncpg://app@/credits?ssl=verify-full&command_timeout=10"
+           "&prepared_statement_cache_size=0&host=db2:5433&host=db3:5434&target_session_attrs=read-write")
+    assert Settings.from_env({"CREDITS_DATABASE_URL": url}).database_url == url
+
+
+def test_a_sqlite_file_in_the_working_directory_or_as_a_uri_is_accepted() -> None:
+    for url in ("sqlite+aiosqlite:///credits.db", "sqlite+aiosqlite:///file:credits.db?uri=true"):
+        assert Settings.from_env({"CREDITS_DATABASE_URL": url}).database_url == url
 
 
 def test_the_access_log_is_on_in_dev_off_in_prod_unless_asked() -> None:
