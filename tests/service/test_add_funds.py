@@ -9,11 +9,12 @@ import pytest
 
 from credits_graphql.domain.errors import ErrorCode
 from credits_graphql.domain.ledger import EntryKind
-from credits_graphql.domain.money import MAX_BALANCE_MICROS
+from credits_graphql.domain.money import MAX_BALANCE_MICROS, Money
 from credits_graphql.domain.policy import Policy
 from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import accounts
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.payments import CardDetails, ChargeResult
 from tests.conftest import Clock, Org, make_org
 from tests.service.support import credit_in_one_entry, entries, fund, micros, open_account, reload, violation
 
@@ -88,6 +89,43 @@ async def test_a_declined_key_may_be_retried_with_a_card_replaced_at_the_same_in
     recorded = await fund(deps, org.id, account.id, "50", key="k")
     assert recorded.entry.amount_micros == micros("50")
     assert [token for token, _, _ in gateway.charges] == ["tok_chargeDeclined", "tok_visa"]
+
+
+class CardWithALimit:
+    """A gateway as strict as a real one: a key sent again with another card or amount is an error, a key is at most
+    255 characters, and this card declines charges over 1000."""
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+        self.charged: dict[str, tuple[str, Money]] = {}
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        if len(idempotency_key) > 255 or self.charged.setdefault(idempotency_key, (token, amount)) != (token, amount):
+            raise ValueError(f"idempotency key {idempotency_key!r} refused")
+        if amount.micros > micros("1000"):
+            return ChargeResult(succeeded=False, failure_reason="over the card's limit")
+        return await self.inner.charge(token, amount, idempotency_key)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return await self.inner.find_charge(idempotency_key)
+
+
+async def test_a_declined_key_may_be_retried_with_another_amount_on_the_same_card(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    deps = replace(deps, gateway=CardWithALimit(gateway))
+    account = await open_account(deps, org.id)
+    key = "k" * 255  # the longest key a client may send
+    with violation(ErrorCode.PAYMENT_DECLINED):
+        await fund(deps, org.id, account.id, "5000", key=key)
+
+    recorded = await fund(deps, org.id, account.id, "500", key=key)
+
+    assert recorded.entry.amount_micros == micros("500")
+    assert (await reload(deps, account.id)).balance_micros == micros("500")
+    assert [str(amount) for _, amount, _ in gateway.charges] == ["500.00 SEK"]
 
 
 async def test_a_declined_card_stays_declined_on_a_retry_with_the_same_card(deps: Deps, org: Org) -> None:

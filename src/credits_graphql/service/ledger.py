@@ -14,6 +14,7 @@ from credits_graphql.domain.ledger import (
     CreditService,
     EntryKind,
     LedgerEntry,
+    PaymentMethod,
     key_reused,
     replay,
     request_fingerprint,
@@ -107,15 +108,14 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
         micros = deps.policy.charge_micros(cmd.amount, account.currency, ErrorCode.INVALID_AMOUNT,
                                            ["input", "amount"])
         account.ensure_room_for(micros, ["input", "amount"])
-        if account.payment_method is None:
+        if (card := account.payment_method) is None:
             raise RuleViolation(ErrorCode.PAYMENT_METHOD_REQUIRED, "Add a payment method before adding funds.",
                                 ["input", "accountId"])
-        method = account.payment_method
-        # Another card gets another gateway key, so a retry after a decline is not answered with that decline.
         charge = await uow.funds_charges.add(FundsCharge(
             account_id=account.id, idempotency_key=cmd.idempotency_key, request_hash=fingerprint,
-            amount_micros=micros, currency=account.currency, payment_token=method.token,
-            gateway_key=f"funds:{account.id}:{method.fingerprint}:{cmd.idempotency_key}", created_at=deps.clock()))
+            amount_micros=micros, currency=account.currency, payment_token=card.token,
+            gateway_key=_funds_gateway_key(account.id, card, cmd.idempotency_key, fingerprint),
+            created_at=deps.clock()))
         await uow.commit()
     return charge
 
@@ -215,6 +215,14 @@ def _usage_fingerprint(service: CreditService, amount: str, minutes: int | None,
                        occurred_at: str | None) -> str:
     return request_fingerprint(op="recordUsage", service=service, amount=amount, minutes=minutes,
                                reference=reference, occurred_at=occurred_at)
+
+
+def _funds_gateway_key(account_id: int, card: PaymentMethod, key: str, fingerprint: str) -> str:
+    """The idempotency key of a new funds charge at the gateway; the charge's row keeps it, for every retry and the
+    worker. Another card, or another amount (a key may be tried again after a decline), is another charge: it is
+    not answered with that decline, and a gateway that refuses a key reused with other parameters never sees one.
+    A digest, so that it fits a gateway's limit (255 characters at Stripe) whatever the client's key."""
+    return f"funds:{account_id}:{request_fingerprint(card=card.fingerprint, key=key, request=fingerprint)[:40]}"
 
 
 async def _credit_of(uow: UnitOfWork, charge: FundsCharge, account: Account) -> Recorded:
