@@ -63,6 +63,15 @@ async def test_a_get_of_several_operations_needs_an_operation_name_like_a_post(
     assert (await gql("{ accounts { totalCount } }"))["accounts"]["totalCount"] == 0
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_other_methods_are_not_allowed_whoever_asks(http: httpx.AsyncClient, org: Org, method: str) -> None:
+    for headers in ({}, {"Authorization": f"Bearer {org.admin}"}):
+        response = await http.request(method, "/graphql", headers=headers, json={"query": "{ __typename }"})
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == "GET, POST"
+        assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["METHOD_NOT_ALLOWED"]
+
+
 async def test_a_browser_gets_graphiql_without_a_key(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200

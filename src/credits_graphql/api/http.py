@@ -51,6 +51,9 @@ _STATUS_CODES = {400: "BAD_REQUEST", 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405
                  413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: rate_limit.RATE_LIMITED}
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST"})
+
+
 class HTTPError(HTTPException):
     def __init__(self, status_code: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code, reason)
@@ -111,6 +114,9 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
     async def _run(self, request: Request) -> Response:
         """A prepared request (api/prepared_request.py) goes straight to its execution; anything else the full
         way, Strawberry's."""
+        if request.method not in _METHODS:  # whoever asks: the method is wrong before the key is looked at
+            raise HTTPError(405, f"{request.method} is not served here: GET for queries, POST for any operation.",
+                            {"Allow": "GET, POST"})
         token = bearer_token(request)
         prepared = await self._prepared(request) if token else None
         if prepared is None:
