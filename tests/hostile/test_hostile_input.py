@@ -453,6 +453,15 @@ async def test_a_page_size_variable_left_out_costs_its_default_and_sent_as_null_
         assert codes_of(response) == codes, (variables, response.text[:300])
 
 
+async def test_a_page_size_sent_as_a_float_is_measured_as_the_integer_it_runs_as(
+        http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
+    query = "query($f: Int) " + NESTED_PAGES.replace("FIRST", "$f")  # left out: 20 + 20 * 20 = 420
+    for variables, codes in [({}, []), ({}, []), ({"f": 100.0}, ["QUERY_COST_EXCEEDED"]), ({"f": 10.0}, [])]:
+        response = await http.post("/graphql", json={"query": query, "variables": variables}, headers=auth(org))
+        assert response.status_code == 200, response.text
+        assert codes_of(response) == codes, (variables, response.text[:300])
+
+
 FRAGMENTED_COSTLY_QUERY = """{ accounts { ...AccountPage } }
 fragment AccountPage on AccountConnection { edges { node { transactions { ...Page } } } }
 fragment Page on TransactionConnection { edges { node { account { transactions { ... on TransactionConnection {

@@ -191,6 +191,8 @@ class _Measurer:
             return DEFAULT_PAGE_SIZE if "edges" in self.field_names(field.selection_set) else None
         value = argument.value
         given = self.variables.get(value.name.value) if isinstance(value, VariableNode) else None
+        if isinstance(given, float) and given.is_integer():
+            given = int(given)  # graphql-core takes 100.0 for an Int
         if isinstance(value, IntValueNode):
             size = int(value.value)
         elif isinstance(value, NullValueNode) or (isinstance(value, VariableNode) and given is None):
@@ -371,10 +373,10 @@ def limit_error(document: DocumentNode, operation_name: str | None, variables: M
             return exceeded
         return None
 
-    # The measure depends on the document and on integer and null variables only (page sizes; a null one is not
+    # The measure depends on the document and on number and null variables only (page sizes; a null one is not
     # one left out, which takes its declared default).
     key = (id(document), operation_name, limits,
-           frozenset((name, value) for name, value in given.items() if value is None or type(value) is int))
+           frozenset((name, value) for name, value in given.items() if value is None or type(value) in (int, float)))
     try:
         if (exceeded := _VERDICTS.get(document, key, verdict)) is not None:
             raise exceeded
