@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -57,20 +58,23 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
 
     async def readyz(_: Request) -> JSONResponse:
         nonlocal schema_seen_ready
-        problem = None
+        state = problem = None
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS), runtime.engine.connect() as connection:
-                if schema_seen_ready:
-                    await connection.execute(text("SELECT 1"))
-                else:
-                    problem = revision_problem(await current_revision(connection))
+                await connection.execute(text("SELECT 1"))
+                if not schema_seen_ready:
+                    try:
+                        if (problem := revision_problem(await current_revision(connection))) is not None:
+                            state = "not migrated"
+                    except DBAPIError as error:  # the database answers, but not with its revision
+                        log.warning("the schema's revision could not be read: %s", error.orig)
+                        state, problem = "schema unreadable", "the schema's revision could not be read (see the log)"
         except Exception as error:
             log.warning("readiness check failed: %s", type(error).__name__)
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-        if problem is not None:
+        if state is not None:
             log.warning("not ready: %s", problem)
-            return JSONResponse({"status": "unavailable", "database": "not migrated", "detail": problem},
-                                status_code=503)
+            return JSONResponse({"status": "unavailable", "database": state, "detail": problem}, status_code=503)
         schema_seen_ready = True
         return JSONResponse({"status": "ok", "database": "reachable"})
 

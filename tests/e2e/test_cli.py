@@ -265,6 +265,27 @@ def test_migrate_on_a_database_a_newer_release_migrated_warns_changes_nothing_an
     assert _schema(any_database_url) == before
 
 
+async def test_a_schema_revision_that_cannot_be_read_stops_a_command_with_one_line_and_a_server_waits(
+        tmp_path: Path, sqlite_url: str, launch: Launcher) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    with sqlite3.connect(make_url(sqlite_url).database or "") as connection:  # a view over a table that is gone
+        connection.execute("ALTER TABLE alembic_version RENAME TO alembic_version_kept")
+        connection.execute("CREATE VIEW alembic_version AS SELECT version_num FROM gone")
+
+    result = run_cli("list-api-keys", "--org", "1", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.error_lines == ["credits-graphql: error: could not read the database schema's revision: no such "
+                                  "table: main.gone"], result.stderr
+
+    server = start_server(launch, {**env, "CREDITS_ENV": "prod"})
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        ready = await client.get("/readyz")
+    assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "database": "schema unreadable",
+                                                       "detail": "the schema's revision could not be read (see the "
+                                                                 "log)"})
+    assert server.process.terminate() == 0, server.process.describe()
+
+
 def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgres_url: str) -> None:
     result = run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr

@@ -71,18 +71,21 @@ def upgrade_sync(url: str) -> None:
 
 
 def schema_problem(url: str, *, wait_if_unreachable: bool = False) -> str | None:
-    """Why the code cannot run on the database at `url` (its schema is behind this release's), or None. A database
-    that cannot be reached raises DatabaseUnreachable, unless `wait_if_unreachable` (a server or a worker, which
-    waits for it as it always has): then it is not checked (logged).
+    """Why the code cannot run on the database at `url` (its schema is behind this release's, or its revision cannot
+    be read), or None. A database that cannot be reached raises DatabaseUnreachable. With `wait_if_unreachable` (a
+    server or a worker, which waits for its database as it always has), neither is checked (logged).
     Runs on a thread of its own, so it can be called inside a running event loop (uvicorn's app factory is)."""
     with ThreadPoolExecutor(max_workers=1) as thread:
         try:
             return thread.submit(asyncio.run, _schema_problem(url)).result()
-        except DatabaseUnreachable as error:
-            if not wait_if_unreachable:
+        except (DatabaseUnreachable, OSError, DBAPIError) as error:
+            reason = error.orig if isinstance(error, DBAPIError) else error
+            if wait_if_unreachable:
+                log.warning("could not read the database schema's revision, not checked: %s", reason)
+                return None
+            if isinstance(error, DatabaseUnreachable):
                 raise
-            log.warning("could not read the database schema's revision, not checked: %s", error)
-            return None
+            return f"could not read the database schema's revision: {reason}"
 
 
 async def _schema_problem(url: str) -> str | None:
