@@ -117,9 +117,10 @@ async def release(deps: Deps, claim: Claim) -> bool:
         if (attempt is None or attempt.status is not recharge.AttemptStatus.PENDING
                 or attempt.lease_expires_at != claim.attempt.lease_expires_at):
             return False
-        # A taken-over attempt stays claimed, its lease ended: the first worker's charge may still go through, so
-        # the next worker looks it up first, and saved settings do not change the amount it was charged.
-        attempt.lease_expires_at = deps.clock() if claim.reclaimed else None
+        # A taken-over attempt stays claimed, its lease ended (at its creation: long past on every worker's clock):
+        # the first worker's charge may still go through, so the next worker looks it up first, and saved settings
+        # do not change the amount it was charged.
+        attempt.lease_expires_at = attempt.created_at if claim.reclaimed else None
         await uow.attempts.save(attempt)
         await uow.commit()
     return True
