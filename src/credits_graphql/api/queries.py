@@ -80,7 +80,7 @@ class Query:
         account = await _account(info, account_id)
         if account is None:
             return None
-        return await transactions_of(info, account.id, first, after, kinds)
+        return await transactions_of(info, account, first, after, kinds)
 
     @strawberry.field(extensions=[allowed(Action.READ_AUDIT_TRAIL)],
                       description="The organization's audit trail of mutations, newest first. ADMIN only.")

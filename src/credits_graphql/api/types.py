@@ -190,7 +190,7 @@ class AccountNode(relay.Node):
     @strawberry.field(description="Newest first.")
     async def transactions(self, info: Info[Context, None], first: int | None = None, after: str | None = None,
                            kinds: list[ledger.EntryKind] | None = None) -> connections.Connection[TransactionNode]:
-        return await transactions_of(info, self.model.id, first, after, kinds)
+        return await transactions_of(info, self.model, first, after, kinds)
 
     @strawberry.field(description="Newest first.")
     async def recharge_attempts(self, info: Info[Context, None], first: int | None = None,
@@ -250,14 +250,17 @@ class TransactionNode(relay.Node):
         return self.model.created_at
 
 
-async def transactions_of(info: Info[Context, None], account_id: int, first: int | None, after: str | None,
+async def transactions_of(info: Info[Context, None], account: ledger.Account, first: int | None, after: str | None,
                           kinds: list[ledger.EntryKind] | None) -> connections.Connection[TransactionNode]:
     # One list whatever `kinds`: a cursor marks a place in the account's history, which a filter only thins.
-    listed = f"transactions.{account_id}"
+    listed = f"transactions.{account.id}"
     deps, limit, before = info.context.deps, connections.page_size(first), connections.after_id(after, listed)
-    page = await queries.entries_page(deps, account_id, kinds, before, limit)
-    return connections.build(page.items, page.has_next, after, listed, _row_id, TransactionNode.of,
-                             lambda: queries.count_entries(deps, account_id, kinds))
+    page = await queries.entries_page(deps, account.id, kinds, before, limit)
+
+    async def total() -> int:  # the account as this request read it counts its entries by kind: no statement
+        return account.count_entries(kinds)
+
+    return connections.build(page.items, page.has_next, after, listed, _row_id, TransactionNode.of, total)
 
 
 def _row_id(row: ledger.LedgerEntry | recharge.RechargeAttempt) -> int:
