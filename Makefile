@@ -66,4 +66,4 @@ schema: install
 	$(BIN)/credits-graphql export-schema > schema.graphql
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis credits.db credits.db-wal credits.db-shm
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis credits.db credits.db-wal credits.db-shm credits.db-writer
