@@ -11,8 +11,10 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from sqlalchemy.engine import make_url
 from strawberry.printer import print_schema
 
 from credits_graphql.api.schema import schema
@@ -144,7 +146,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     waits = args.command == "worker" or (args.command == "serve" and not settings.is_dev)
     if args.command != "migrate" and (
             problem := schema_problem(settings.database_url, wait_if_unreachable=waits)):
-        _fail(problem)
+        _fail(f"{problem} ({_database_of(settings.database_url)})")
     if args.command == "migrate":
         asyncio.run(_migrate(settings.database_url))
     elif args.command == "serve":
@@ -153,6 +155,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         asyncio.run(_run_worker(settings))
     else:
         asyncio.run(_with_runtime(settings, lambda runtime: _admin_command(runtime, args)))
+
+
+def _database_of(url: str) -> str:
+    """The database a command found wanting, as an operator would look for it: run from another directory, the
+    default `./credits.db` is another file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return f"CREDITS_DATABASE_URL: the SQLite file {Path(parsed.database).resolve()}"
+    return f"CREDITS_DATABASE_URL: {parsed.render_as_string(hide_password=True)}"
 
 
 def _fail(message: str, *, status: int = 2) -> NoReturn:

@@ -195,8 +195,19 @@ def test_a_command_on_an_unmigrated_database_stops_with_a_one_line_error_saying_
     result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
-                                  "needs 0007: run credits-graphql migrate"], result.stderr
+                                  "needs 0007: run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
+                                  f"{(tmp_path / 'c.db').resolve()})"], result.stderr
     assert "serving" not in result.stdout
+
+
+def test_a_command_run_from_another_directory_names_the_database_file_it_found_unmigrated(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli("create-api-key", "--org", "1", "--role", "ADMIN", env=cli_env(""), cwd=elsewhere)
+    assert result.returncode == 2, result.stderr
+    [line] = result.error_lines
+    assert line.endswith(f"run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
+                         f"{(elsewhere / 'credits.db').resolve()})"), line
 
 
 def _set_revision(database: Path, revision: str) -> None:
@@ -213,7 +224,8 @@ def test_a_database_behind_the_release_is_refused_until_it_is_migrated_and_one_a
     behind = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
     assert behind.returncode == 2, behind.stderr
     assert behind.error_lines == ["credits-graphql: error: database schema is at revision 0003, this release "
-                                  "needs 0007: run credits-graphql migrate"], behind.stderr
+                                  "needs 0007: run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
+                                  f"{(tmp_path / 'c.db').resolve()})"], behind.stderr
 
     _set_revision(tmp_path / "c.db", "0099")
     ahead = run_cli("create-org", "Acme", env=env, cwd=tmp_path)
@@ -275,7 +287,8 @@ async def test_a_schema_revision_that_cannot_be_read_stops_a_command_with_one_li
     result = run_cli("list-api-keys", "--org", "1", env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: could not read the database schema's revision: no such "
-                                  "table: main.gone"], result.stderr
+                                  "table: main.gone (CREDITS_DATABASE_URL: the SQLite file "
+                                  f"{(tmp_path / 'c.db').resolve()})"], result.stderr
 
     server = start_server(launch, {**env, "CREDITS_ENV": "prod"})
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
@@ -290,7 +303,8 @@ def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgr
     result = run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
-                                  "needs 0007: run credits-graphql migrate"], result.stderr
+                                  "needs 0007: run credits-graphql migrate (CREDITS_DATABASE_URL: "
+                                  f"{postgres_url})"], result.stderr
     assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
     assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
 
