@@ -28,6 +28,8 @@ from credits_graphql.settings import Settings, SettingsError
 from credits_graphql.store.migrate import DatabaseUnreachable, schema_problem, upgrade_database
 
 T = TypeVar("T")
+# Alembic logs how it reads a schema's revision at INFO: news for `migrate`, noise on every other command's check.
+_SCHEMA_CHECK_LOGGER = "alembic.runtime.migration"
 PROG = "credits-graphql"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_ID = 2**63 - 1  # ids are 64-bit integer columns
@@ -129,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(print_schema(schema))
         return
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if args.command != "migrate":
+        logging.getLogger(_SCHEMA_CHECK_LOGGER).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
     except SettingsError as error:
@@ -327,6 +331,7 @@ def _log_config() -> dict[str, Any]:
     config["handlers"]["credits"] = {"class": "logging.StreamHandler", "formatter": "credits",
                                      "stream": "ext://sys.stderr"}
     config["root"] = {"handlers": ["credits"], "level": "INFO"}
+    config["loggers"][_SCHEMA_CHECK_LOGGER] = {"level": "WARNING"}
     return config
 
 

@@ -210,6 +210,13 @@ def test_a_command_run_from_another_directory_names_the_database_file_it_found_u
                          f"{(elsewhere / 'credits.db').resolve()})"), line
 
 
+def test_a_command_on_a_migrated_database_writes_nothing_to_stderr(tmp_path: Path, sqlite_url: str) -> None:
+    env = cli_env(migrated(sqlite_url, tmp_path))
+    for args in (["create-org", "Acme"], ["list-api-keys", "--org", "1"], ["check-ledger"]):
+        result = run_cli(*args, env=env, cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (0, ""), args
+
+
 def _set_revision(database: Path, revision: str) -> None:
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
