@@ -512,6 +512,14 @@ async def test_a_fragment_bomb_is_answered_at_once(
     assert elapsed < 10, f"{elapsed:.2f} s for a 1.3 kB document"
 
 
+async def test_a_nested_page_size_out_of_range_is_bad_user_input_not_a_cost(
+        http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
+    query = "query($n: Int) { accounts(first: 100) { edges { node { transactions(first: $n) { totalCount } } } } }"
+    response = await http.post("/graphql", json={"query": query, "variables": {"n": 101}}, headers=auth(org))
+    assert response.status_code == 200, response.text
+    assert set(codes_of(response)) == {"BAD_USER_INPUT"}
+
+
 # --- arguments: page sizes, ids, cursors, strings ------------------------------------------------------
 
 

@@ -201,8 +201,9 @@ class _Measurer:
             size = given
         else:
             size = MAX_PAGE_SIZE
-        # A size out of range is the resolver's BAD_USER_INPUT; it never costs more than the largest page.
-        return min(max(size, 0), MAX_PAGE_SIZE)
+        # A size out of range is the resolver's BAD_USER_INPUT, before it reads anything: it costs no items (measured
+        # at 100, a nested `first: 101` answered QUERY_COST_EXCEEDED where the contract says BAD_USER_INPUT).
+        return size if 0 <= size <= MAX_PAGE_SIZE else 0
 
     def field_names(self, selection_set: SelectionSetNode) -> frozenset[str]:
         """Names of the fields selected directly, through fragments too."""
