@@ -78,7 +78,7 @@ def check(document_operations: list[OperationDefinitionNode], fragments: Mapping
           variables: Mapping[str, Any], limits: QueryLimits) -> None:
     """Raises LimitExceeded for the first limit the operations break."""
     for operation in document_operations:
-        measure = _Measurer(fragments, _as_run(operation, variables)).selections(operation.selection_set)
+        measure = _Measurer(fragments, variables_as_run(operation, variables)).selections(operation.selection_set)
         if measure.depth > limits.max_depth:
             raise LimitExceeded(TOO_COMPLEX, f"The query nests {measure.depth} levels deep; the limit is "
                                 f"{limits.max_depth}.")
@@ -90,12 +90,12 @@ def check(document_operations: list[OperationDefinitionNode], fragments: Mapping
                                 f"{limits.max_cost}. Ask for smaller pages (first) or fewer nested lists.")
 
 
-def _as_run(operation: OperationDefinitionNode, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+def variables_as_run(operation: OperationDefinitionNode, variables: Mapping[str, Any]) -> dict[str, Any]:
     """The variables the operation runs with: an omitted one takes the default the operation declares."""
     defaults = {definition.variable.name.value: value_from_ast_untyped(definition.default_value)
                 for definition in operation.variable_definitions or ()
                 if definition.default_value is not None and definition.variable.name.value not in variables}
-    return {**defaults, **variables} if defaults else variables
+    return {**defaults, **variables}
 
 
 def check_size(document: DocumentNode, limits: QueryLimits) -> None:

@@ -43,7 +43,7 @@ from credits_graphql.api.context import Context
 from credits_graphql.api.errors import FORBIDDEN
 from credits_graphql.api.ids import account_row_id, another_lists_cursor, cursor_list, decode_id
 from credits_graphql.api.inputs import check_batch_size
-from credits_graphql.api.limits import PerDocument, fragments_of
+from credits_graphql.api.limits import PerDocument, fragments_of, variables_as_run
 from credits_graphql.api.permissions import Allowed
 from credits_graphql.api.prepared import chosen_operation
 from credits_graphql.service.unit_of_work import AuditOutcome
@@ -105,13 +105,9 @@ class _Mutation:
         self.schema = schema
         self.operation = operation
         self.fragments = fragments
-        # As the operation will run: the variables given, else their defaults. Not coerced yet: a value of the
-        # wrong type is skipped here, and refused when the variables are coerced, before anything runs.
-        self.variables = dict(variables)
-        for definition in operation.variable_definitions or ():
-            name = definition.variable.name.value
-            if name not in self.variables and definition.default_value is not None:
-                self.variables[name] = value_from_ast_untyped(definition.default_value)
+        # Not coerced yet: a value of the wrong type is skipped here, and refused when the variables are coerced,
+        # before anything runs.
+        self.variables = variables_as_run(operation, variables)
 
     def root_fields(self) -> list[tuple[FieldNode, GraphQLField]]:
         mutation_type = self.schema._schema.mutation_type
