@@ -45,7 +45,7 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
     deps = replace(runtime.deps, recharge_created=worker.wake) if worker else runtime.deps
     limits = QueryLimits(max_depth=settings.max_query_depth, max_aliases=settings.max_query_aliases,
                          max_tokens=settings.max_query_tokens, max_cost=settings.max_query_cost,
-                         max_selections=settings.max_query_selections)
+                         max_selections=settings.max_query_selections, max_pages=settings.max_query_pages)
     schema = build_schema(introspection=settings.introspection, field_suggestions=settings.field_suggestions,
                           limits=limits)
     endpoint = GraphQLEndpoint(schema, deps, graphiql=settings.graphiql,

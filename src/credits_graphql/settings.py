@@ -57,6 +57,7 @@ class Settings:
     max_query_tokens: int = 5000
     max_query_cost: int = 5000
     max_query_selections: int = 500
+    max_query_pages: int = 250
     cors_origins: tuple[str, ...] = ()
     recharge_lease: timedelta = timedelta(seconds=60)
     db_pool_size: int = 16  # see README, Pool sizing: a request holds its connection while GraphQL runs
@@ -99,6 +100,7 @@ class Settings:
             max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),
             max_query_cost=_limit(env, "CREDITS_MAX_QUERY_COST", 5000),
             max_query_selections=_limit(env, "CREDITS_MAX_QUERY_SELECTIONS", 500),
+            max_query_pages=_limit(env, "CREDITS_MAX_QUERY_PAGES", 250),
             cors_origins=_origins(env, "CREDITS_CORS_ORIGINS"),
             recharge_lease=timedelta(seconds=_count(env, "CREDITS_RECHARGE_LEASE_SECONDS", 60, minimum=1)),
             db_pool_size=pool_size,
