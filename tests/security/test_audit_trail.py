@@ -143,7 +143,12 @@ async def test_only_admins_read_the_audit_trail_and_only_their_organizations(
     for key in (org.reader, org.usage_writer):
         response = await gql.post(AUDIT, key=key)
         assert response.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-        assert response.json()["data"] is None
+        assert response.json()["data"] == {"auditEvents": None}
+    # A dashboard asking for accounts and the audit trail in one query still gets its accounts with a READER key.
+    dashboard = "{ accounts { totalCount } auditEvents { totalCount } }"
+    response = await gql.post(dashboard, key=org.reader)
+    assert [error["path"] for error in response.json()["errors"]] == [["auditEvents"]]
+    assert response.json()["data"] == {"accounts": {"totalCount": 1}, "auditEvents": None}
     other = await make_org(deps, "Globex")
     assert (await gql(AUDIT, key=other.admin))["auditEvents"] == {
         "totalCount": 0, "pageInfo": {"hasNextPage": False, "endCursor": None}, "edges": []}

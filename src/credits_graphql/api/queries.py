@@ -83,9 +83,11 @@ class Query:
         return await transactions_of(info, account, first, after, kinds)
 
     @strawberry.field(extensions=[allowed(Action.READ_AUDIT_TRAIL)],
-                      description="The organization's audit trail of mutations, newest first. ADMIN only.")
+                      description="The organization's audit trail of mutations, newest first. ADMIN only: "
+                                  "for another role, null with a FORBIDDEN error, and the rest of the query "
+                                  "answered.")
     async def audit_events(self, info: Info[Context, None], first: int | None = None,
-                           after: str | None = None) -> connections.Connection[AuditEventNode]:
+                           after: str | None = None) -> connections.Connection[AuditEventNode] | None:
         deps, org_id = info.context.deps, info.context.org_id
         listed = f"auditEvents.{org_id}"
         page = await audit.audit_page(deps, org_id, connections.after_id(after, listed),
