@@ -351,11 +351,29 @@ async def test_a_document_too_large_to_validate_cheaply_is_refused_before_valida
 async def test_a_mutation_selecting_one_field_too_many_times_is_refused_and_moves_no_money(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
     before = await snapshot(gql, funded_id)
-    query = f"mutation {{ {add_funds(funded_id, selection='userErrors { code } ' + '__typename ' * 11)} }}"
+    query = f"mutation {{ {add_funds(funded_id, selection='userErrors { code } ' + '__typename ' * 51)} }}"
     response = await http.post("/graphql", json={"query": query}, headers=auth(org))
     assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
-    assert "selects `__typename` 11 times in one selection; the limit is 10" in messages_of(response)[0]
+    assert "selects `__typename` 51 times in one selection; the limit is 50" in messages_of(response)[0]
+    query = f"mutation {{ {add_funds(funded_id, selection='userErrors { code } ' + 'a: account { id } ' * 11)} }}"
+    response = await http.post("/graphql", json={"query": query}, headers=auth(org))
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    assert "selects `a` 11 times in one selection; the limit is 10" in messages_of(response)[0]
     await unchanged(gql, funded_id, before)
+
+
+async def test_a_page_of_many_colocated_fragments_each_adding_typename_and_id_is_served(
+        gql: GraphQLClient, funded_id: str) -> None:
+    # Apollo adds __typename, and Relay id, to each fragment: an account page of 12 fragments names each 13 times.
+    fields = ["name", "status", "createdAt", "currencyCode", "balance { available { amount } }",
+              "rechargeSettings { status }", "paymentMethod { last4 }", "transactions { totalCount }",
+              "rechargeAttempts { totalCount }", "balance { belowTrigger }", "name", "status"]
+    fragments = " ".join(f"fragment F{n} on Account {{ __typename id {field} }}" for n, field in enumerate(fields))
+    spreads = " ".join(f"...F{n}" for n in range(len(fields)))
+    data = await gql(f"query($id: ID!) {{ account(id: $id) {{ __typename id {spreads} }} }} {fragments}",
+                     {"id": funded_id})
+    assert data["account"]["id"] == funded_id
+    assert data["account"]["transactions"]["totalCount"] == 1
 
 
 async def test_documents_at_the_size_limits_are_served(gql: GraphQLClient, funded_id: str) -> None:
