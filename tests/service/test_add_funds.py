@@ -128,6 +128,47 @@ async def test_a_declined_key_may_be_retried_with_another_amount_on_the_same_car
     assert [str(amount) for _, amount, _ in gateway.charges] == ["500.00 SEK"]
 
 
+class CardFundedLater:
+    """A gateway that answers a key it has seen with its first result, and a card that declines until funded."""
+
+    def __init__(self, inner: SandboxGateway) -> None:
+        self.inner = inner
+        self.funded = False
+        self.answers: dict[str, ChargeResult] = {}
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        if idempotency_key not in self.answers:
+            self.answers[idempotency_key] = (await self.inner.charge(token, amount, idempotency_key) if self.funded
+                                             else ChargeResult(succeeded=False, failure_reason="insufficient funds"))
+        return self.answers[idempotency_key]
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return self.answers.get(idempotency_key)
+
+
+async def test_a_declined_request_retried_with_its_key_charges_the_card_again(
+        deps: Deps, org: Org, gateway: SandboxGateway) -> None:
+    card = CardFundedLater(gateway)
+    deps = replace(deps, gateway=card)
+    account = await open_account(deps, org.id)
+    for _ in range(2):
+        with violation(ErrorCode.PAYMENT_DECLINED):
+            await fund(deps, org.id, account.id, "50", key="invoice-7")
+    card.funded = True  # the customer tops up the card, and the client sends the same request again
+
+    recorded = await fund(deps, org.id, account.id, "50", key="invoice-7")
+    again = await fund(deps, org.id, account.id, "50", key="invoice-7")
+
+    assert recorded.entry.amount_micros == micros("50")
+    assert again.entry.id == recorded.entry.id
+    assert (await reload(deps, account.id)).balance_micros == micros("50")
+    assert [str(amount) for _, amount, _ in gateway.charges] == ["50.00 SEK"]
+    assert len(card.answers) == 3  # two declines, one charge: the replay charged nothing
+
+
 async def test_a_declined_card_stays_declined_on_a_retry_with_the_same_card(deps: Deps, org: Org) -> None:
     account = await open_account(deps, org.id, token="tok_chargeDeclined")
     for _ in range(2):

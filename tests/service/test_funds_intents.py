@@ -174,13 +174,13 @@ async def test_a_decline_found_by_the_worker_records_nothing_and_leaves_the_key_
     assert (declined.status, declined.failure_reason) == (FundsChargeStatus.DECLINED, "card declined")
     assert await entries(deps, account.id) == []
 
-    with violation(ErrorCode.PAYMENT_DECLINED):  # the same card: the gateway answers its first result
+    with violation(ErrorCode.PAYMENT_DECLINED):  # the same card is tried again, and declines again
         await fund(deps, org.id, account.id, "50")
     await accounts.update_payment_method(deps, org.id, account.id, "tok_visa")
     recorded = await fund(deps, org.id, account.id, "50")
     assert recorded.entry.idempotency_key == "fund-1"
     assert (await reload(deps, account.id)).balance_micros == micros("50")
-    assert [result.succeeded for _, _, result in gateway.charges] == [False, True]
+    assert [result.succeeded for _, _, result in gateway.charges] == [False, False, True]
 
 
 async def test_another_amount_under_a_key_whose_charge_is_in_flight_is_key_reuse(

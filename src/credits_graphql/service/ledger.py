@@ -114,7 +114,8 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
         charge = await uow.funds_charges.add(FundsCharge(
             account_id=account.id, idempotency_key=cmd.idempotency_key, request_hash=fingerprint,
             amount_micros=micros, currency=account.currency, payment_token=card.token,
-            gateway_key=_funds_gateway_key(account.id, card, cmd.idempotency_key, fingerprint),
+            gateway_key=_funds_gateway_key(account.id, card, cmd.idempotency_key, fingerprint,
+                                           await uow.funds_charges.count_by_key(account.id, cmd.idempotency_key)),
             created_at=deps.clock()))
         await uow.commit()
     return charge
@@ -217,12 +218,14 @@ def _usage_fingerprint(service: CreditService, amount: str, minutes: int | None,
                                reference=reference, occurred_at=occurred_at)
 
 
-def _funds_gateway_key(account_id: int, card: PaymentMethod, key: str, fingerprint: str) -> str:
+def _funds_gateway_key(account_id: int, card: PaymentMethod, key: str, fingerprint: str, declined: int) -> str:
     """The idempotency key of a new funds charge at the gateway; the charge's row keeps it, for every retry and the
-    worker. Another card, or another amount (a key may be tried again after a decline), is another charge: it is
-    not answered with that decline, and a gateway that refuses a key reused with other parameters never sees one.
-    A digest, so that it fits a gateway's limit (255 characters at Stripe) whatever the client's key."""
-    return f"funds:{account_id}:{request_fingerprint(card=card.fingerprint, key=key, request=fingerprint)[:40]}"
+    worker. A key may be tried again after a decline (`declined` charges of it so far, none in flight or credited):
+    that is another charge, which the gateway is asked to make, not to answer with the decline; the same for another
+    card or amount, so a gateway that refuses a key reused with other parameters never sees one. A digest, so
+    that it fits a gateway's limit (255 characters at Stripe) whatever the client's key."""
+    digest = request_fingerprint(card=card.fingerprint, key=key, request=fingerprint, declined=declined)
+    return f"funds:{account_id}:{digest[:40]}"
 
 
 async def _credit_of(uow: UnitOfWork, charge: FundsCharge, account: Account) -> Recorded:

@@ -155,6 +155,9 @@ class FundsChargeRepository(Protocol):
     async def by_key(self, account_id: int, idempotency_key: str, status: FundsChargeStatus) -> FundsCharge | None:
         """The account's charge with this key and status: a key has at most one PENDING and one SUCCEEDED."""
         ...
+    async def count_by_key(self, account_id: int, idempotency_key: str) -> int:
+        """How many charges the account has with this key, of any status."""
+        ...
     async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
         """The oldest PENDING charge written before `created_before` whose lease is free, locked and
         skipped by other workers."""

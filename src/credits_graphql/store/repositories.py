@@ -491,6 +491,10 @@ class SqlFundsChargeRepository:
             funds_charges.c.account_id == account_id, funds_charges.c.idempotency_key == idempotency_key,
             funds_charges.c.status == status))
 
+    async def count_by_key(self, account_id: int, idempotency_key: str) -> int:
+        return await _count(self._connection, select(func.count()).where(
+            funds_charges.c.account_id == account_id, funds_charges.c.idempotency_key == idempotency_key))
+
     async def next_stale(self, created_before: datetime, now: datetime) -> FundsCharge | None:
         lease = funds_charges.c.lease_expires_at
         return await self._one(
