@@ -235,6 +235,20 @@ async def test_the_worker_looks_cancelled_charges_up_on_its_first_pass_and_then_
     assert spy.calls == []
 
 
+async def test_a_worker_whose_clock_is_stepped_back_reconciles_at_once_not_after_the_step(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    _, never_charged = await _recharge_cancelled_before_its_charge(deps, org, gateway, clock)
+    worker_deps, spy = recording(deps, gateway)
+    worker = RechargeWorker(worker_deps, poll_seconds=3600)
+    await worker.run_once()
+    assert spy.lookups == [recharges.gateway_key(never_charged)]
+
+    clock.advance(seconds=-2 * 3600)  # NTP corrects a clock that ran two hours ahead
+    await worker.run_once()
+
+    assert spy.lookups == [recharges.gateway_key(never_charged)] * 2
+
+
 async def test_a_stopping_worker_makes_no_lookups(deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
     await _recharge_cancelled_before_its_charge(deps, org, gateway, clock)
     worker_deps, spy = recording(deps, gateway)

@@ -83,7 +83,11 @@ class RechargeWorker:
 
     async def _reconcile_if_due(self) -> None:
         now = self._deps.clock()
-        if self._stopping.is_set() or (self._next_reconciliation is not None and now < self._next_reconciliation):
+        due = self._next_reconciliation
+        # A clock stepped back (NTP, a restored VM) would otherwise silence reconciliation and the clock check for
+        # as long as the step, and the look-back window could pass the charges it is there to find.
+        stepped_back = due is not None and now < due - reconciliation.RECONCILE_EVERY
+        if self._stopping.is_set() or (due is not None and now < due and not stepped_back):
             return
         await clock_check.warn_on_clock_skew(self._deps)
         reconciled = await reconciliation.reconcile_cancelled(self._deps, since=now - reconciliation.RECONCILE_WINDOW)
