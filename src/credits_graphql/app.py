@@ -26,6 +26,7 @@ from credits_graphql.api.limits import QueryLimits
 from credits_graphql.api.request_guard import RequestGuard
 from credits_graphql.api.schema import build_schema
 from credits_graphql.bootstrap import Runtime, bootstrap
+from credits_graphql.service import clock_check
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, WorkerMode
@@ -80,13 +81,21 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(worker.run(), name="recharge-worker") if worker else None
+        if worker:  # it checks the clock itself
+            task = asyncio.create_task(worker.run(), name="recharge-worker")
+        else:
+            await clock_check.check_quietly(deps)
+            task = asyncio.create_task(clock_check.check_now_and_then(deps), name="clock-check")
         try:
             yield
         finally:
-            if worker and task:
+            if worker:
                 worker.stop()
                 await task
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.close()
 
     app = Starlette(

@@ -160,6 +160,32 @@ async def test_the_worker_charges_a_due_attempt_and_credits_one_auto_recharge(
     assert len(spy.calls) == 1
 
 
+async def test_a_recharge_started_on_a_host_whose_clock_runs_ahead_is_charged_by_the_worker_at_once(
+        deps: Deps, org: Org, clock: Clock) -> None:
+    api_host = replace(deps, clock=lambda: clock.now + timedelta(minutes=10))
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(api_host, org.id, account_id, amount="100", trigger="20")
+    await use(api_host, org.id, account_id, "35", "u1")  # 15 left: below the trigger
+
+    assert await recharges.run_due(deps) == 1  # the worker's clock is right: not ten minutes later
+    assert (await reload(deps, account_id)).balance_micros == micros("115")
+
+
+async def test_a_new_card_saved_on_a_host_whose_clock_runs_ahead_makes_the_waiting_retry_due_at_once(
+        deps: Deps, org: Org, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await use(deps, org.id, account_id, "35", "u1")
+    assert await recharges.run_due(deps) == 1  # declined: a retry waits 60 s
+
+    api_host = replace(deps, clock=lambda: clock.now + timedelta(minutes=10))
+    await accounts.update_payment_method(api_host, org.id, account_id, "tok_visa")
+
+    assert await recharges.run_due(deps) == 1
+    assert (await reload(deps, account_id)).balance_micros == micros("115")
+
+
 async def test_a_declined_recharge_fails_and_schedules_a_retry_after_the_back_off(
         deps: Deps, org: Org, clock: Clock) -> None:
     account_id = await _funded(deps, org, "50")

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from credits_graphql.app import build_app
+from credits_graphql.bootstrap import Runtime
 from credits_graphql.service import clock_check
 from credits_graphql.service.deps import Deps, utc_now
 from credits_graphql.service.worker import RechargeWorker
@@ -61,3 +63,14 @@ async def test_the_worker_checks_its_clock_on_its_first_pass_and_then_every_few_
     clock.advance(minutes=5)
     await worker.run_once()
     assert warnings.text.count(WARNING) == 2
+
+
+async def test_a_server_without_a_worker_checks_its_clock_when_it_starts(
+        runtime: Runtime, database_url: str, warnings: pytest.LogCaptureFixture) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("the database runs in this process, on this host's clock: nothing to compare")
+    skewed = replace(runtime, deps=_skewed(runtime.deps, timedelta(minutes=3)))
+    app = build_app(skewed, run_worker=False)  # serve with CREDITS_WORKER=external
+    async with app.router.lifespan_context(app):
+        assert "this host's clock is" in warnings.text
+        assert "ahead of the database server's" in warnings.text

@@ -91,13 +91,18 @@ class RechargeAttempt:
         worker, so only a worker finishes it, looking its charge up first (service/recharges.py)."""
         return self.lease_expires_at is not None
 
-    def follow(self, settings: RechargeSettings, at: datetime) -> None:
+    def follow(self, settings: RechargeSettings) -> None:
         """Saved settings apply to an attempt no worker has claimed: it charges their amount, and at once, as
         saving clears the failure count that its back-off came from."""
         assert settings.amount_micros is not None
         assert not self.was_claimed
         self.amount_micros = settings.amount_micros
-        self.not_before = min(self.not_before, at)
+        self.make_due()
+
+    def make_due(self) -> None:
+        """Due at once. An attempt due at once is not due before its creation (a worker takes it whatever its own
+        clock says): the host that created it may run minutes ahead of the worker's."""
+        self.not_before = min(self.not_before, self.created_at)
 
     @property
     def was_cancelled(self) -> bool:

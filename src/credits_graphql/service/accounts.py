@@ -88,8 +88,8 @@ async def update_payment_method(deps: Deps, org_id: int, account_id: int, token:
                                                payment_method.last4, now)
         account.recharge.card_replaced(now)
         pending = await uow.attempts.pending(account.id, for_update=True)
-        if pending is not None and not pending.was_claimed and pending.not_before > now:
-            pending.not_before = now
+        if pending is not None and not pending.was_claimed and pending.not_before > pending.created_at:
+            pending.make_due()
             await uow.attempts.save(pending)
         created = await start_recharge_if_due(uow, account, now)
         await uow.accounts.save(account)
@@ -142,7 +142,7 @@ async def _pending_follows_settings(uow: UnitOfWork, account: Account, now: date
         return False
     due = account.recharge.is_due(account.balance_micros)
     if due:
-        pending.follow(account.recharge, now)
+        pending.follow(account.recharge)
     else:
         pending.cancel(NO_LONGER_DUE, now)
     await uow.attempts.save(pending)

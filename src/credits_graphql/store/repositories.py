@@ -380,7 +380,10 @@ class SqlRechargeAttemptRepository:
         lease = recharge_attempts.c.lease_expires_at
         query = (select(recharge_attempts)
                  .where(recharge_attempts.c.status == AttemptStatus.PENDING,
-                        recharge_attempts.c.not_before <= now, (lease.is_(None)) | (lease < now))
+                        # due at once (domain.recharge.make_due) whatever the clock of the host that created it
+                        (recharge_attempts.c.not_before <= now)
+                        | (recharge_attempts.c.not_before <= recharge_attempts.c.created_at),
+                        (lease.is_(None)) | (lease < now))
                  .order_by(recharge_attempts.c.not_before, recharge_attempts.c.id)
                  .limit(1)
                  .with_for_update(skip_locked=True))
