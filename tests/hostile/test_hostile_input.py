@@ -1020,13 +1020,24 @@ async def test_a_bad_page_argument_in_a_mutations_payload_refuses_the_mutation_b
     await unchanged(gql, funded_id, before)
 
 
+@pytest.mark.parametrize(("label", "second", "variables"), [
+    # "Account:01": account 1, spelled otherwise than handed out
+    ("a malformed id", add_funds("QWNjb3VudDowMQ==", "second"), {}),
+    ("a number as an id (ID takes one)", add_funds("QWNjb3VudDowMQ==", "second").replace('"QWNjb3VudDowMQ=="', "5"),
+     {}),
+    ("a number as an id in a batch item's variable",
+     "recordUsageBatch(input: {items: $items}) { results { userErrors { code } } }",
+     {"items": [{"accountId": 5, "service": "TOLL_FREE", "amount": "1", "idempotencyKey": "n"}]}),
+    ("an integral float as an id", "closeAccount(input: {accountId: $id}) { userErrors { code } }", {"id": 12.0}),
+])
 async def test_a_malformed_id_in_a_later_field_of_a_mutation_runs_none_of_its_fields(
-        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
+        label: str, second: str, variables: dict[str, Any]) -> None:
     before = await snapshot(gql, funded_id)
-    malformed = "QWNjb3VudDowMQ=="  # "Account:01": account 1, spelled otherwise than handed out
-    document = f"mutation {{ a: {add_funds(funded_id, 'first')} b: {add_funds(malformed, 'second')} }}"
-    response = await stopwatch.time("malformed id in the second field of a mutation", lambda: http.post(
-        "/graphql", json={"query": document}, headers=auth(org)))
+    definitions = "($items: [RecordUsageInput!]!)" if "items" in variables else "($id: ID!)" if variables else ""
+    document = f"mutation{definitions} {{ a: {add_funds(funded_id, 'first')} b: {second} }}"
+    response = await stopwatch.time(label, lambda: http.post(
+        "/graphql", json={"query": document, "variables": variables}, headers=auth(org)))
     assert response.status_code == 200, response.text
     assert response.json()["data"] is None
     assert codes_of(response) == ["BAD_USER_INPUT"]

@@ -213,8 +213,11 @@ def _check_ids(value: Any, type_: GraphQLInputType) -> None:
         for name, field in nullable.fields.items():
             if name in value:
                 _check_ids(value[name], field.type)
-    elif isinstance(nullable, GraphQLScalarType) and nullable.name == "ID" and isinstance(value, str):
-        decode_id(value)
+    elif isinstance(nullable, GraphQLScalarType) and nullable.name == "ID":
+        if isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
+            value = str(int(value))  # ID takes a number too, as its digits: no id this service hands out
+        if isinstance(value, str):
+            decode_id(value)
 
 
 def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode], *,
