@@ -118,20 +118,29 @@ class SqlUnitOfWork:
 
 
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# connection_exception, operator_intervention (a restart, "starting up"), insufficient_resources ("too many clients")
+_UNAVAILABLE_CLASSES = ("08", "57P", "53")
+_BUSY_STATES = frozenset({"55P03", "57014"})  # lock_not_available (lock_timeout), query_canceled (statement_timeout)
 
 
 def _translated(error: BaseException, *, reading: bool) -> Exception | None:
     """The service-level error for a driver error that is not the use case's fault, else None. A read that lost
-    its connection may run again (ReadConnectionLost); a write may not know whether its COMMIT took."""
-    if isinstance(error, DBAPIError):
-        state = getattr(error.orig, "sqlstate", None) or ""
+    its connection may run again (ReadConnectionLost); a write may not know whether its COMMIT took. The pool's
+    own connects (point reads check out without a SQLAlchemy Connection) raise the DB-API error unwrapped."""
+    if isinstance(error, DBAPIError | AsyncAdapt_asyncpg_dbapi.Error):
+        orig = error.orig if isinstance(error, DBAPIError) else error
+        state = getattr(orig, "sqlstate", None) or ""
         if state in _CONFLICT_STATES:
             return TransientConflict(f"database conflict (SQLSTATE {state})")
-        if isinstance(error.orig, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError):
+        if isinstance(orig, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError):
             return TransientConflict("a statement prepared before a schema change")
-        if error.connection_invalidated or state.startswith(("08", "57P")):
+        if (isinstance(error, DBAPIError) and error.connection_invalidated) or state.startswith(_UNAVAILABLE_CLASSES):
             lost = ReadConnectionLost if reading else StoreUnavailable
             return lost(f"database connection lost (SQLSTATE {state or 'none'})")
+        # A lock held past lock_timeout or a statement past statement_timeout (PostgreSQL), or the write lock past
+        # the busy timeout (SQLite: another program holds it): the transaction rolled back, and may run again.
+        if state in _BUSY_STATES or "database is locked" in str(orig):
+            return StoreUnavailable(f"database busy (SQLSTATE {state})" if state else "database busy (locked)")
     if isinstance(error, OSError | TimeoutError):  # refused, unreachable, or timed out while connecting
         return StoreUnavailable(f"database unreachable ({type(error).__name__})")
     if isinstance(error, PoolTimeout):  # every connection of the pool busy for the pool timeout: overloaded
