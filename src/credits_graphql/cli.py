@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy.engine import make_url
 from strawberry.printer import print_schema
 
+from credits_graphql.api.ids import MAX_ID
 from credits_graphql.api.schema import schema
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
@@ -32,7 +33,6 @@ T = TypeVar("T")
 _SCHEMA_CHECK_LOGGER = "alembic.runtime.migration"
 PROG = "credits-graphql"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-MAX_ID = 2**63 - 1  # ids are 64-bit integer columns
 
 
 def _positive_int(text: str) -> int:
