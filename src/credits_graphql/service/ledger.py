@@ -202,8 +202,10 @@ def check_usage(cmd: RecordUsage, now: datetime) -> tuple[str, datetime]:
         raise RuleViolation(ErrorCode.INVALID_INPUT,
                             f"reference may have at most {MAX_REFERENCE_LENGTH} characters.",
                             ["input", "reference"])
-    if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
+    if cmd.minutes is not None and cmd.minutes < 0:
         raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
+    if cmd.minutes is not None and cmd.minutes > MAX_MINUTES:
+        raise RuleViolation(ErrorCode.INVALID_INPUT, f"minutes may be at most {MAX_MINUTES}.", ["input", "minutes"])
     occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
     fingerprint = _usage_fingerprint(cmd.service, str(canonical(cmd.amount)), cmd.minutes, cmd.reference,
                                      cmd.occurred_at.isoformat() if cmd.occurred_at else None)
