@@ -137,7 +137,7 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
         assert current is not None
         if current.status is FundsChargeStatus.SUCCEEDED:
             return current, await _credit_of(uow, current, account)
-        if current.status is FundsChargeStatus.DECLINED and not (result.succeeded and current.was_cancelled):
+        if not current.can_settle(result.succeeded):
             return current, None
         if not result.succeeded:
             current.decline(result.failure_reason or "no reason given", now)
