@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from credits_graphql.api import rate_limit
-from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE
+from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAVAILABLE
 from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.api.limits import QueryLimits
 from credits_graphql.api.request_guard import RequestGuard
@@ -157,7 +157,7 @@ async def _database_trouble(request: Request, error: Exception) -> JSONResponse:
     """The database is down or kept conflicting: a 503 the client may retry (with its idempotency key)."""
     log.warning("request %s failed on the database: %s", _request_id(request), error)
     return JSONResponse({"errors": [{"message": "The service is temporarily unavailable; retry shortly.",
-                                     "extensions": {"code": "SERVICE_UNAVAILABLE"}}]},
+                                     "extensions": {"code": UNAVAILABLE}}]},
                         status_code=503, headers={"Retry-After": "1"})
 
 

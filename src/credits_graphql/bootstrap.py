@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,7 +48,3 @@ def rate_limiter(settings: Settings) -> RateLimiter:
     if settings.redis_url:
         return RedisRateLimiter.from_url(settings.redis_url, settings.rate_limit, settings.redis_prefix)
     return LocalRateLimiter(settings.rate_limit)
-
-
-def with_deps(runtime: Runtime, deps: Deps) -> Runtime:
-    return replace(runtime, deps=deps)

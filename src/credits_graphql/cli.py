@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy.engine import make_url
 from strawberry.printer import print_schema
 
+from credits_graphql.api.ids import MAX_ID
 from credits_graphql.api.schema import schema
 from credits_graphql.bootstrap import Runtime, bootstrap
 from credits_graphql.domain.access import Role
@@ -32,7 +33,6 @@ T = TypeVar("T")
 _SCHEMA_CHECK_LOGGER = "alembic.runtime.migration"
 PROG = "credits-graphql"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-MAX_ID = 2**63 - 1  # ids are 64-bit integer columns
 
 
 def _positive_int(text: str) -> int:
@@ -76,15 +76,11 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"expected a time before the year 10000 in UTC, got {text!r}") from None
 
 
-MAX_ORG_NAME = 200  # the column's length
-
-
 def _org_name(text: str) -> str:
-    name = text.strip()
-    if not name or len(name) > MAX_ORG_NAME or "\x00" in name:
-        raise argparse.ArgumentTypeError(f"an organization's name has 1 to {MAX_ORG_NAME} characters, not blank; "
-                                         f"got {text[:40]!r}")
-    return name
+    try:
+        return access.organization_name(text)
+    except access.InvalidOrganizationName as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _parser() -> argparse.ArgumentParser:

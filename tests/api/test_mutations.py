@@ -324,6 +324,7 @@ async def test_usage_that_is_not_positive_or_too_precise_is_an_invalid_amount(gq
 async def test_negative_minutes_are_refused_on_their_field(gql: GraphQLClient, funded_id: str) -> None:
     result = await record_usage(gql, funded_id, "1", "u", minutes=-1)
     assert user_error(result) == ("INVALID_INPUT", ["input", "minutes"])
+    assert result["userErrors"][0]["message"] == "minutes may not be negative."
     assert await history(gql, funded_id) == [("FUNDS_ADDED", "100.00")]
 
 

@@ -86,3 +86,15 @@ async def test_organizations_are_counted(deps: Deps, org: Org) -> None:
     assert await access.count_organizations(deps) == 1
     await make_org(deps, "Second")
     assert await access.count_organizations(deps) == 2
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "Acme\x00Corp"], ids=["empty", "blank", "too-long", "nul"])
+async def test_a_bad_organization_name_is_refused_and_creates_nothing(deps: Deps, name: str) -> None:
+    before = await access.count_organizations(deps)
+    with pytest.raises(access.InvalidOrganizationName):
+        await access.create_organization(deps, name)
+    assert await access.count_organizations(deps) == before
+
+
+async def test_an_organization_is_stored_with_its_name_stripped(deps: Deps) -> None:
+    assert (await access.create_organization(deps, "  " + "x" * 200 + " ")).name == "x" * 200

@@ -152,6 +152,19 @@ async def test_negative_minutes_or_an_overlong_reference_are_invalid_input(
     assert await entries(deps, account_id, [EntryKind.USAGE]) == []
 
 
+@pytest.mark.parametrize(("minutes", "message"), [
+    (-1, "minutes may not be negative."), (2**31, "minutes may be at most 2147483647.")])
+async def test_minutes_out_of_range_are_refused_with_what_is_wrong(deps: Deps, org: Org, minutes: int,
+                                                                  message: str) -> None:
+    # Through the API, minutes above 2**31 - 1 are not a GraphQL Int: BAD_USER_INPUT (tests/api/test_malformed_input).
+    account_id = await _funded(deps, org)
+    with violation(ErrorCode.INVALID_INPUT, ["input", "minutes"]) as refused:
+        await ledger.record_usage(deps, org.id, ledger.RecordUsage(
+            account_id, CreditService.TOLL_FREE, Decimal(1), "u1", minutes=minutes))
+    assert refused.value.message == message
+    assert await entries(deps, account_id, [EntryKind.USAGE]) == []
+
+
 async def test_a_usage_replayed_after_the_balance_ran_low_returns_the_first_entry(deps: Deps, org: Org) -> None:
     account_id = await _funded(deps, org, "10")
     first = await use(deps, org.id, account_id, "8", "u1")

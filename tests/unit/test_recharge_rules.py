@@ -293,6 +293,15 @@ def test_a_cancelled_attempt_may_still_succeed_once_but_a_declined_one_may_not()
         declined.succeed(1, NOW)
 
 
+def test_an_attempt_may_be_settled_while_pending_and_once_cancelled_only_by_a_success() -> None:
+    pending, cancelled, declined, succeeded = attempt(), attempt(), attempt(), attempt()
+    cancelled.cancel("account closed", NOW)
+    declined.fail("card declined", NOW)
+    succeeded.succeed(1, NOW)
+    assert [(a.can_settle(True), a.can_settle(False)) for a in (pending, cancelled, declined, succeeded)] == [
+        (True, True), (True, False), (False, False), (False, False)]
+
+
 def test_an_attempt_was_claimed_from_its_first_lease_until_it_is_settled() -> None:
     a = attempt()
     assert not a.was_claimed

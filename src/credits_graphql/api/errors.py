@@ -15,6 +15,8 @@ from credits_graphql.service.transient import StoreUnavailable, TransientConflic
 log = logging.getLogger("credits_graphql.errors")
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
+BAD_REQUEST = "BAD_REQUEST"
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 INTERNAL = "INTERNAL_SERVER_ERROR"
@@ -36,7 +38,7 @@ class BadLiteralRule(ValuesOfCorrectTypeRule):
 def code_for_message(message: str) -> str | None:
     """The parser reports by message only: a token limit is a complexity limit, the rest a syntax error."""
     if message.startswith("Syntax Error: Document contains more than"):
-        return "QUERY_TOO_COMPLEX"
+        return TOO_COMPLEX
     if message.startswith("Syntax Error"):
         return PARSE_FAILED
     return None

@@ -21,6 +21,7 @@ from strawberry.types.graphql import OperationType
 from credits_graphql.api import rate_limit
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import (
+    BAD_REQUEST,
     INTERNAL,
     INTERNAL_MESSAGE,
     UNAUTHENTICATED,
@@ -47,7 +48,7 @@ from credits_graphql.service.key_reads import KeyReads
 from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.usage_combiner import UsageCombiner
 
-_STATUS_CODES = {400: "BAD_REQUEST", 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+_STATUS_CODES = {400: BAD_REQUEST, 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
                  413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: rate_limit.RATE_LIMITED}
 
 
@@ -61,7 +62,7 @@ class HTTPError(HTTPException):
 
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    code = _STATUS_CODES.get(status_code, "BAD_REQUEST")
+    code = _STATUS_CODES.get(status_code, BAD_REQUEST)
     # A message may repeat what the client sent (an unknown operation's name), which need not be valid
     # Unicode: a lone surrogate cannot be encoded as UTF-8.
     text = message.encode("utf-8", "replace").decode("utf-8")

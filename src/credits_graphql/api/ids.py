@@ -13,9 +13,10 @@ from graphql import GraphQLError
 from strawberry.relay import GlobalID, GlobalIDValueError, to_base64
 from strawberry.types.base import get_object_definition
 
-BAD_USER_INPUT = "BAD_USER_INPUT"
+from credits_graphql.api.errors import BAD_USER_INPUT
+
 _CURSOR_PREFIX = "k2:"
-MAX_ID = 2**63 - 1
+MAX_ID = 2**63 - 1  # ids are 64-bit integer columns
 NO_ROW = 0
 """A row id no row has: rows are numbered from 1."""
 

@@ -32,10 +32,9 @@ from graphql.language import Visitor
 from strawberry.extensions import SchemaExtension
 
 from credits_graphql.api.connections import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from credits_graphql.api.errors import BAD_USER_INPUT
+from credits_graphql.api.errors import BAD_USER_INPUT, TOO_COMPLEX
 
 V = TypeVar("V")
-TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 TOO_COSTLY = "QUERY_COST_EXCEEDED"
 
 

@@ -40,7 +40,7 @@ from strawberry.schema import Schema
 from credits_graphql.api.audit import record, summarize
 from credits_graphql.api.connections import page_size
 from credits_graphql.api.context import Context
-from credits_graphql.api.errors import FORBIDDEN
+from credits_graphql.api.errors import BAD_REQUEST, FORBIDDEN
 from credits_graphql.api.ids import account_row_id, another_lists_cursor, cursor_list, decode_id
 from credits_graphql.api.inputs import check_batch_size
 from credits_graphql.api.limits import PerDocument, fragments_of, variables_as_run
@@ -48,7 +48,6 @@ from credits_graphql.api.permissions import Allowed
 from credits_graphql.api.prepared import chosen_operation
 from credits_graphql.service.unit_of_work import AuditOutcome
 
-BAD_REQUEST = "BAD_REQUEST"
 SEVERAL_OPERATIONS = "The document holds several operations: send operationName to choose one."
 _PERMISSIONS: dict[int, dict[str, Allowed]] = {}
 _PAGE_ARGUMENTS = frozenset({"first", "after"})

@@ -98,7 +98,9 @@ def build_schema(*, introspection: bool = True, field_suggestions: bool = True,
     documents = ValidatedDocuments()
     # Order matters: ErrorCodes swaps in its validation rule before the validation cache validates (unless
     # RefuseOversized refused the document), and EnforceLimits, then Preflight, run on a document that validated;
-    # RememberValidated sees the outcome of all.
+    # RememberValidated sees the outcome of all. A text's repeat requests skip these hooks (api/prepared.py says
+    # why): CreditsSchema._execute_validated calls the limits' and the preflight's checks itself, so a new
+    # extension's checks must be called there too.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes, lambda: BoundedParserCache(maxsize=MAX_DOCUMENTS), lambda: RefuseOversized(limits),
         lambda: BoundedValidationCache(maxsize=MAX_DOCUMENTS),

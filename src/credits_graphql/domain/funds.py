@@ -45,6 +45,10 @@ class FundsCharge:
     def was_cancelled(self) -> bool:
         return self.status is FundsChargeStatus.DECLINED and (self.failure_reason or "").startswith(CANCELLED)
 
+    def can_settle(self, succeeded: bool) -> bool:
+        """Whether a gateway's answer may still settle it: while PENDING, and a success once it was cancelled."""
+        return self.status is FundsChargeStatus.PENDING or (succeeded and self.was_cancelled)
+
     def succeed(self, transaction_id: int, at: datetime) -> None:
         """Credited; also once cancelled, when the request's charge went through after a worker found none by its
         key and cancelled it (a gateway answers a key with its first result: a success never follows its decline)."""
@@ -57,8 +61,7 @@ class FundsCharge:
         self.failure_reason = reason[:MAX_FAILURE_REASON]
 
     def _settle(self, status: FundsChargeStatus, at: datetime) -> None:
-        if self.status is not FundsChargeStatus.PENDING and not (status is FundsChargeStatus.SUCCEEDED
-                                                                  and self.was_cancelled):
+        if not self.can_settle(status is FundsChargeStatus.SUCCEEDED):
             raise ValueError(f"funds charge {self.id} is already {self.status}")
         self.status = status
         self.settled_at = at

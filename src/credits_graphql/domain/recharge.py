@@ -108,6 +108,10 @@ class RechargeAttempt:
     def was_cancelled(self) -> bool:
         return self.status is AttemptStatus.FAILED and (self.failure_reason or "").startswith(CANCELLED)
 
+    def can_settle(self, succeeded: bool) -> bool:
+        """Whether a gateway's answer may still settle it: while PENDING, and a success once it was cancelled."""
+        return self.status is AttemptStatus.PENDING or (succeeded and self.was_cancelled)
+
     def succeed(self, transaction_id: int, at: datetime) -> None:
         """Credited; also once cancelled, when the charge of a worker whose lease ran out went through after another
         worker found none and cancelled the attempt (a gateway answers a key with its first result, so a success
@@ -125,7 +129,7 @@ class RechargeAttempt:
         self.fail(f"{CANCELLED}{reason}", at)
 
     def _settle(self, status: AttemptStatus, at: datetime) -> None:
-        if self.status is not AttemptStatus.PENDING and not (status is AttemptStatus.SUCCEEDED and self.was_cancelled):
+        if not self.can_settle(status is AttemptStatus.SUCCEEDED):
             raise ValueError(f"recharge attempt {self.id} is already {self.status}")
         self.status = status
         self.settled_at = at

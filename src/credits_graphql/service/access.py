@@ -16,6 +16,7 @@ from credits_graphql.service.transient import retry_on_conflict
 from credits_graphql.service.unit_of_work import ApiKey, Organization
 
 KEY_PREFIX = "cgk_"
+MAX_ORG_NAME = 200  # the column's length
 # last_used_at is a hint for operators; writing it on every request would make each read a write.
 TOUCH_INTERVAL = timedelta(minutes=1)
 
@@ -28,12 +29,26 @@ class InvalidExpiry(ValueError):
     pass
 
 
+class InvalidOrganizationName(ValueError):
+    pass
+
+
 def hash_key(secret: str) -> str:
     # A 256-bit random key needs no slow hash: a digest is enough that a database leak reveals no key.
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def organization_name(text: str) -> str:
+    """The name an organization is stored with: `text` stripped, of 1 to MAX_ORG_NAME characters and no NUL."""
+    name = text.strip()
+    if not name or len(name) > MAX_ORG_NAME or "\x00" in name:
+        raise InvalidOrganizationName(f"an organization's name has 1 to {MAX_ORG_NAME} characters, not blank; "
+                                      f"got {text[:40]!r}")
+    return name
+
+
 async def create_organization(deps: Deps, name: str) -> Organization:
+    name = organization_name(name)
     async with deps.uow(write=True) as uow:
         org = await uow.organizations.add(name, deps.clock())
         await uow.commit()

@@ -23,7 +23,8 @@ from credits_graphql.service.transient import retry_on_conflict
 
 log = logging.getLogger(__name__)
 
-# A charge younger than this may still be in its request's hands; the worker leaves it alone until then.
+# A charge younger than the grace may still be in its request's hands; the worker leaves it alone until then. The
+# worker passes its lease (CREDITS_RECHARGE_LEASE_SECONDS) as the grace; this default is for tests.
 GRACE = LEASE
 
 

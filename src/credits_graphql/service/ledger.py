@@ -138,7 +138,7 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
         assert current is not None
         if current.status is FundsChargeStatus.SUCCEEDED:
             return current, await _credit_of(uow, current, account)
-        if current.status is FundsChargeStatus.DECLINED and not (result.succeeded and current.was_cancelled):
+        if not current.can_settle(result.succeeded):
             return current, None
         if not result.succeeded:
             current.decline(result.failure_reason or "no reason given", now)
@@ -203,8 +203,10 @@ def check_usage(cmd: RecordUsage, now: datetime) -> tuple[str, datetime]:
         raise RuleViolation(ErrorCode.INVALID_INPUT,
                             f"reference may have at most {MAX_REFERENCE_LENGTH} characters.",
                             ["input", "reference"])
-    if cmd.minutes is not None and not 0 <= cmd.minutes <= MAX_MINUTES:
+    if cmd.minutes is not None and cmd.minutes < 0:
         raise RuleViolation(ErrorCode.INVALID_INPUT, "minutes may not be negative.", ["input", "minutes"])
+    if cmd.minutes is not None and cmd.minutes > MAX_MINUTES:
+        raise RuleViolation(ErrorCode.INVALID_INPUT, f"minutes may be at most {MAX_MINUTES}.", ["input", "minutes"])
     occurred_at = (cmd.occurred_at or now).astimezone(UTC)  # stored and answered in UTC, whatever was sent
     fingerprint = _usage_fingerprint(cmd.service, str(canonical(cmd.amount)), cmd.minutes, cmd.reference,
                                      cmd.occurred_at.isoformat() if cmd.occurred_at else None)

@@ -170,7 +170,7 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
         succeeded = isinstance(outcome, ChargeResult) and outcome.succeeded
         # Settled by another worker first; unless it cancelled the attempt, finding no charge, while this worker's
         # charge was in flight (its lease had run out), and that charge went through: the card was charged.
-        if attempt.status is not recharge.AttemptStatus.PENDING and not (succeeded and attempt.was_cancelled):
+        if not attempt.can_settle(succeeded):
             return None
         settings = account.recharge
         if isinstance(outcome, ChargeResult) and not outcome.succeeded:
