@@ -120,3 +120,14 @@ def test_a_custom_retry_schedule_is_followed() -> None:
     assert policy.retry_delay(1) == timedelta(seconds=5)
     assert policy.retry_delay(2) == timedelta(seconds=30)
     assert policy.retry_delay(3) is None
+
+
+@pytest.mark.parametrize(("amount", "says"), [("0.0000001", "0.0000001 SEK has more decimals"),
+                                              ("0.00000010", "0.00000010 SEK has more decimals")])
+def test_a_refused_amount_is_named_as_the_client_wrote_it_never_in_exponent_notation(amount: str, says: str) -> None:
+    with pytest.raises(RuleViolation) as refused:
+        charge(amount)
+    assert says in refused.value.message
+    with pytest.raises(RuleViolation) as out_of_bounds:
+        charge("1", policy=Policy(min_purchase=Decimal("1E+1"), max_purchase=Decimal("1E+3")))
+    assert "between 10 and 1000 SEK" in out_of_bounds.value.message

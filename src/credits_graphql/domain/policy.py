@@ -11,6 +11,7 @@ from credits_graphql.domain.money import (
     LEDGER_SCALE,
     MAX_AMOUNT_MICROS,
     Money,
+    format_plain_decimal,
     fractional_digits,
     minor_units,
     to_micros,
@@ -32,11 +33,12 @@ class Policy:
         """An amount charged to a payment method: whole minor units, inside the purchase bounds."""
         if fractional_digits(amount) > minor_units(currency):
             raise RuleViolation(
-                code, f"{amount} {currency} has more decimals than the currency allows "
+                code, f"{format_plain_decimal(amount)} {currency} has more decimals than the currency allows "
                 f"({minor_units(currency)}).", field)
         if not self.min_purchase <= amount <= self.max_purchase:
             raise RuleViolation(
-                code, f"The amount must be between {self.min_purchase} and {self.max_purchase} {currency}.",
+                code, f"The amount must be between {format_plain_decimal(self.min_purchase)} and "
+                f"{format_plain_decimal(self.max_purchase)} {currency}.",
                 field)
         return to_micros(amount)
 
