@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from credits_graphql.api import rate_limit
 from credits_graphql.api.errors import INTERNAL, INTERNAL_MESSAGE, UNAVAILABLE
@@ -99,15 +100,15 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
             await runtime.close()
 
     app = Starlette(
-        exception_handlers={StoreUnavailable: _database_trouble, TransientConflict: _database_trouble,
-                            Exception: _unexpected},
+        exception_handlers={StoreUnavailable: _database_trouble, TransientConflict: _database_trouble},
         routes=[
             Route("/graphql", endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
-        middleware=[*_cors(settings.cors_origins), Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)],
+        middleware=[*_cors(settings.cors_origins), Middleware(AnswerUnexpected),
+                    Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)],
     )
     rate_limit.install(app.state, runtime.rate_limiter)
     return app
@@ -119,8 +120,17 @@ def _cors(origins: tuple[str, ...]) -> list[Middleware]:
     if not origins:
         return []
     return [Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                       allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
-                       expose_headers=["X-Request-ID", "Retry-After"], max_age=600)]
+                       allow_headers=CORS_REQUEST_HEADERS, expose_headers=["X-Request-ID", "Retry-After"],
+                       max_age=600)]
+
+
+CORS_REQUEST_HEADERS = [
+    "Authorization", "Content-Type", "Accept", "X-Request-ID",
+    # what GraphQL clients and tracing in SPAs add: a preflight naming one header not listed here is refused, and
+    # every request of that SPA then fails as a network error
+    "apollographql-client-name", "apollographql-client-version", "apollo-require-preflight",
+    "traceparent", "tracestate", "baggage", "sentry-trace",
+]
 
 
 def tune_garbage_collector() -> None:
@@ -161,9 +171,33 @@ async def _database_trouble(request: Request, error: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "1"})
 
 
+class AnswerUnexpected:
+    """What escaped every handler answers in JSON with a code, like any error, inside the CORS layer (a cross-origin
+    SPA reads its requestId too; Starlette's own handler of last resort answers outside it). The error goes on up, so
+    the server logs its traceback next; Starlette's last resort sees the answer sent and sends nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as error:
+            if scope["type"] == "http" and not started:
+                await (await _unexpected(Request(scope), error))(scope, receive, send)
+            raise
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    """What escaped every other handler answers in JSON with a code, like any error; Starlette re-raises it
-    afterwards, so the server logs its traceback next (this line ties it to the request id the client was given)."""
+    """The answer to an unexpected error (this line ties the traceback logged next to the request id the client
+    was given)."""
     request_id = _request_id(request)
     log.error("unexpected error in request %s: %r", request_id, error)
     return JSONResponse({"errors": [{"message": INTERNAL_MESSAGE,

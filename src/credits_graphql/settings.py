@@ -135,12 +135,16 @@ def _limit(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Browser origins, comma-separated, each as a browser sends it: scheme, host and any port, no path."""
-    origins = tuple(origin.strip() for origin in env.get(name, "").split(",") if origin.strip())
-    for origin in origins:
-        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
-            raise SettingsError(f"{name} must list origins such as https://admin.example.com, got {origin!r}")
-    return origins
+    """Browser origins, comma-separated: scheme, host and any port, no path. Each is kept as a browser sends it
+    (the host in lower case, no default port), which is what the CORS check compares."""
+    origins = []
+    for given in (origin.strip() for origin in env.get(name, "").split(",") if origin.strip()):
+        if not (match := re.fullmatch(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?", given, re.IGNORECASE)):
+            raise SettingsError(f"{name} must list origins such as https://admin.example.com, got {given!r}")
+        scheme, host, port = match[1].lower(), match[2].lower(), match[3]
+        default_port = {"http": "80", "https": "443"}[scheme]
+        origins.append(f"{scheme}://{host}" + (f":{port}" if port and port != default_port else ""))
+    return tuple(origins)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.settings import Settings, SettingsError
@@ -71,6 +72,44 @@ def test_the_setting_lists_origins_separated_by_commas() -> None:
     settings = Settings.from_env({"CREDITS_CORS_ORIGINS": f" {SPA}, http://localhost:5173 ,"})
     assert settings.cors_origins == (SPA, "http://localhost:5173")
     assert Settings.from_env({}).cors_origins == ()
+
+
+async def test_an_origin_spelled_otherwise_than_browsers_send_it_is_allowed_as_they_send_it(
+        runtime: Runtime, org: Org) -> None:
+    settings = Settings.from_env({"CREDITS_CORS_ORIGINS": "HTTPS://Admin.Example.com:443,http://localhost:80"})
+    assert settings.cors_origins == (SPA, "http://localhost")
+    app = build_app(replace(runtime, settings=replace(runtime.settings, cors_origins=settings.cors_origins)),
+                    run_worker=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        preflight = await client.options("/graphql", headers=_preflight(SPA))  # browsers: lower case, no :443
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == SPA
+
+
+@pytest.mark.parametrize("header", ["apollographql-client-name, apollographql-client-version",
+                                    "traceparent, tracestate", "baggage, sentry-trace"])
+async def test_a_preflight_naming_headers_that_graphql_clients_and_tracing_add_is_answered(
+        cors: httpx.AsyncClient, header: str) -> None:
+    response = await cors.options("/graphql", headers={**_preflight(SPA), "Access-Control-Request-Headers":
+                                                       f"authorization, content-type, {header}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["access-control-allow-origin"] == SPA
+
+
+async def test_an_unexpected_error_is_readable_by_a_listed_origin_with_its_request_id(
+        runtime: Runtime, org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken_run(*_: object, **__: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(GraphQLEndpoint, "run", broken_run)
+    app = build_app(replace(runtime, settings=replace(runtime.settings, cors_origins=(SPA,))), run_worker=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/graphql", json=QUERY, headers={
+            "Origin": SPA, "Authorization": f"Bearer {org.admin}", "X-Request-ID": "req-42"})
+    assert response.status_code == 500
+    assert response.headers["access-control-allow-origin"] == SPA
+    assert response.json()["errors"][0]["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-42"}
 
 
 @pytest.mark.parametrize("value", ["*", "https://admin.example.com/", "admin.example.com", "https://a.example/app",
