@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from graphql import GraphQLEnumType
+
+from credits_graphql.api.schema import build_schema
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / ".venv" / "bin" / "credits-graphql"
@@ -35,3 +38,15 @@ def test_the_served_schema_keeps_every_promise_of_the_contract() -> None:
                                check=False, timeout=60)
     assert completed.returncode == 0, f"contract gaps:\n{completed.stdout}{completed.stderr}"
     assert "0 gap(s)" in completed.stdout
+
+
+def test_every_enum_value_is_described_for_graphiql_and_client_code_generators() -> None:
+    schema = build_schema(introspection=True, field_suggestions=False)._schema
+    enums = [t for name, t in schema.type_map.items() if isinstance(t, GraphQLEnumType) and not name.startswith("__")]
+    assert {e.name for e in enums} >= {"TransactionKind", "RechargeStatus", "RechargeAttemptStatus", "UserErrorCode"}
+    undescribed = [f"{e.name}.{name}" for e in enums for name, value in e.values.items() if not value.description]
+    assert undescribed == []
+    # the contract's own words, where it has them
+    assert schema.type_map["RechargeStatus"].values["SUSPENDED"].description == (  # type: ignore[attr-defined]
+        "Auto-recharge stopped itself after repeated payment failures; saving settings or a new payment method "
+        "re-activates it.")

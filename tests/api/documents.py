@@ -15,7 +15,7 @@ ACCOUNT_FIELDS = """id name currencyCode status createdAt
   paymentMethod { brand last4 updatedAt }"""
 TRANSACTION_FIELDS = """id kind amount { amount currencyCode } balanceAfter { amount currencyCode } service minutes
   reference occurredAt createdAt"""
-ATTEMPT_FIELDS = """id status amount { amount currencyCode } failureReason createdAt
+ATTEMPT_FIELDS = """id status cancelled amount { amount currencyCode } failureReason createdAt
   transaction { id kind amount { amount } }"""
 BALANCE_OF_ACCOUNT = "account { id balance { available { amount } } }"
 

@@ -116,6 +116,7 @@ async def test_a_declined_recharge_is_failed_with_its_reason_and_retried_after_t
     retry, failed = await attempts(gql, funded_id)
     assert failed["status"] == "FAILED"
     assert "declined" in failed["failureReason"]
+    assert failed["cancelled"] is False  # a payment failed: the admin is to act
     assert failed["transaction"] is None
     assert retry["status"] == "PENDING"
     balance = await get_balance(gql, funded_id)
@@ -196,7 +197,10 @@ async def test_disabling_auto_recharge_keeps_a_pending_recharge_from_charging(
     assert (await get_balance(gql, funded_id))["pendingRecharge"] is None
     assert (await get_balance(gql, funded_id))["available"]["amount"] == "40.00"
     assert len(gateway.charges) == 1  # only the seed funds
-    assert "PENDING" not in [a["status"] for a in await attempts(gql, funded_id)]
+    [cancelled] = await attempts(gql, funded_id)
+    # FAILED as the contract's statuses go, but no payment failed: a UI tells it apart by `cancelled`
+    assert (cancelled["status"], cancelled["cancelled"]) == ("FAILED", True)
+    assert cancelled["failureReason"] == "cancelled: auto-recharge disabled"
 
 
 async def test_closing_an_account_keeps_a_pending_recharge_from_charging(

@@ -19,6 +19,7 @@ from strawberry.extensions.field_extension import AsyncExtensionResolver
 from strawberry.types import Info
 
 from credits_graphql.api.context import Context
+from credits_graphql.api.enums import described
 from credits_graphql.api.errors import INTERNAL
 from credits_graphql.api.ids import account_row_id, global_id, node_id, node_id_field
 from credits_graphql.api.types import AccountNode
@@ -29,6 +30,12 @@ from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome
 log = logging.getLogger(__name__)
 
 strawberry.enum(AuditOutcome, name="AuditOutcome")
+described(AuditOutcome, {
+    AuditOutcome.OK: "The mutation did what it was asked.",
+    AuditOutcome.USER_ERROR: "The mutation answered userErrors and changed nothing.",
+    AuditOutcome.ERROR: "The mutation answered a GraphQL error (FORBIDDEN, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, "
+                        "...).",
+})
 
 # Input fields an audit event may repeat, by GraphQL name. Anything else that was given (payment methods and
 # their tokens, fields added later) shows only as REDACTED.

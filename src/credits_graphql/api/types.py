@@ -81,9 +81,16 @@ class RechargeAttemptNode(relay.Node):
     def amount(self) -> Money:
         return Money.of(self.model.amount)
 
-    @strawberry.field(description="Decline or error reason when FAILED.")
+    @strawberry.field(description="Why it FAILED: the gateway's decline or error, or for a cancelled attempt "
+                                  "`cancelled: ` and why (auto-recharge disabled, the account closed, the balance "
+                                  "no longer below the trigger).")
     def failure_reason(self) -> str | None:
         return self.model.failure_reason
+
+    @strawberry.field(description="True for an attempt FAILED because it was cancelled before any charge, not "
+                                  "declined: no payment failed, and it does not count towards suspension.")
+    def cancelled(self) -> bool:
+        return self.model.was_cancelled
 
     @strawberry.field
     def created_at(self) -> datetime:
