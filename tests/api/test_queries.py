@@ -141,7 +141,11 @@ async def test_balance_shows_available_trigger_state_and_time(gql: GraphQLClient
     assert data["available"] == {"amount": "100.00", "currencyCode": "SEK"}
     assert data["belowTrigger"] is False
     assert data["pendingRecharge"] is None
-    assert datetime.fromisoformat(data["asOf"]).tzinfo is not None
+    # The service's clock (the test's), in the one shape every DateTime has: UTC with microseconds, even at a
+    # whole second as here
+    assert data["asOf"] == clock.now.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00")
+    created = (await gql("query($id: ID!) { account(id: $id) { createdAt } }", {"id": funded_id}))["account"]
+    assert created["createdAt"] == data["asOf"]
 
 
 async def test_balance_is_below_trigger_only_while_auto_recharge_is_active(gql: GraphQLClient,

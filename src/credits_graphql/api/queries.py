@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
@@ -71,7 +69,7 @@ class Query:
     @strawberry.field
     async def balance(self, info: Info[Context, None], account_id: strawberry.ID) -> Balance | None:
         account = await _account(info, account_id)
-        return Balance(model=account, as_of=datetime.now(UTC)) if account else None
+        return Balance(model=account, as_of=info.context.deps.clock()) if account else None
 
     @strawberry.field(description="Newest first; null when the account is unknown.")
     async def transactions(self, info: Info[Context, None], account_id: strawberry.ID, first: int | None = None,

@@ -37,7 +37,8 @@ def _parse_datetime(value: object) -> datetime:
 
 
 def _serialize_datetime(value: datetime) -> str:
-    return value.isoformat()
+    """Always with microseconds: one shape for strict parsers (isoformat() leaves them out at a whole second)."""
+    return value.isoformat(timespec="microseconds")
 
 
 SCALARS: dict[object, ScalarDefinition] = {
@@ -50,7 +51,8 @@ SCALARS: dict[object, ScalarDefinition] = {
     ),
     datetime: strawberry.scalar(
         name="DateTime",
-        description='ISO 8601 date-time with offset, e.g. "2026-11-25T14:03:00+00:00".',
+        description='ISO 8601 date-time with offset, e.g. "2026-11-25T14:03:00+00:00"; answered in UTC with '
+        'microseconds, e.g. "2026-11-25T14:03:00.000000+00:00".',
         serialize=_serialize_datetime,
         parse_value=_parse_datetime,
     ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 import strawberry
@@ -169,8 +169,8 @@ class AccountNode(relay.Node):
         return self.model.status
 
     @strawberry.field
-    def balance(self) -> Balance:
-        return Balance(model=self.model, as_of=datetime.now(UTC))
+    def balance(self, info: Info[Context, None]) -> Balance:
+        return Balance(model=self.model, as_of=info.context.deps.clock())
 
     @strawberry.field
     def recharge_settings(self) -> RechargeSettings:
