@@ -118,7 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--fix-counts", action="store_true",
                        help="correct the entry counts that are off (a balance that is off is only reported)")
     commands.add_parser("export-schema", help="print the GraphQL SDL that is served")
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     return parser
+
+
+def _bad_argument(args: argparse.Namespace, message: str) -> NoReturn:
+    """An argument the command cannot take though it parsed (no such organization, say): answered as argparse
+    answers one it cannot parse, the command's usage line and a one-line error, status 2."""
+    command: argparse.ArgumentParser = args.command_parser
+    command.error(message)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -197,7 +206,7 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         try:
             key, secret = await access.create_api_key(deps, args.org, Role(args.role), expires_at)
         except (access.UnknownOrganization, access.InvalidExpiry) as error:
-            _fail(str(error))
+            _bad_argument(args, str(error))
         until = f", valid until {_when(key.expires_at)}" if key.expires_at else ""
         print(f"created {key.role} key {key.id} for organization {key.org_id}{until}; it is shown only this once:")
         print(secret)
@@ -205,7 +214,7 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
         try:
             keys = await access.list_api_keys(deps, args.org)
         except access.UnknownOrganization as error:
-            _fail(str(error))
+            _bad_argument(args, str(error))
         now = deps.clock()
         # New columns go last: scripts that read the first six keep working.
         print(f"{'ID':>6}  {'ROLE':<12}  {'PREFIX':<10}  {'CREATED':<25}  {'LAST USED':<25}  {'REVOKED':<25}  "
@@ -216,7 +225,7 @@ async def _admin_command(runtime: Runtime, args: argparse.Namespace) -> None:
                   f"{_status(item, now)}")
     elif args.command == "revoke-api-key":
         if not await access.revoke_api_key(deps, args.key_id):
-            _fail(f"no live API key with id {args.key_id}")
+            _bad_argument(args, f"no live API key with id {args.key_id}")
         print(f"revoked API key {args.key_id}")
     elif args.command == "reconcile-charges":
         now = deps.clock()

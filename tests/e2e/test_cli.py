@@ -88,30 +88,23 @@ def test_a_created_key_is_listed_without_its_secret_works_and_stops_working_once
     assert _key_rows(run_cli("list-api-keys", "--org", org, env=env, cwd=tmp_path).stdout)[admin_id][5] != "-"
 
 
-def test_a_key_for_an_unknown_organization_is_refused_with_a_one_line_error(tmp_path: Path, sqlite_url: str) -> None:
+@pytest.mark.parametrize(("args", "error"), [
+    (["create-api-key", "--org", "999", "--role", "ADMIN"], "create-api-key: error: no organization with id 999"),
+    (["list-api-keys", "--org", "999"], "list-api-keys: error: no organization with id 999"),
+    (["revoke-api-key", "4242"], "revoke-api-key: error: no live API key with id 4242"),
+    (["create-api-key", "--org", "1", "--role", "ADMIN", "--expires-at", "2001-01-01T00:00:00+00:00"],
+     "create-api-key: error: "),
+], ids=["key-for-unknown-org", "keys-of-unknown-org", "unknown-key", "expiry-in-the-past"])
+def test_an_argument_naming_nothing_there_exits_2_with_the_usage_line_and_a_one_line_error(
+        tmp_path: Path, sqlite_url: str, args: list[str], error: str) -> None:
     env = cli_env(migrated(sqlite_url, tmp_path))
-    result = run_cli("create-api-key", "--org", "999", "--role", "ADMIN", env=env, cwd=tmp_path)
-    assert result.returncode != 0
-    assert result.stdout.strip() == ""
-    assert len(result.error_lines) == 1, result.stderr
-    assert "999" in result.error_lines[0]
-
-
-def test_listing_the_keys_of_an_unknown_organization_is_refused_with_a_one_line_error(
-        tmp_path: Path, sqlite_url: str) -> None:
-    env = cli_env(migrated(sqlite_url, tmp_path))
-    result = run_cli("list-api-keys", "--org", "999", env=env, cwd=tmp_path)
+    assert run_cli("create-org", "Acme", env=env, cwd=tmp_path).returncode == 0
+    result = run_cli(*args, env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stdout.strip() == ""
-    assert result.error_lines == ["credits-graphql: error: no organization with id 999"], result.stderr
-
-
-def test_revoking_an_unknown_key_fails(tmp_path: Path, sqlite_url: str) -> None:
-    env = cli_env(migrated(sqlite_url, tmp_path))
-    result = run_cli("revoke-api-key", "4242", env=env, cwd=tmp_path)
-    assert result.returncode != 0
-    assert len(result.error_lines) == 1, result.stderr
-    assert "4242" in result.error_lines[0]
+    assert result.error_lines[0].startswith(f"usage: credits-graphql {args[0]}"), result.stderr
+    assert [line for line in result.error_lines if "error:" in line] == [result.error_lines[-1]], result.stderr
+    assert result.error_lines[-1].startswith(f"credits-graphql {error}"), result.stderr
 
 
 @pytest.mark.parametrize(("args", "mentions"), [
