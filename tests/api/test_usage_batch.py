@@ -126,9 +126,17 @@ async def test_an_empty_or_oversized_batch_after_another_mutation_runs_neither(
 
 async def test_a_malformed_id_or_amount_in_any_item_is_bad_input_and_records_nothing(
         gql: GraphQLClient, funded_id: str) -> None:
-    for bad in (usage("not-an-id", "1", "b"), usage(funded_id, "1e2", "b")):
+    malformed = [(usage("not-an-id", "1", "b"), "items[1].accountId"), (usage(funded_id, "1e2", "b"), "[1].amount")]
+    for bad, where in malformed:
         response = await gql.post(BATCH, {"input": {"items": [usage(funded_id, "1", "a"), bad]}})
         assert codes_of(response) == ["BAD_USER_INPUT"], bad
+        assert where in response.json()["errors"][0]["message"]  # which of up to 1,000 items to mend
+        # the same within a document of several fields, which runs none of them
+        response = await gql.post(BATCH.replace("mutation(", "mutation M(").replace(
+            "recordUsageBatch(", "a: recordUsageBatch(").rstrip()[:-1] + " b: recordUsageBatch(input: $input) "
+            "{ results { userErrors { code } } } }", {"input": {"items": [usage(funded_id, "1", "a"), bad]}})
+        assert codes_of(response) == ["BAD_USER_INPUT"], bad
+        assert where in response.json()["errors"][0]["message"]
     assert await balance(gql, funded_id) == "100.00"
 
 

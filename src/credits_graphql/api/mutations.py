@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types import Info
 
 from credits_graphql.api.audit import audited
 from credits_graphql.api.context import Context
-from credits_graphql.api.ids import NO_ROW, decode_id
+from credits_graphql.api.ids import NO_ROW, bad_input, decode_id
 from credits_graphql.api.inputs import (
     AddFundsInput,
     CloseAccountInput,
@@ -43,10 +44,14 @@ def _account_pk(account_id: strawberry.ID) -> int:
     return decoded[1]
 
 
-def _item_account_pk(account_id: strawberry.ID) -> int:
+def _item_account_pk(account_id: strawberry.ID, index: int) -> int:
     """For a batch item: an id of another type (a transaction's) names no account, which the batch answers
-    ACCOUNT_NOT_FOUND as it does an account of another organization."""
-    decoded = decode_id(account_id, "Account")  # not an id at all: BAD_USER_INPUT, as for a Decimal
+    ACCOUNT_NOT_FOUND as it does an account of another organization. Not an id at all: BAD_USER_INPUT, as for a
+    Decimal, naming the item (one of up to 1,000)."""
+    try:
+        decoded = decode_id(account_id, "Account")
+    except GraphQLError as error:
+        raise bad_input(f"{error.message} at input.items[{index}].accountId") from None
     return decoded[1] if decoded is not None else NO_ROW
 
 
@@ -137,9 +142,9 @@ class Mutation:
                                  input: RecordUsageBatchInput) -> RecordUsageBatchPayload:
         check_batch_size(input.items)
         commands = [ledger.RecordUsage(
-            account_id=_item_account_pk(item.account_id), service=item.service, amount=item.amount,
+            account_id=_item_account_pk(item.account_id, index), service=item.service, amount=item.amount,
             idempotency_key=item.idempotency_key, minutes=item.minutes, reference=item.reference,
-            occurred_at=item.occurred_at) for item in input.items]
+            occurred_at=item.occurred_at) for index, item in enumerate(input.items)]
         outcomes = await info.context.usage.record_usage_batch(info.context.deps, info.context.org_id, commands)
         info.context.prime_accounts({done.account.id: done.account for done in outcomes
                                      if not isinstance(done, RuleViolation)}.values())

@@ -41,7 +41,7 @@ from credits_graphql.api.audit import record, summarize
 from credits_graphql.api.connections import page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import BAD_REQUEST, FORBIDDEN
-from credits_graphql.api.ids import account_row_id, another_lists_cursor, cursor_list, decode_id
+from credits_graphql.api.ids import account_row_id, another_lists_cursor, bad_input, cursor_list, decode_id
 from credits_graphql.api.inputs import check_batch_size
 from credits_graphql.api.limits import PerDocument, fragments_of, variables_as_run
 from credits_graphql.api.permissions import Allowed
@@ -147,7 +147,8 @@ class _Mutation:
                 if len(roots) > 1:
                     for argument in root.arguments or ():
                         if (argument_definition := definition.args.get(argument.name.value)) is not None:
-                            _check_ids(self._argument(root, argument.name.value), argument_definition.type)
+                            _check_ids(self._argument(root, argument.name.value), argument_definition.type,
+                                       argument.name.value)
                     if (root.name.value == "recordUsageBatch" and isinstance(given, Mapping)
                             and given.get("items") is not None):
                         check_batch_size(given["items"])
@@ -202,21 +203,25 @@ def _accounts_named(given: Any) -> set[int]:
             and (row_id := account_row_id(item.get("accountId"))) is not None}
 
 
-def _check_ids(value: Any, type_: GraphQLInputType) -> None:
-    """Every ID in an input value is one this service could have handed out (decode_id raises otherwise)."""
+def _check_ids(value: Any, type_: GraphQLInputType, where: str) -> None:
+    """Every ID in an input value is one this service could have handed out (BAD_USER_INPUT naming `where` it is,
+    such as input.items[3].accountId, otherwise)."""
     nullable = get_nullable_type(type_)
     if isinstance(nullable, GraphQLList):
-        for item in value if isinstance(value, list) else [value]:
-            _check_ids(item, nullable.of_type)
+        for index, item in enumerate(value if isinstance(value, list) else [value]):
+            _check_ids(item, nullable.of_type, f"{where}[{index}]")
     elif isinstance(nullable, GraphQLInputObjectType) and isinstance(value, Mapping):
         for name, field in nullable.fields.items():
             if name in value:
-                _check_ids(value[name], field.type)
+                _check_ids(value[name], field.type, f"{where}.{name}")
     elif isinstance(nullable, GraphQLScalarType) and nullable.name == "ID":
         if isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
             value = str(int(value))  # ID takes a number too, as its digits: no id this service hands out
         if isinstance(value, str):
-            decode_id(value)
+            try:
+                decode_id(value)
+            except GraphQLError as error:
+                raise bad_input(f"{error.message} at {where}") from None
 
 
 def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode], *,
