@@ -168,6 +168,27 @@ async def test_a_usage_writer_may_record_usage_and_read(gql: GraphQLClient, fund
     assert (await writer(BALANCE, {"id": funded_id}))["balance"]["available"]["amount"] == "99.00"
 
 
+VIEWER = """{ viewer { apiKeyId role mayRecordUsage mayManageAccounts mayMoveFunds mayReadAuditTrail } }"""
+NEEDS = {"createAccount": "mayManageAccounts", "updateRechargeSettings": "mayManageAccounts",
+         "updatePaymentMethod": "mayManageAccounts", "closeAccount": "mayManageAccounts",
+         "addFunds": "mayMoveFunds", "recordUsage": "mayRecordUsage"}
+
+
+async def test_the_viewer_says_what_its_key_may_do_and_every_call_agrees(
+        gql: GraphQLClient, funded_id: str, org: Org, deps: Deps) -> None:
+    """An SPA shows only what its key may do: what `viewer` says is what the service then allows."""
+    for role, key in ((Role.READER, org.reader), (Role.USAGE_WRITER, org.usage_writer), (Role.ADMIN, org.admin)):
+        viewer = (await gql(VIEWER, key=key))["viewer"]
+        assert viewer["role"] == role.value
+        assert viewer["apiKeyId"] in {str(k.id) for k in await access.list_api_keys(deps, org.id) if k.role is role}
+        for mutation, (document, variables) in _mutations(funded_id).items():
+            body = (await gql.post(document, variables, key=key)).json()
+            refused = [error["extensions"]["code"] for error in body.get("errors", [])] == ["FORBIDDEN"]
+            assert refused is not viewer[NEEDS[mutation]], (role, mutation)
+        audit = (await gql.post("{ auditEvents { totalCount } }", key=key)).json()
+        assert (audit["data"]["auditEvents"] is None) is not viewer["mayReadAuditTrail"], role
+
+
 # tenant isolation
 
 async def test_another_organizations_account_is_invisible_to_every_query(gql: GraphQLClient, funded_id: str,

@@ -19,6 +19,7 @@ from credits_graphql.api.types import (
     TransactionNode,
     transactions_of,
 )
+from credits_graphql.api.viewer import Viewer
 from credits_graphql.domain import ledger
 from credits_graphql.domain.access import Action
 from credits_graphql.domain.ledger import Account
@@ -32,6 +33,11 @@ async def _account(info: Info[Context, None], account_id: strawberry.ID) -> Acco
 
 @strawberry.type
 class Query:
+    @strawberry.field(description="The API key this request is made with: its role and what it may do, so that "
+                                  "a client shows only that.")
+    def viewer(self, info: Info[Context, None]) -> Viewer:
+        return Viewer(principal=info.context.principal)
+
     @strawberry.field(description="Any object by its global id; null when unknown or another organization's.")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:
         type_name, row_id = decode_id(id) or ("", 0)
