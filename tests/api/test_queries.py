@@ -15,6 +15,7 @@ from tests.api.documents import (
     RECHARGE_ATTEMPTS,
     TRANSACTIONS,
     add_funds,
+    close_account,
     codes_of,
     create_account,
     get_balance,
@@ -92,6 +93,25 @@ async def test_accounts_are_listed_newest_first_in_keyset_pages(gql: GraphQLClie
     last = (await gql(ACCOUNTS, {"first": 2, "after": second["pageInfo"]["endCursor"]}))["accounts"]
     assert [e["node"]["name"] for e in last["edges"]] == ["acct-0"]
     assert last["pageInfo"]["hasNextPage"] is False
+
+
+async def test_accounts_of_one_status_are_paged_and_counted_alone(gql: GraphQLClient) -> None:
+    ids = [str((await create_account(gql, f"acct-{i}", "SEK", token=None))["id"]) for i in range(5)]
+    for closed in (ids[1], ids[3]):
+        await close_account(gql, closed)
+    query = """query($status: AccountStatus, $after: String) { accounts(first: 2, status: $status, after: $after) {
+        totalCount pageInfo { hasNextPage endCursor } edges { node { name status } } } }"""
+    first = (await gql(query, {"status": "ACTIVE"}))["accounts"]
+    assert [e["node"]["name"] for e in first["edges"]] == ["acct-4", "acct-2"]
+    assert first["totalCount"] == 3
+    rest = (await gql(query, {"status": "ACTIVE", "after": first["pageInfo"]["endCursor"]}))["accounts"]
+    assert [e["node"]["name"] for e in rest["edges"]] == ["acct-0"]
+    assert rest["pageInfo"]["hasNextPage"] is False
+    closed = (await gql(query, {"status": "CLOSED"}))["accounts"]
+    assert [(e["node"]["name"], e["node"]["status"]) for e in closed["edges"]] == [("acct-3", "CLOSED"),
+                                                                                  ("acct-1", "CLOSED")]
+    assert closed["totalCount"] == 2
+    assert (await gql(query, {"status": None}))["accounts"]["totalCount"] == 5
 
 
 async def test_a_cursor_of_another_organization_s_accounts_is_refused(gql: GraphQLClient, deps: Deps) -> None:

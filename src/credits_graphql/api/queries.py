@@ -61,16 +61,17 @@ class Query:
         account = await _account(info, id)
         return AccountNode.of(account) if account else None
 
-    @strawberry.field(description="The organization's accounts, newest first.")
-    async def accounts(self, info: Info[Context, None], first: int | None = None,
-                       after: str | None = None) -> connections.Connection[AccountNode]:
+    @strawberry.field(description="The organization's accounts, newest first; with `status`, only those (ACTIVE "
+                                  "hides closed accounts), `totalCount` counting them.")
+    async def accounts(self, info: Info[Context, None], first: int | None = None, after: str | None = None,
+                       status: ledger.AccountStatus | None = None) -> connections.Connection[AccountNode]:
         deps, org_id = info.context.deps, info.context.org_id
         listed = f"accounts.{org_id}"  # another organization's cursor pages no list of this one
-        page = await queries.accounts_page(deps, org_id, connections.after_id(after, listed),
+        page = await queries.accounts_page(deps, org_id, status, connections.after_id(after, listed),
                                            connections.page_size(first))
         info.context.prime_accounts(page.items)
         return connections.build(page.items, page.has_next, after, listed, lambda a: a.id, AccountNode.of,
-                                 lambda: queries.count_accounts(deps, org_id))
+                                 lambda: queries.count_accounts(deps, org_id, status))
 
     @strawberry.field
     async def balance(self, info: Info[Context, None], account_id: strawberry.ID) -> Balance | None:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from credits_graphql.domain.ledger import Account, EntryKind, LedgerEntry
+from credits_graphql.domain.ledger import Account, AccountStatus, EntryKind, LedgerEntry
 from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.deps import Deps
 
@@ -36,15 +36,16 @@ async def accounts_by_id(deps: Deps, org_id: int, ids: Collection[int]) -> dict[
         return {a.id: a for a in await uow.accounts.get_many(org_id, ids)}
 
 
-async def accounts_page(deps: Deps, org_id: int, before_id: int | None, limit: int) -> Page[Account]:
+async def accounts_page(deps: Deps, org_id: int, status: AccountStatus | None, before_id: int | None,
+                        limit: int) -> Page[Account]:
     async with deps.uow() as uow:
-        rows = await uow.accounts.page(org_id, before_id, limit + 1)
+        rows = await uow.accounts.page(org_id, status, before_id, limit + 1)
     return Page.of(rows, limit)
 
 
-async def count_accounts(deps: Deps, org_id: int) -> int:
+async def count_accounts(deps: Deps, org_id: int, status: AccountStatus | None = None) -> int:
     async with deps.uow() as uow:
-        return await uow.accounts.count(org_id)
+        return await uow.accounts.count(org_id, status)
 
 
 async def entries_by_id(deps: Deps, org_id: int, ids: Collection[int]) -> dict[int, LedgerEntry]:

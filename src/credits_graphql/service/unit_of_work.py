@@ -12,7 +12,7 @@ from typing import Protocol, Self
 
 from credits_graphql.domain.access import Role
 from credits_graphql.domain.funds import FundsCharge, FundsChargeStatus
-from credits_graphql.domain.ledger import Account, EntryKind, LedgerEntry
+from credits_graphql.domain.ledger import Account, AccountStatus, EntryKind, LedgerEntry
 from credits_graphql.domain.recharge import RechargeAttempt
 
 
@@ -92,8 +92,9 @@ class AccountRepository(Protocol):
     async def save_many(self, accounts: Sequence[Account]) -> None:
         """Each account saved, as `save` would, in one trip to the database."""
         ...
-    async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]: ...
-    async def count(self, org_id: int) -> int: ...
+    async def page(self, org_id: int, status: AccountStatus | None, before_id: int | None,
+                   limit: int) -> list[Account]: ...
+    async def count(self, org_id: int, status: AccountStatus | None = None) -> int: ...
 
 
 class LedgerRepository(Protocol):

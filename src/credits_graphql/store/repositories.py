@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
@@ -141,6 +142,12 @@ _ENTRIES_BY_KEYS_SQLITE = select(ledger_entries).where(
     ledger_entries.c.idempotency_key.in_(select(func.json_each(bindparam("keys")).table_valued("value").c.value)))
 
 
+def _accounts_of(org_id: int, status: AccountStatus | None) -> list[ColumnElement[bool]]:
+    """An organization's accounts, of one status or all: walked on (org_id, id), filtering the status (an
+    organization holds hundreds or thousands of accounts, not millions)."""
+    return [accounts.c.org_id == org_id, *([accounts.c.status == status] if status is not None else [])]
+
+
 class SqlAccountRepository:
     def __init__(self, connection: StoreConnection) -> None:
         self._connection = connection
@@ -199,15 +206,16 @@ class SqlAccountRepository:
             await self._connection.write_many(_SAVE_ACCOUNT, [
                 {"account_id": account.id, **_account_values(account)} for account in accounts])
 
-    async def page(self, org_id: int, before_id: int | None, limit: int) -> list[Account]:
-        query = select(accounts).where(accounts.c.org_id == org_id)
+    async def page(self, org_id: int, status: AccountStatus | None, before_id: int | None,
+                   limit: int) -> list[Account]:
+        query = select(accounts).where(*_accounts_of(org_id, status))
         if before_id is not None:
             query = query.where(accounts.c.id < before_id)
         rows = await self._connection.execute(query.order_by(accounts.c.id.desc()).limit(limit))
         return [_account(row) for row in rows]
 
-    async def count(self, org_id: int) -> int:
-        return await _count(self._connection, select(func.count()).where(accounts.c.org_id == org_id))
+    async def count(self, org_id: int, status: AccountStatus | None = None) -> int:
+        return await _count(self._connection, select(func.count()).where(*_accounts_of(org_id, status)))
 
     async def _one(self, query: Select[Any]) -> Account | None:
         row = (await self._connection.execute(query)).first()
