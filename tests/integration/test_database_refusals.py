@@ -74,7 +74,8 @@ async def refusing_postgresql(sqlstate: str, message: str) -> AsyncIterator[int]
 
 
 @pytest.mark.parametrize(("sqlstate", "message"), [("57P03", "the database system is starting up"),
-                                                   ("53300", "sorry, too many clients already")])
+                                                   ("53300", "sorry, too many clients already"),
+                                                   ("55000", 'database "x" is not currently accepting connections')])
 async def test_a_postgresql_refusing_new_connections_is_a_503_to_retry(
         runtime: Runtime, sqlstate: str, message: str) -> None:
     async with refusing_postgresql(sqlstate, message) as port:

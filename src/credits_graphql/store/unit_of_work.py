@@ -118,8 +118,9 @@ class SqlUnitOfWork:
 
 
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
-# connection_exception, operator_intervention (a restart, "starting up"), insufficient_resources ("too many clients")
-_UNAVAILABLE_CLASSES = ("08", "57P", "53")
+# connection_exception, operator_intervention (a restart, "starting up"), insufficient_resources ("too many clients"),
+# and a database that is "not currently accepting connections" (ALLOW_CONNECTIONS false: 55000)
+_UNAVAILABLE_CLASSES = ("08", "57P", "53", "55000")
 _BUSY_STATES = frozenset({"55P03", "57014"})  # lock_not_available (lock_timeout), query_canceled (statement_timeout)
 
 
