@@ -188,7 +188,7 @@ def test_a_command_on_an_unmigrated_database_stops_with_a_one_line_error_saying_
     result = run_cli(*args, env=cli_env(sqlite_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
-                                  "needs 0007: run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
+                                  "needs 0008: run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
                                   f"{(tmp_path / 'c.db').resolve()})"], result.stderr
     assert "serving" not in result.stdout
 
@@ -224,15 +224,15 @@ def test_a_database_behind_the_release_is_refused_until_it_is_migrated_and_one_a
     behind = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
     assert behind.returncode == 2, behind.stderr
     assert behind.error_lines == ["credits-graphql: error: database schema is at revision 0003, this release "
-                                  "needs 0007: run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
+                                  "needs 0008: run credits-graphql migrate (CREDITS_DATABASE_URL: the SQLite file "
                                   f"{(tmp_path / 'c.db').resolve()})"], behind.stderr
 
     _set_revision(tmp_path / "c.db", "0099")
     ahead = run_cli("create-org", "Acme", env=env, cwd=tmp_path)
     assert ahead.returncode == 0, ahead.stderr
-    assert "database schema is at revision 0099, newer than this release's 0007: running on it" in ahead.stderr
+    assert "database schema is at revision 0099, newer than this release's 0008: running on it" in ahead.stderr
 
-    _set_revision(tmp_path / "c.db", "0007")
+    _set_revision(tmp_path / "c.db", "0008")
     assert run_cli("create-org", "Acme", env=env, cwd=tmp_path).returncode == 0
 
 
@@ -271,7 +271,7 @@ def test_migrate_on_a_database_a_newer_release_migrated_warns_changes_nothing_an
     result = run_cli("migrate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert ("database schema is at revision 0099, newer than this release's 0007: nothing to migrate"
+    assert ("database schema is at revision 0099, newer than this release's 0008: nothing to migrate"
             in result.stderr), result.stderr
     assert _query(any_database_url, "SELECT version_num FROM alembic_version") == [("0099",)]
     assert _schema(any_database_url) == before
@@ -303,7 +303,7 @@ def test_an_unmigrated_postgresql_database_is_refused_too(tmp_path: Path, postgr
     result = run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.error_lines == ["credits-graphql: error: database schema is at revision none, this release "
-                                  "needs 0007: run credits-graphql migrate (CREDITS_DATABASE_URL: "
+                                  "needs 0008: run credits-graphql migrate (CREDITS_DATABASE_URL: "
                                   f"{postgres_url})"], result.stderr
     assert run_cli("migrate", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0
     assert run_cli("create-org", "Acme", env=cli_env(postgres_url), cwd=tmp_path).returncode == 0

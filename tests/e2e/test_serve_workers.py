@@ -244,5 +244,5 @@ def test_a_server_process_started_on_an_unmigrated_database_stops_them_all(
     with pytest.raises(SystemExit) as stopped:
         app_from_env()
     assert stopped.value.code == STARTUP_FAILURE
-    assert "could not start: database schema is at revision none, this release needs 0007: " \
+    assert "could not start: database schema is at revision none, this release needs 0008: " \
            "run credits-graphql migrate" in caplog.messages

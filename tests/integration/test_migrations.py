@@ -120,7 +120,7 @@ async def test_readyz_answers_503_until_the_database_is_migrated(any_database_ur
     it requests, all of which would fail, while the database is reachable but not migrated."""
     unmigrated, migrated = await _readyz(any_database_url, migrate_after_first=True)
     assert unmigrated == (503, {"status": "unavailable", "database": "not migrated", "detail": (
-        "database schema is at revision none, this release needs 0007: run credits-graphql migrate")})
+        "database schema is at revision none, this release needs 0008: run credits-graphql migrate")})
     assert migrated == (200, READY)
 
 

@@ -3,18 +3,24 @@ ADMINs of the same organization read, newest first, and that the database refuse
 
 from __future__ import annotations
 
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from credits_graphql.api.ids import decode_id
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.access import Role
 from credits_graphql.gateways.sandbox import SandboxGateway
+from credits_graphql.service import funds_recovery, ledger
 from credits_graphql.service.deps import Deps
 from tests.api.documents import usage_and_funds
-from tests.conftest import GraphQLClient, Org, make_org
+from tests.conftest import Clock, GraphQLClient, Org, make_org
 from tests.security.conftest import key_id
+from tests.service.support import GRACE_PASSED
+from tests.service.test_funds_intents import DyingGateway, ProcessDied
 
 AUDIT = """query($first: Int, $after: String) { auditEvents(first: $first, after: $after) {
   totalCount pageInfo { hasNextPage endCursor }
@@ -309,3 +315,28 @@ async def test_a_batch_whose_items_are_all_recorded_is_one_ok_event(gql: GraphQL
     assert [(e["operation"], e["outcome"], e["errorCodes"]) for e in events[:2]] == [
         ("recordUsageBatch", "OK", []), ("addFunds", "OK", [])]
     assert {field["name"]: field["value"] for field in events[0]["input"]} == {"items": "2"}
+
+
+async def test_an_add_funds_whose_request_died_is_recorded_in_its_key_s_name_by_the_worker_that_credits_it(
+        gql: GraphQLClient, deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    card = {"token": "tok_visa"}
+    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": card}})
+    account_id = created["createAccount"]["account"]["id"]
+    admin = await key_id(deps, org.id, Role.ADMIN)
+    decoded = decode_id(account_id, "Account")
+    assert decoded is not None
+    request = ledger.AddFunds(account_id=decoded[1], amount=Decimal("25"), idempotency_key="inv-7", api_key_id=admin)
+    with pytest.raises(ProcessDied):  # killed once the card was charged: the request records nothing
+        await ledger.add_funds(replace(deps, gateway=DyingGateway(gateway)), org.id, request)
+    assert [e["operation"] for e in await _events(gql)] == ["createAccount"]
+
+    clock.advance(seconds=GRACE_PASSED)
+    assert await funds_recovery.run_stale(deps) == 1  # the worker credits the charge in the request's stead
+
+    credited, _ = await _events(gql)
+    assert (credited["operation"], credited["apiKeyId"], credited["accountId"], credited["outcome"]) == (
+        "addFunds", str(admin), account_id, "OK")
+    assert {field["name"]: field["value"] for field in credited["input"]} == {"amount": "25.00",
+                                                                             "idempotencyKey": "inv-7"}
+    assert await funds_recovery.run_stale(deps) == 0
+    assert len(await _events(gql)) == 2  # recorded once

@@ -93,7 +93,7 @@ class Mutation:
         try:
             done = await ledger.add_funds(info.context.deps, info.context.org_id, ledger.AddFunds(
                 account_id=_account_pk(input.account_id), amount=input.amount,
-                idempotency_key=input.idempotency_key))
+                idempotency_key=input.idempotency_key, api_key_id=info.context.principal.key_id))
         except RuleViolation as violation:
             return AddFundsPayload(user_errors=[UserError.of(violation)])
         return AddFundsPayload(transaction=TransactionNode.of(done.entry), account=_account_node(info, done.account))

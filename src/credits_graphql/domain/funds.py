@@ -35,6 +35,9 @@ class FundsCharge:
     lease_expires_at: datetime | None = None
     settled_at: datetime | None = None
     transaction_id: int | None = None
+    api_key_id: int | None = None
+    """The API key that asked for it: a worker that credits it in the request's stead records the audit event in
+    its name."""
     id: int | None = None
 
     @property

@@ -54,7 +54,7 @@ async def recover(deps: Deps, charge: FundsCharge) -> FundsCharge | None:
     except Exception:
         log.warning("gateway error recovering funds charge %s; trying again later", charge.id, exc_info=True)
         return None
-    settled, _ = await ledger.settle_funds_charge(deps, charge, result)
+    settled, _ = await ledger.settle_funds_charge(deps, charge, result, for_the_request=True)
     return settled
 
 

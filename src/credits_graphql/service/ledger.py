@@ -19,7 +19,7 @@ from credits_graphql.domain.ledger import (
     replay,
     request_fingerprint,
 )
-from credits_graphql.domain.money import canonical
+from credits_graphql.domain.money import canonical, format_plain_decimal
 from credits_graphql.domain.policy import usage_micros
 from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
@@ -27,7 +27,7 @@ from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
 from credits_graphql.service.request_scope import unaudited
 from credits_graphql.service.transient import TransientConflict, retry_on_conflict
-from credits_graphql.service.unit_of_work import UnitOfWork
+from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome, UnitOfWork
 
 MAX_KEY_LENGTH = 255
 MAX_REFERENCE_LENGTH = 255
@@ -39,6 +39,8 @@ class AddFunds:
     account_id: int
     amount: Decimal
     idempotency_key: str
+    api_key_id: int | None = None
+    """Who asks: a worker that credits the charge in the request's stead records the audit event in its name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,18 +118,20 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
             amount_micros=micros, currency=account.currency, payment_token=card.token,
             gateway_key=_funds_gateway_key(account.id, card, cmd.idempotency_key, fingerprint,
                                            await uow.funds_charges.count_by_key(account.id, cmd.idempotency_key)),
-            created_at=deps.clock()))
+            created_at=deps.clock(), api_key_id=cmd.api_key_id))
         await uow.commit()
     return charge
 
 
 @retry_on_conflict
-async def settle_funds_charge(deps: Deps, charge: FundsCharge,
-                              result: ChargeResult) -> tuple[FundsCharge, Recorded | None]:
+async def settle_funds_charge(deps: Deps, charge: FundsCharge, result: ChargeResult, *,
+                              for_the_request: bool = False) -> tuple[FundsCharge, Recorded | None]:
     """Credits a successful charge or records its decline; the Recorded credit is None for a decline.
 
     When another request or a worker settled the charge first, answers what that one recorded; unless a worker
-    cancelled it, finding no charge by its key (the account closed), and this charge then went through: credited."""
+    cancelled it, finding no charge by its key (the account closed), and this charge then went through: credited.
+    A worker settles `for_the_request` that died or gave up: its credit commits with the request's audit event, in
+    the name of the key that asked."""
     assert charge.id is not None
     now = deps.clock()
     # A request's audit event commits with its credit; with a decline, the request records it (a userError).
@@ -157,8 +161,20 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge,
         current.succeed(entry.id, now)
         await uow.funds_charges.save(current)
         await uow.accounts.save(account)
+        if for_the_request and current.api_key_id is not None:
+            await uow.audit_events.record(_credited_in_stead(current, account, now))
         await uow.commit()
     return current, Recorded(entry, account)
+
+
+def _credited_in_stead(charge: FundsCharge, account: Account, at: datetime) -> AuditEvent:
+    """The OK event of an addFunds request whose credit a worker wrote: the request's input as the API records it
+    (the amount as a decimal of the currency's minor digits)."""
+    assert charge.api_key_id is not None
+    return AuditEvent(org_id=account.org_id, api_key_id=charge.api_key_id, operation="addFunds",
+                      account_id=account.id, input_summary={"amount": format_plain_decimal(charge.amount.amount),
+                                                            "idempotencyKey": charge.idempotency_key},
+                      outcome=AuditOutcome.OK, error_codes=(), occurred_at=at)
 
 
 @retry_on_conflict

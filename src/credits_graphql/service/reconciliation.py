@@ -53,7 +53,7 @@ async def reconcile_cancelled(deps: Deps, since: datetime) -> Reconciled:
     while charges := await _funds_charges_page(deps, since, after):
         for charge in charges:
             if (found := await tally.look_up(deps, charge.gateway_key)) is not None:
-                _, recorded = await ledger.settle_funds_charge(deps, charge, found)
+                _, recorded = await ledger.settle_funds_charge(deps, charge, found, for_the_request=True)
                 tally.credit(recorded is not None and not recorded.replayed, "funds charge", charge.id)
         after = charges[-1].id
     return Reconciled(tally.looked_up, tally.credited, tally.unanswered)

@@ -665,7 +665,7 @@ def _attempt(row: Row[Any]) -> RechargeAttempt:
 
 _FUNDS_CHARGE_FIELDS = ("account_id", "idempotency_key", "request_hash", "amount_micros", "currency", "payment_token",
                         "gateway_key", "status", "failure_reason", "created_at", "lease_expires_at", "settled_at",
-                        "transaction_id")
+                        "transaction_id", "api_key_id")
 
 
 def _funds_charge(row: Row[Any]) -> FundsCharge:

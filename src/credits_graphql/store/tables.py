@@ -188,6 +188,7 @@ funds_charges = Table(
     Column("lease_expires_at", UTCDateTime()),
     Column("settled_at", UTCDateTime()),
     Column("transaction_id", Id, ForeignKey("ledger_entries.id")),
+    Column("api_key_id", Id),  # the key that asked for it (none before migration 0008)
     Index("ix_funds_charges_account_id_id", "account_id", "id"),
     # One charge in flight per idempotency key: a concurrent duplicate reuses it instead of adding another.
     Index("uq_funds_charges_one_pending", "account_id", "idempotency_key", unique=True,
