@@ -46,6 +46,15 @@ async def _funded(deps: Deps, org: Org, amount: str = "50", token: str = "tok_vi
     return account.id
 
 
+async def _below_the_trigger_on_a_declining_card(deps: Deps, org: Org) -> int:
+    """Auto-recharge of 100 below 20 on a declining card, and usage that left 15: an attempt is pending."""
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
+    await use(deps, org.id, account_id, "35", "u1")
+    return account_id
+
+
 # settings
 
 
@@ -173,10 +182,7 @@ async def test_a_recharge_started_on_a_host_whose_clock_runs_ahead_is_charged_by
 
 async def test_a_new_card_saved_on_a_host_whose_clock_runs_ahead_makes_the_waiting_retry_due_at_once(
         deps: Deps, org: Org, clock: Clock) -> None:
-    account_id = await _funded(deps, org, "50")
-    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
-    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
-    await use(deps, org.id, account_id, "35", "u1")
+    account_id = await _below_the_trigger_on_a_declining_card(deps, org)
     assert await recharges.run_due(deps) == 1  # declined: a retry waits 60 s
 
     api_host = replace(deps, clock=lambda: clock.now + timedelta(minutes=10))
@@ -188,10 +194,7 @@ async def test_a_new_card_saved_on_a_host_whose_clock_runs_ahead_makes_the_waiti
 
 async def test_a_declined_recharge_fails_and_schedules_a_retry_after_the_back_off(
         deps: Deps, org: Org, clock: Clock) -> None:
-    account_id = await _funded(deps, org, "50")
-    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
-    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
-    await use(deps, org.id, account_id, "35", "u1")
+    account_id = await _below_the_trigger_on_a_declining_card(deps, org)
     assert await recharges.run_due(deps) == 1
     retry, failed = await attempts(deps, account_id)
     assert failed.status is AttemptStatus.FAILED
@@ -208,10 +211,7 @@ async def test_a_declined_recharge_fails_and_schedules_a_retry_after_the_back_of
 
 async def test_three_declined_recharges_back_off_then_suspend_and_a_new_card_resumes(
         deps: Deps, org: Org, clock: Clock, gateway: SandboxGateway) -> None:
-    account_id = await _funded(deps, org, "50")
-    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
-    await accounts.update_payment_method(deps, org.id, account_id, "tok_chargeDeclined")
-    await use(deps, org.id, account_id, "35", "u1")
+    account_id = await _below_the_trigger_on_a_declining_card(deps, org)
 
     assert await recharges.run_due(deps) == 1  # 1st failure
     assert await recharges.run_due(deps) == 0  # the back-off has not passed
