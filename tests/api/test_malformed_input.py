@@ -82,6 +82,10 @@ async def test_a_malformed_recharge_amount_changes_no_settings(gql: GraphQLClien
     response = await gql.post(UPDATE_SETTINGS, {"input": {"accountId": funded_id, "enabled": True,
                                                           "rechargeAmount": "2e2", "triggerBalance": "50"}})
     assert_bad_input(response)
+    # A form can show it by its field: the message names the input and what was found, each once
+    message = response.json()["errors"][0]["message"]
+    assert ".rechargeAmount" in message, message
+    assert message.count("2e2") == 1, message
     settings = (await gql("query($id: ID!) { account(id: $id) { rechargeSettings { status } } }",
                           {"id": funded_id}))["account"]["rechargeSettings"]
     assert settings == {"status": "DISABLED"}
