@@ -24,13 +24,15 @@ from tests.api.documents import (
     TRANSACTIONS,
     UPDATE_PAYMENT_METHOD,
     UPDATE_SETTINGS,
+    add_funds,
     codes_of,
+    create_account,
     get_account,
     history,
     usage_and_funds,
     user_error,
 )
-from tests.conftest import GraphQLClient, Org
+from tests.conftest import GraphQLClient, Org, make_org
 
 
 def _assert_unauthenticated(response: httpx.Response) -> None:
@@ -190,6 +192,23 @@ async def test_the_viewer_says_what_its_key_may_do_and_every_call_agrees(
 
 
 # tenant isolation
+
+
+async def test_another_organizations_account_or_transaction_read_beside_our_own_is_null(
+        gql: GraphQLClient, deps: Deps) -> None:
+    """Ids read together go to the database in one statement (a DataLoader), which must filter by organization as
+    a lone read does."""
+    other = gql.as_key((await make_org(deps, "Globex")).admin)
+    mine, theirs = (await create_account(gql))["id"], (await create_account(other))["id"]
+    accounts = await gql("""query($mine: ID!, $theirs: ID!) { mine: account(id: $mine) { id }
+        theirs: account(id: $theirs) { id name balance { available { amount } } } }""",
+                         {"mine": mine, "theirs": theirs})
+    assert accounts == {"mine": {"id": mine}, "theirs": None}
+    transactions = {"mine": (await add_funds(gql, mine, "10", "k1"))["transaction"]["id"],
+                    "theirs": (await add_funds(other, theirs, "20", "k2"))["transaction"]["id"]}
+    nodes = await gql("""query($mine: ID!, $theirs: ID!) { mine: node(id: $mine) { id }
+        theirs: node(id: $theirs) { id ... on Transaction { amount { amount } } } }""", transactions)
+    assert nodes == {"mine": {"id": transactions["mine"]}, "theirs": None}
 
 async def test_another_organizations_account_is_invisible_to_every_query(gql: GraphQLClient, funded_id: str,
                                                                         other_org: Org) -> None:

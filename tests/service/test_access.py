@@ -80,6 +80,12 @@ async def test_authenticating_records_when_a_key_was_last_used(deps: Deps, org: 
     [listed] = [k for k in await access.list_api_keys(deps, org.id) if k.id == key.id]
     assert listed.last_used_at is not None
     assert listed.last_used_at.replace(tzinfo=clock.now.tzinfo) == clock.now
+    # A later use moves it on: an operator must not revoke a partner's live key as idle
+    clock.advance(minutes=5)
+    assert await access.authenticate(deps, secret) is not None
+    [listed] = [k for k in await access.list_api_keys(deps, org.id) if k.id == key.id]
+    assert listed.last_used_at is not None
+    assert listed.last_used_at.replace(tzinfo=clock.now.tzinfo) == clock.now
 
 
 async def test_organizations_are_counted(deps: Deps, org: Org) -> None:

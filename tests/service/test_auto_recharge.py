@@ -394,6 +394,45 @@ async def test_a_decline_with_a_long_message_fails_the_attempt_and_schedules_the
     assert (await reload(deps, account_id)).recharge.consecutive_failures == 1
 
 
+class Scripted:
+    """The sandbox, but recharge charges are declined or go through in the order scripted (True: through)."""
+
+    def __init__(self, inner: SandboxGateway, script: list[bool]) -> None:
+        self.inner, self.script = inner, script
+
+    async def describe(self, token: str) -> CardDetails:
+        return await self.inner.describe(token)
+
+    async def charge(self, token: str, amount: Money, idempotency_key: str) -> ChargeResult:
+        if idempotency_key.startswith("recharge:") and not self.script.pop(0):
+            return ChargeResult(succeeded=False, failure_reason="card declined")
+        return await self.inner.charge(token, amount, idempotency_key)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        return await self.inner.find_charge(idempotency_key)
+
+
+async def test_a_recharge_that_goes_through_starts_the_count_of_failures_afresh(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    account_id = await _funded(deps, org, "50")
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="20")
+    worker = replace(deps, gateway=Scripted(gateway, [False, True, False, False]))
+    await use(deps, org.id, account_id, "35", "u1")  # 15: below the trigger
+    assert await recharges.run_due(worker) == 1  # declined: a retry in 60 s
+    clock.advance(seconds=61)
+    assert await recharges.run_due(worker) == 1  # through: 115
+    assert (await reload(deps, account_id)).recharge.consecutive_failures == 0
+
+    await use(deps, org.id, account_id, "100", "u2")  # 15 again, on the same card
+    assert await recharges.run_due(worker) == 1  # declined: the first failure of a new run, not the second
+    retry = await pending(deps, account_id)
+    assert retry is not None
+    assert retry.not_before.replace(tzinfo=clock.now.tzinfo) == clock.now + timedelta(seconds=60)
+    clock.advance(seconds=61)
+    assert await recharges.run_due(worker) == 1  # the second: auto-recharge stays on
+    assert (await reload(deps, account_id)).recharge.status is RechargeStatus.ACTIVE
+
+
 # a worker that died, or got no answer from the gateway
 
 
