@@ -289,6 +289,32 @@ async def test_a_query_exactly_at_the_depth_limit_runs(gql: GraphQLClient, funde
         {"__typename": "TransactionEdge"}]
 
 
+COST_5000 = "a: accounts(first: 100) { edges { node { transactions(first: 49) { edges { node { id } } } } } }"
+LISTS_250 = "a: accounts(first: 83) { edges { node { x: transactions(first: 0) { totalCount } " \
+            "y: transactions(first: 0) { totalCount } z: transactions(first: 0) { totalCount } } } }"
+
+
+@pytest.mark.parametrize(("label", "document", "refused"), [
+    ("16 levels deep", nested(["account(id: $id)", *account_chain(14, start=1)]), None),
+    ("17 levels deep", nested(["account(id: $id)", *account_chain(15, start=1)]), "nests 17 levels deep"),
+    ("5000 items", COST_5000, None),
+    ("5001 items", COST_5000 + " b: accounts(first: 1) { totalCount }", "may return 5001 items"),
+    ("250 lists", LISTS_250, None),
+    ("251 lists", LISTS_250 + " b: accounts(first: 1) { totalCount }", "may read 251 lists"),
+])
+async def test_a_query_at_a_limit_runs_and_one_past_it_is_refused(
+        http: httpx.AsyncClient, org: Org, funded_id: str, label: str, document: str, refused: str | None) -> None:
+    declared = "($id: ID!)" if "$id" in document else ""
+    response = await http.post("/graphql", json={"query": f"query{declared} {{ {document} }}",
+                                                 "variables": {"id": funded_id} if declared else {}}, headers=auth(org))
+    assert response.status_code == 200, response.text
+    if refused is None:
+        assert codes_of(response) == [], (label, response.text[:300])
+    else:
+        assert codes_of(response) in (["QUERY_TOO_COMPLEX"], ["QUERY_COST_EXCEEDED"]), label
+        assert refused in messages_of(response)[0], messages_of(response)[0]
+
+
 async def test_introspection_nested_over_the_depth_limit_is_refused(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
     before = await snapshot(gql, funded_id)
