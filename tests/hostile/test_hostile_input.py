@@ -83,6 +83,7 @@ async def test_a_body_of_broken_json_is_bad_request_and_changes_nothing(
     ("JSON number body", 42),
     ("JSON null body", None),
     ("JSON true body", True),
+    ("JSON array of operations (BatchHttpLink)", [{"query": "mutation { MUTATION }"}] * 2),
 ])
 async def test_a_json_body_that_is_not_an_object_is_bad_request_and_changes_nothing(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,
@@ -90,6 +91,8 @@ async def test_a_json_body_that_is_not_an_object_is_bad_request_and_changes_noth
     before = await snapshot(gql, funded_id)
     if isinstance(payload, str):
         payload = payload.replace("MUTATION", add_funds(funded_id))
+    if isinstance(payload, list):
+        payload = [{"query": item["query"].replace("MUTATION", add_funds(funded_id))} for item in payload]
     response = await stopwatch.time(label, lambda: http.post(
         "/graphql", content=json.dumps(payload), headers={**auth(org), "Content-Type": "application/json"}))
     assert response.status_code == 400, response.text
