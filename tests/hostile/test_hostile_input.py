@@ -1046,6 +1046,10 @@ async def test_a_bad_page_argument_in_a_mutations_payload_refuses_the_mutation_b
      "recordUsageBatch(input: {items: $items}) { results { userErrors { code } } }",
      {"items": [{"accountId": 5, "service": "TOLL_FREE", "amount": "1", "idempotencyKey": "n"}]}),
     ("an integral float as an id", "closeAccount(input: {accountId: $id}) { userErrors { code } }", {"id": 12.0}),
+    ("a number beyond any float as an id", "closeAccount(input: {accountId: $id}) { userErrors { code } }",
+     {"id": 10**400}),
+    ("a literal number beyond any float as an id",
+     f"closeAccount(input: {{accountId: {10**400}}}) {{ account {{ id }} }}", {}),
 ])
 async def test_a_malformed_id_in_a_later_field_of_a_mutation_runs_none_of_its_fields(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,

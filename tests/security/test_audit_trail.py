@@ -3,6 +3,7 @@ ADMINs of the same organization read, newest first, and that the database refuse
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ from credits_graphql.domain.access import Role
 from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import funds_recovery, ledger
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.payments import ChargeResult
 from tests.api.documents import usage_and_funds
 from tests.conftest import Clock, GraphQLClient, Org, make_org
 from tests.security.conftest import key_id
@@ -340,3 +342,29 @@ async def test_an_add_funds_whose_request_died_is_recorded_in_its_key_s_name_by_
                                                                              "idempotencyKey": "inv-7"}
     assert await funds_recovery.run_stale(deps) == 0
     assert len(await _events(gql)) == 2  # recorded once
+
+
+async def test_an_add_funds_slower_than_the_grace_and_credited_by_the_worker_is_one_audit_event(
+        gql: GraphQLClient, gateway: SandboxGateway, deps: Deps, clock: Clock) -> None:
+    card = {"token": "tok_visa"}
+    created = await gql(CREATE, {"input": {"name": "Ops", "currencyCode": "SEK", "paymentMethod": card}})
+    account_id = created["createAccount"]["account"]["id"]
+    charge, reached, go_on = gateway.charge, asyncio.Event(), asyncio.Event()
+
+    async def the_request_s_call_answers_after_the_grace(*args: Any) -> ChargeResult:
+        if not reached.is_set():
+            reached.set()
+            await go_on.wait()
+        return await charge(*args)
+
+    gateway.charge = the_request_s_call_answers_after_the_grace  # type: ignore[method-assign]
+    request = asyncio.create_task(gql.post(ADD_FUNDS, {"id": account_id, "amount": "25"}))
+    await reached.wait()
+    clock.advance(seconds=GRACE_PASSED)
+    assert await funds_recovery.run_stale(deps) == 1  # the worker charges with the same key, and credits
+    go_on.set()
+    answer = (await request).json()
+    assert answer["data"]["addFunds"]["userErrors"] == [], answer
+
+    assert len(gateway.charges) == 1
+    assert [e["operation"] for e in await _events(gql)] == ["addFunds", "createAccount"]  # one call, one event

@@ -215,8 +215,10 @@ def _check_ids(value: Any, type_: GraphQLInputType, where: str) -> None:
             if name in value:
                 _check_ids(value[name], field.type, f"{where}.{name}")
     elif isinstance(nullable, GraphQLScalarType) and nullable.name == "ID":
-        if isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
-            value = str(int(value))  # ID takes a number too, as its digits: no id this service hands out
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # ID takes an integer too, as its digits: never an id this service hands out (nor a float, which ID
+            # does not take at all: validation says so, if this does not)
+            raise bad_input(f"A number is not a valid id, at {where}")
         if isinstance(value, str):
             try:
                 decode_id(value)

@@ -37,7 +37,7 @@ class FundsCharge:
     transaction_id: int | None = None
     api_key_id: int | None = None
     """The API key that asked for it: a worker that credits it in the request's stead records the audit event in
-    its name."""
+    its name, and then clears it (a request still waiting on the charge then records no second event)."""
     id: int | None = None
 
     @property

@@ -25,7 +25,7 @@ from credits_graphql.domain.recharge import RechargeAttempt
 from credits_graphql.service.accounts import lock_account, start_recharge_if_due
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import ChargeResult
-from credits_graphql.service.request_scope import unaudited
+from credits_graphql.service.request_scope import audit_event_recorded, unaudited
 from credits_graphql.service.transient import TransientConflict, retry_on_conflict
 from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome, UnitOfWork
 
@@ -141,6 +141,9 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge, result: ChargeRes
         assert account is not None
         assert current is not None
         if current.status is FundsChargeStatus.SUCCEEDED:
+            if charge.api_key_id is not None and current.api_key_id is None:
+                # a worker credited it in this request's stead and recorded the request's event then: one event
+                audit_event_recorded(deps.uow)
             return current, await _credit_of(uow, current, account)
         if not current.can_settle(result.succeeded):
             return current, None
@@ -159,10 +162,11 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge, result: ChargeRes
             request_hash=current.request_hash))
         assert entry.id is not None
         current.succeed(entry.id, now)
-        await uow.funds_charges.save(current)
-        await uow.accounts.save(account)
         if for_the_request and current.api_key_id is not None:
             await uow.audit_events.record(_credited_in_stead(current, account, now))
+            current.api_key_id = None  # recorded: a request still waiting on the charge records no other event
+        await uow.funds_charges.save(current)
+        await uow.accounts.save(account)
         await uow.commit()
     return current, Recorded(entry, account)
 

@@ -127,3 +127,10 @@ def unaudited(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
     """`factory`, whose write transactions do not carry a request's staged audit event: for a use case of several
     transactions, those that move no money, so that the event commits with the one that does."""
     return factory.unaudited if isinstance(factory, RequestScope) else factory
+
+
+def audit_event_recorded(factory: UnitOfWorkFactory) -> None:
+    """The request's staged audit event was recorded by another's transaction (a worker's, that did the request's
+    work in its stead): the request records no other."""
+    if isinstance(factory, RequestScope):
+        factory.audit_event_committed()
