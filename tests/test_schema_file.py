@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from graphql import GraphQLEnumType
+from graphql import GraphQLEnumType, GraphQLObjectType, get_named_type
 
+from credits_graphql.api.connections import LIST_FIELDS
 from credits_graphql.api.schema import build_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,3 +51,12 @@ def test_every_enum_value_is_described_for_graphiql_and_client_code_generators()
     assert schema.type_map["RechargeStatus"].values["SUSPENDED"].description == (  # type: ignore[attr-defined]
         "Auto-recharge stopped itself after repeated payment failures; saving settings or a new payment method "
         "re-activates it.")
+
+
+def test_the_query_limits_know_every_field_that_answers_a_list() -> None:
+    """Each reads a page whatever is selected of it, so the list limit counts it (api/limits.py)."""
+    schema = build_schema(introspection=True, field_suggestions=False)._schema
+    answering_lists = {name for type_ in schema.type_map.values() if isinstance(type_, GraphQLObjectType)
+                       for name, field in type_.fields.items()
+                       if getattr(get_named_type(field.type), "name", "").endswith("Connection")}
+    assert answering_lists == LIST_FIELDS

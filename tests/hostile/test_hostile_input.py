@@ -448,6 +448,12 @@ def aliased_pages(aliases: int) -> str:
     # 28 aliases x 100 accounts ask for 2,900 items, within the cost limit, but read 2,801 lists: 1.5-2.4 s of a
     # process's time (a list costs about what 55 items do), from any READER key, 50 times a second.
     ("2801 lists of 1", aliased_pages(28), {}, ("2801 lists", "250")),
+    # a list asked only for its totalCount (or pageInfo, or __typename) reads its page of 20 all the same
+    ("29 lists asked only for totalCount, on 100 accounts", "{ accounts(first: 100) { edges { node { "
+     + " ".join(f"t{n}: transactions {{ totalCount }}" for n in range(29)) + " } } } }", {}, ("58100 items", "5000")),
+    ("3 lists asked only for __typename, on 100 accounts", "{ accounts(first: 100) { edges { node { "
+     + " ".join(f"t{n}: rechargeAttempts {{ __typename }}" for n in range(3)) + " } } } }", {},
+     ("6100 items", "5000")),
 ])
 async def test_a_query_over_the_cost_limit_is_refused_with_its_cost_and_the_limit(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch,

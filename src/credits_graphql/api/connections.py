@@ -12,6 +12,9 @@ from credits_graphql.api.ids import bad_input, decode_cursor, encode_cursor
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+LIST_FIELDS = frozenset({"accounts", "transactions", "rechargeAttempts", "auditEvents"})
+"""The schema's fields that answer a connection, each of which reads a page whatever is selected of it (the query
+limits count them; a test checks this against the schema)."""
 
 NodeT = TypeVar("NodeT")
 RowT = TypeVar("RowT")

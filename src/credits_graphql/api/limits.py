@@ -31,7 +31,7 @@ from graphql import (
 from graphql.language import Visitor
 from strawberry.extensions import SchemaExtension
 
-from credits_graphql.api.connections import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credits_graphql.api.connections import DEFAULT_PAGE_SIZE, LIST_FIELDS, MAX_PAGE_SIZE
 from credits_graphql.api.errors import BAD_USER_INPUT, TOO_COMPLEX
 
 V = TypeVar("V")
@@ -199,12 +199,14 @@ class _Measurer:
         return _Measure(inner.depth + 1, aliases, items + items * inner.cost, 1 + items * inner.pages)
 
     def _page_size(self, field: FieldNode) -> int | None:
-        """Fields with a `first` argument, or with `edges` below them, are pages of items."""
+        """Fields that answer a connection are pages of items, whatever is selected of them (`totalCount` alone
+        reads a page too); so are fields with a `first` argument, or with `edges` below them."""
         if field.selection_set is None:
             return None
         argument = next((arg for arg in field.arguments or () if arg.name.value == "first"), None)
         if argument is None:
-            return DEFAULT_PAGE_SIZE if "edges" in self.field_names(field.selection_set) else None
+            is_page = field.name.value in LIST_FIELDS or "edges" in self.field_names(field.selection_set)
+            return DEFAULT_PAGE_SIZE if is_page else None
         value = argument.value
         given = self.variables.get(value.name.value) if isinstance(value, VariableNode) else None
         if isinstance(given, float) and given.is_integer():
