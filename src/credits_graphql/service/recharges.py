@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from credits_graphql.domain import recharge
 from credits_graphql.domain.ledger import Account, EntryKind
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # (CREDITS_RECHARGE_LEASE_SECONDS). The taker looks the charge up, then charges with the same idempotency key,
 # so a charge made before a crash is credited once; a lease shorter than a charge takes costs a repeated call.
 LEASE = timedelta(seconds=60)
+LEASE_ENDED = datetime(2000, 1, 1, tzinfo=UTC)
+"""The lease of an attempt handed back still claimed: ended before any clock this service runs on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +119,10 @@ async def release(deps: Deps, claim: Claim) -> bool:
         if (attempt is None or attempt.status is not recharge.AttemptStatus.PENDING
                 or attempt.lease_expires_at != claim.attempt.lease_expires_at):
             return False
-        # A taken-over attempt stays claimed, its lease ended (at its creation: long past on every worker's clock):
-        # the first worker's charge may still go through, so the next worker looks it up first, and saved settings
-        # do not change the amount it was charged.
-        attempt.lease_expires_at = attempt.created_at if claim.reclaimed else None
+        # A taken-over attempt stays claimed, its lease ended (long before any worker's clock, however skewed: not
+        # at its creation, which a host running ahead stamped): the first worker's charge may still go through, so
+        # the next worker looks it up first, and saved settings do not change the amount it was charged.
+        attempt.lease_expires_at = LEASE_ENDED if claim.reclaimed else None
         await uow.attempts.save(attempt)
         await uow.commit()
     return True
