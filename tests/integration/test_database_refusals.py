@@ -85,14 +85,15 @@ async def test_a_postgresql_refusing_new_connections_is_a_503_to_retry(
             assert_unavailable(await gql.post(RECORD, {"id": "QWNjb3VudDox", "key": "k"}))
 
 
-async def test_a_lock_held_past_postgresql_s_lock_timeout_is_a_503_and_the_retry_records_once(
-        runtime: Runtime, database_url: str, gql: GraphQLClient, org: Org) -> None:
+@pytest.mark.parametrize("guard", ["lock_timeout", "statement_timeout"])
+async def test_a_lock_held_past_postgresql_s_lock_or_statement_timeout_is_a_503_and_the_retry_records_once(
+        runtime: Runtime, database_url: str, gql: GraphQLClient, org: Org, guard: str) -> None:
     if database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's lock_timeout")
+        pytest.skip("PostgreSQL's lock_timeout and statement_timeout")
     account_id = await funded_account(gql)
-    # As a deployment that sets lock_timeout on its role or database (a common guard in production)
+    # As a deployment that sets either on its role or database (a common guard in production)
     guarded = bootstrap(runtime.settings, engine=create_engine(
-        database_url, connect_args={"server_settings": {"lock_timeout": "200ms"}}))
+        database_url, connect_args={"server_settings": {guard: "500ms"}}))
 
     async with client_of(guarded, org.usage_writer) as writer:
         await holding(database_url, "SELECT id FROM accounts FOR UPDATE",
