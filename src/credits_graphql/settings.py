@@ -142,8 +142,10 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         if not (match := re.fullmatch(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?", given, re.IGNORECASE)):
             raise SettingsError(f"{name} must list origins such as https://admin.example.com, got {given!r}")
         scheme, host, port = match[1].lower(), match[2].lower(), match[3]
-        default_port = {"http": "80", "https": "443"}[scheme]
-        origins.append(f"{scheme}://{host}" + (f":{port}" if port and port != default_port else ""))
+        if port is not None and not 0 < int(port) <= 65535:
+            raise SettingsError(f"{name} lists an origin whose port is out of range (1-65535), got {given!r}")
+        default_port = {"http": 80, "https": 443}[scheme]
+        origins.append(f"{scheme}://{host}" + (f":{int(port)}" if port and int(port) != default_port else ""))
     return tuple(origins)
 
 

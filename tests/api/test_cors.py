@@ -113,7 +113,7 @@ async def test_an_unexpected_error_is_readable_by_a_listed_origin_with_its_reque
 
 
 @pytest.mark.parametrize("value", ["*", "https://admin.example.com/", "admin.example.com", "https://a.example/app",
-                                   "ftp://a.example", f"{SPA}, *"])
+                                   "ftp://a.example", f"{SPA}, *", "https://a.example:0", "https://a.example:65536"])
 def test_an_origin_that_no_browser_sends_is_a_settings_error(value: str) -> None:
     with pytest.raises(SettingsError, match="CREDITS_CORS_ORIGINS"):
         Settings.from_env({"CREDITS_CORS_ORIGINS": value})

@@ -38,7 +38,8 @@ PAYMENT = """mutation($id: ID!) {
   updatePaymentMethod(input: {accountId: $id, paymentMethod: {token: "tok_mastercard"}}) {
   account { id } userErrors { code } } }"""
 USAGE = """mutation($id: ID!) { recordUsage(input: {accountId: $id, service: TOLL_FREE, amount: "1.25", minutes: 3,
-  reference: "call-42", idempotencyKey: "u-1"}) { transaction { id } userErrors { code } } }"""
+  reference: "call-42", idempotencyKey: "u-1", occurredAt: "2026-11-25T15:03:00+01:00"}) {
+  transaction { id } userErrors { code } } }"""
 CLOSE = """mutation($id: ID!) { closeAccount(input: {accountId: $id}) { account { id } userErrors { code } } }"""
 
 
@@ -80,7 +81,8 @@ async def test_each_money_or_settings_mutation_is_recorded_with_who_what_and_out
     assert inputs["addFunds"] == {"amount": "100", "idempotencyKey": "inv-1"}
     assert inputs["updatePaymentMethod"] == {"paymentMethod": "[redacted]"}
     assert inputs["recordUsage"] == {"service": "TOLL_FREE", "amount": "1.25", "idempotencyKey": "u-1",
-                                     "minutes": "3", "reference": "call-42"}
+                                     "minutes": "3", "reference": "call-42",
+                                     "occurredAt": "2026-11-25T14:03:00.000000+00:00"}  # as DateTime answers it
     assert all(e["occurredAt"] for e in events)
 
 

@@ -78,7 +78,7 @@ def _text(value: object) -> str:
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.isoformat(timespec="microseconds")  # as the DateTime scalar answers it
     return str(value)
 
 

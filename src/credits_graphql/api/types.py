@@ -82,8 +82,8 @@ class RechargeAttemptNode(relay.Node):
         return Money.of(self.model.amount)
 
     @strawberry.field(description="Why it FAILED: the gateway's decline or error, or for a cancelled attempt "
-                                  "`cancelled: ` and why (auto-recharge disabled, the account closed, the balance "
-                                  "no longer below the trigger).")
+                                  "`cancelled: ` and why (auto-recharge disabled or suspended, the account closed, "
+                                  "no payment method, the balance no longer below the trigger).")
     def failure_reason(self) -> str | None:
         return self.model.failure_reason
 
