@@ -217,6 +217,21 @@ async def test_invalid_recharge_settings_are_refused_on_their_field_and_change_n
     assert after["balance"]["pendingRecharge"] is None
 
 
+async def test_every_recharge_setting_at_fault_is_reported_on_its_own_field_at_once(gql: GraphQLClient) -> None:
+    """A form shows each error next to its input, not one per attempt to save."""
+    account = (await create_account(gql, "Trial", "SEK", token=None))["id"]
+    errors = (await update_settings(gql, account, True, "5", "-1"))["userErrors"]
+    assert [(e["code"], e["field"]) for e in errors] == [
+        ("INVALID_RECHARGE_SETTINGS", ["input", "rechargeAmount"]),
+        ("INVALID_RECHARGE_SETTINGS", ["input", "triggerBalance"]),
+        ("PAYMENT_METHOD_REQUIRED", ["input", "enabled"])]
+    errors = (await update_settings(gql, account, True))["userErrors"]
+    assert [e["field"] for e in errors] == [["input", "rechargeAmount"], ["input", "triggerBalance"],
+                                            ["input", "enabled"]]
+    assert all(e["message"] for e in errors)
+    assert (await get_account(gql, account))["rechargeSettings"]["status"] == "DISABLED"
+
+
 async def test_yen_recharge_settings_must_be_whole_yen(gql: GraphQLClient) -> None:
     account = await create_account(gql, "Tokyo", "JPY")
     assert user_error(await update_settings(gql, account["id"], True, "2000.5", "500")) == (

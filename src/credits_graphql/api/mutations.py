@@ -107,7 +107,7 @@ class Mutation:
                     account_id=_account_pk(input.account_id), enabled=input.enabled,
                     recharge_amount=input.recharge_amount, trigger_balance=input.trigger_balance))
         except RuleViolation as violation:
-            return UpdateRechargeSettingsPayload(user_errors=[UserError.of(violation)])
+            return UpdateRechargeSettingsPayload(user_errors=[UserError.of(each) for each in violation.each])
         return UpdateRechargeSettingsPayload(account=_account_node(info, account))
 
     @strawberry.mutation(extensions=[allowed(Action.MANAGE_ACCOUNTS), audited("updatePaymentMethod")])

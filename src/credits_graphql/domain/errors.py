@@ -31,6 +31,25 @@ class RuleViolation(Exception):
     def __repr__(self) -> str:
         return f"RuleViolation({self.code}, {self.message!r}, field={self.field})"
 
+    @property
+    def each(self) -> tuple[RuleViolation, ...]:
+        """Every rule the input broke: this one, or several (RuleViolations)."""
+        return (self,)
+
+
+class RuleViolations(RuleViolation):
+    """Several fields of one input broke their rules: reported together, so that a form shows each by its field.
+    The first stands for them all where one is expected."""
+
+    def __init__(self, violations: Sequence[RuleViolation]) -> None:
+        first, *_ = violations
+        super().__init__(first.code, first.message, first.field)
+        self._each = tuple(violations)
+
+    @property
+    def each(self) -> tuple[RuleViolation, ...]:
+        return self._each
+
 
 def account_not_found() -> RuleViolation:
     return RuleViolation(ErrorCode.ACCOUNT_NOT_FOUND, "No such account.", ["input", "accountId"])

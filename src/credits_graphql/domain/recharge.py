@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from credits_graphql.domain.errors import ErrorCode, RuleViolation
+from credits_graphql.domain.errors import ErrorCode, RuleViolation, RuleViolations
 from credits_graphql.domain.money import Money
 from credits_graphql.domain.policy import Policy
 
@@ -148,24 +148,33 @@ def new_attempt(account_id: int, settings: RechargeSettings, currency: str, at: 
 def configure(current: RechargeSettings, *, enabled: bool, recharge_amount: Decimal | None,
               trigger_balance: Decimal | None, currency: str, policy: Policy, has_payment_method: bool,
               at: datetime) -> RechargeSettings:
-    """New settings from an admin's input. Saving always clears a suspension and the failure count."""
+    """New settings from an admin's input. Saving always clears a suspension and the failure count. Every field
+    at fault is reported (RuleViolations), so that a form shows each error by its input."""
     code = ErrorCode.INVALID_RECHARGE_SETTINGS
+    faults: list[RuleViolation] = []
     if enabled:
-        missing = [name for name, value in (("rechargeAmount", recharge_amount),
-                                            ("triggerBalance", trigger_balance)) if value is None]
-        if missing:
-            raise RuleViolation(code, f"{missing[0]} is required when auto-recharge is enabled.",
-                                ["input", missing[0]])
-    amount = (policy.charge_micros(recharge_amount, currency, code, ["input", "rechargeAmount"])
-              if recharge_amount is not None else current.amount_micros)
-    trigger = (_trigger_micros(trigger_balance, currency, policy)
-               if trigger_balance is not None else current.trigger_micros)
-    if amount is not None and trigger is not None and trigger >= amount:
-        raise RuleViolation(code, "triggerBalance must be less than rechargeAmount, so that one recharge "
-                            "lifts the balance above the trigger.", ["input", "triggerBalance"])
+        faults += [RuleViolation(code, f"{name} is required when auto-recharge is enabled.", ["input", name])
+                   for name, value in (("rechargeAmount", recharge_amount), ("triggerBalance", trigger_balance))
+                   if value is None]
+    amount, trigger = current.amount_micros, current.trigger_micros
+    try:
+        if recharge_amount is not None:
+            amount = policy.charge_micros(recharge_amount, currency, code, ["input", "rechargeAmount"])
+    except RuleViolation as fault:
+        faults.append(fault)
+    try:
+        if trigger_balance is not None:
+            trigger = _trigger_micros(trigger_balance, currency, policy)
+    except RuleViolation as fault:
+        faults.append(fault)
+    if not faults and amount is not None and trigger is not None and trigger >= amount:
+        faults.append(RuleViolation(code, "triggerBalance must be less than rechargeAmount, so that one recharge "
+                                    "lifts the balance above the trigger.", ["input", "triggerBalance"]))
     if enabled and not has_payment_method:
-        raise RuleViolation(ErrorCode.PAYMENT_METHOD_REQUIRED,
-                            "Add a payment method before enabling auto-recharge.", ["input", "enabled"])
+        faults.append(RuleViolation(ErrorCode.PAYMENT_METHOD_REQUIRED,
+                                    "Add a payment method before enabling auto-recharge.", ["input", "enabled"]))
+    if faults:
+        raise RuleViolations(faults) if len(faults) > 1 else faults[0]
     return RechargeSettings(
         status=RechargeStatus.ACTIVE if enabled else RechargeStatus.DISABLED,
         amount_micros=amount, trigger_micros=trigger, updated_at=at, consecutive_failures=0,
