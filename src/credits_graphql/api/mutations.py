@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.types import Info
 
 from credits_graphql.api.audit import audited
 from credits_graphql.api.context import Context
-from credits_graphql.api.ids import NO_ROW, bad_input, decode_id
+from credits_graphql.api.ids import NO_ROW, decode_id, decode_id_at
 from credits_graphql.api.inputs import (
     AddFundsInput,
     CloseAccountInput,
@@ -48,10 +47,7 @@ def _item_account_pk(account_id: strawberry.ID, index: int) -> int:
     """For a batch item: an id of another type (a transaction's) names no account, which the batch answers
     ACCOUNT_NOT_FOUND as it does an account of another organization. Not an id at all: BAD_USER_INPUT, as for a
     Decimal, naming the item (one of up to 1,000)."""
-    try:
-        decoded = decode_id(account_id, "Account")
-    except GraphQLError as error:
-        raise bad_input(f"{error.message} at input.items[{index}].accountId") from None
+    decoded = decode_id_at(account_id, f"input.items[{index}].accountId", "Account")
     return decoded[1] if decoded is not None else NO_ROW
 
 

@@ -41,7 +41,7 @@ from credits_graphql.api.audit import record, summarize
 from credits_graphql.api.connections import page_size
 from credits_graphql.api.context import Context
 from credits_graphql.api.errors import BAD_REQUEST, FORBIDDEN
-from credits_graphql.api.ids import account_row_id, another_lists_cursor, bad_input, cursor_list, decode_id
+from credits_graphql.api.ids import account_row_id, another_lists_cursor, bad_input, cursor_list, decode_id_at
 from credits_graphql.api.inputs import check_batch_size
 from credits_graphql.api.limits import PerDocument, fragments_of, variables_as_run
 from credits_graphql.api.permissions import Allowed
@@ -220,10 +220,7 @@ def _check_ids(value: Any, type_: GraphQLInputType, where: str) -> None:
             # does not take at all: validation says so, if this does not)
             raise bad_input(f"A number is not a valid id, at {where}")
         if isinstance(value, str):
-            try:
-                decode_id(value)
-            except GraphQLError as error:
-                raise bad_input(f"{error.message} at {where}") from None
+            decode_id_at(value, where)
 
 
 def _fields(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode], *,
