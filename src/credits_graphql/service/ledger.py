@@ -133,10 +133,10 @@ async def settle_funds_charge(deps: Deps, charge: FundsCharge, result: ChargeRes
     A worker settles `for_the_request` that died or gave up: its credit commits with the request's audit event, in
     the name of the key that asked."""
     assert charge.id is not None
-    now = deps.clock()
     # A request's audit event commits with its credit; with a decline, the request records it (a userError).
     async with (deps.uow if result.succeeded else unaudited(deps.uow))(write=True) as uow:
         account = await uow.accounts.get_any(charge.account_id, for_update=True)
+        now = deps.clock()  # with the account locked: its entries are stamped in the order they commit
         current = await uow.funds_charges.get(charge.id, for_update=True)
         assert account is not None
         assert current is not None
@@ -184,10 +184,10 @@ def _credited_in_stead(charge: FundsCharge, account: Account, at: datetime) -> A
 @retry_on_conflict
 async def record_usage(deps: Deps, org_id: int, cmd: RecordUsage) -> Recorded:
     """Debits usage; refuses to go below zero. Starts a recharge in the same transaction when due."""
-    now = deps.clock()
-    fingerprint, occurred_at = check_usage(cmd, now)
+    fingerprint, occurred_at = check_usage(cmd, deps.clock())
     async with deps.uow(write=True) as uow:
         account = await lock_account(uow, org_id, cmd.account_id)
+        now = deps.clock()  # with the account locked: its entries are stamped in the order they commit
         # The key is checked by the insert itself (no lookup before it, a round trip less): a retry is told apart
         # only when the report cannot be recorded as new, and is then answered as it was the first time, whatever
         # the account has become since (closed, drained).

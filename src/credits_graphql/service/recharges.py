@@ -163,9 +163,9 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
     assert claim.attempt.id is not None
     if outcome is None:
         return None
-    now = deps.clock()
     async with deps.uow(write=True) as uow:
         account = await uow.accounts.get_any(claim.attempt.account_id, for_update=True)
+        now = deps.clock()  # with the account locked: its entries are stamped in the order they commit
         attempt = await uow.attempts.get(claim.attempt.id, for_update=True)
         assert account is not None
         assert attempt is not None

@@ -89,12 +89,12 @@ async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise RuleViolation(ErrorCode.INVALID_INPUT, f"A batch holds 1 to {MAX_BATCH_ITEMS} items.",
                             ["input", "items"])
-    now = deps.clock()
+    received = deps.clock()
     refused: list[RuleViolation | None] = [None] * len(items)
     checked: list[_Checked] = []
     for index, (org_id, cmd) in enumerate(items):
         try:
-            fingerprint, occurred_at = check_usage(cmd, now)
+            fingerprint, occurred_at = check_usage(cmd, received)
         except RuleViolation as violation:
             refused[index] = violation
         else:
@@ -106,20 +106,21 @@ async def record_usages(deps: Deps, items: Sequence[tuple[int, RecordUsage]],
         return [*violations]
     if keys_likely_new:
         try:
-            return await _record(deps, checked, list(refused), audit_events, batch_event, now, turn,
+            return await _record(deps, checked, list(refused), audit_events, batch_event, turn,
                                  look_up_keys=False)
         except KeyAlreadyUsed:
             pass  # a report sent again: rolled back, and recorded as if the key had been looked up
-    return await _record(deps, checked, list(refused), audit_events, batch_event, now, turn, look_up_keys=True)
+    return await _record(deps, checked, list(refused), audit_events, batch_event, turn, look_up_keys=True)
 
 
 async def _record(deps: Deps, checked: list[_Checked], outcomes: list[_Outcome | None],
-                  audit_events: Sequence[AuditEvent | None], batch_event: AuditEvent | None, now: datetime,
-                  turn: Turn, *, look_up_keys: bool) -> list[ItemResult]:
+                  audit_events: Sequence[AuditEvent | None], batch_event: AuditEvent | None, turn: Turn, *,
+                  look_up_keys: bool) -> list[ItemResult]:
     """The checked items in one transaction; `outcomes` holds the refused items' violations, by index."""
     async with turn(), deps.uow(write=True) as uow:
         accounts = {account.id: account for account in await uow.accounts.lock_many(
             {(item.org_id, item.cmd.account_id) for item in checked})}
+        now = deps.clock()  # with the accounts locked: each account's entries are stamped in the order they commit
         used: dict[tuple[int, str], LedgerEntry | _Appended] = {
             (entry.account_id, entry.idempotency_key or ""): entry
             for entry in await uow.ledger.by_idempotency_keys(
