@@ -14,6 +14,7 @@ from credits_graphql.domain.recharge import (
     RechargeAttempt,
     RechargeSettings,
     RechargeStatus,
+    after_decline,
     configure,
     new_attempt,
 )
@@ -326,3 +327,43 @@ def test_a_claimed_attempt_keeps_the_amount_it_was_charged_with() -> None:
     with pytest.raises(AssertionError):
         a.follow(save("50", "20"))
     assert a.amount_micros == 100_000_000
+
+
+def _declined(settings: RechargeSettings, *, counts: bool = True, account_open: bool = True
+              ) -> tuple[RechargeAttempt, RechargeAttempt | None]:
+    attempt = new_attempt(1, settings, "SEK", NOW)
+    following = after_decline(attempt, settings, "card declined", NOW, counts=counts, account_open=account_open,
+                              policy=Policy())
+    return attempt, following
+
+
+def test_declines_wait_the_back_off_then_suspend_auto_recharge_after_the_third() -> None:
+    settings = save("100", "20")
+    waits = []
+    for _ in range(3):
+        attempt, following = _declined(settings)
+        assert (attempt.status, attempt.failure_reason) == (AttemptStatus.FAILED, "card declined")
+        waits.append(following.not_before - NOW if following else None)
+    assert waits == [timedelta(seconds=60), timedelta(seconds=600), None]
+    assert (settings.status, settings.consecutive_failures) == (RechargeStatus.SUSPENDED, 3)
+
+
+def test_a_decline_on_former_terms_counts_nothing_and_the_next_try_is_due_at_once() -> None:
+    settings = save("100", "20")
+    _, following = _declined(settings, counts=False)
+    assert following is not None
+    assert following.not_before == NOW
+    assert (settings.status, settings.consecutive_failures) == (RechargeStatus.ACTIVE, 0)
+
+
+@pytest.mark.parametrize("status", [RechargeStatus.DISABLED, RechargeStatus.SUSPENDED])
+def test_a_decline_starts_no_next_attempt_unless_auto_recharge_is_active(status: RechargeStatus) -> None:
+    settings = save("100", "20")
+    settings.status = status
+    assert _declined(settings, counts=False)[1] is None
+
+
+def test_a_decline_on_a_closed_account_starts_no_next_attempt_but_still_counts() -> None:
+    settings = save("100", "20")
+    assert _declined(settings, account_open=False)[1] is None
+    assert settings.consecutive_failures == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -143,6 +143,25 @@ def new_attempt(account_id: int, settings: RechargeSettings, currency: str, at: 
         account_id=account_id, amount_micros=settings.amount_micros, currency=currency, created_at=at,
         not_before=not_before or at, triggered_by_entry_id=triggered_by_entry_id,
     )
+
+
+def after_decline(attempt: RechargeAttempt, settings: RechargeSettings, reason: str, at: datetime, *,
+                  counts: bool, account_open: bool, policy: Policy) -> RechargeAttempt | None:
+    """A declined charge: the attempt FAILED, and the next attempt, if any. The decline `counts` against the
+    settings when the attempt was charged on today's terms (Account.recharge_terms): the next try then waits the
+    back-off, and after the last allowed failure auto-recharge suspends. A new card or saved settings start a count of
+    their own: their next try is due at once. None when suspended, no longer ACTIVE, or the account closed."""
+    attempt.fail(reason, at)
+    delay: timedelta | None = timedelta(0)
+    if counts:
+        settings.consecutive_failures += 1
+        delay = policy.retry_delay(settings.consecutive_failures)
+    if delay is None:
+        settings.status = RechargeStatus.SUSPENDED
+        return None
+    if settings.status is not RechargeStatus.ACTIVE or not account_open:
+        return None
+    return new_attempt(attempt.account_id, settings, attempt.currency, at, not_before=at + delay)
 
 
 def configure(current: RechargeSettings, *, enabled: bool, recharge_amount: Decimal | None,

@@ -174,20 +174,14 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
         # charge was in flight (its lease had run out), and that charge went through: the card was charged.
         if not attempt.can_settle(succeeded):
             return None
-        settings = account.recharge
         if isinstance(outcome, ChargeResult) and not outcome.succeeded:
-            attempt.fail(outcome.failure_reason or "declined", now)
+            following = recharge.after_decline(
+                attempt, account.recharge, outcome.failure_reason or "declined", now,
+                counts=attempt.claimed_with == account.recharge_terms, account_open=not account.is_closed,
+                policy=deps.policy)
             await uow.attempts.save(attempt)  # before the next PENDING one: one PENDING per account
-            if attempt.claimed_with == account.recharge_terms:
-                settings.consecutive_failures += 1
-                delay = deps.policy.retry_delay(settings.consecutive_failures)
-            else:  # the card was replaced, or the settings saved, since it was first claimed: the next try is theirs
-                delay = timedelta(0)
-            if delay is None:
-                settings.status = RechargeStatus.SUSPENDED
-            elif settings.status is RechargeStatus.ACTIVE and not account.is_closed:
-                await uow.attempts.add(recharge.new_attempt(account.id, settings, account.currency, now,
-                                                            not_before=now + delay))
+            if following is not None:
+                await uow.attempts.add(following)
         else:
             if isinstance(outcome, Cancelled):
                 attempt.cancel(outcome.reason, now)
@@ -195,7 +189,7 @@ async def settle(deps: Deps, claim: Claim, outcome: ChargeOutcome) -> RechargeAt
                 entry = await uow.ledger.append(account.credit(EntryKind.AUTO_RECHARGE, attempt.amount_micros, now))
                 assert entry.id is not None
                 attempt.succeed(entry.id, now)
-                settings.consecutive_failures = 0
+                account.recharge.consecutive_failures = 0
             await uow.attempts.save(attempt)
             # Settings saved while this one was charged (a higher trigger, auto-recharge enabled again) may leave
             # the balance below the trigger: the next attempt, due at once.
