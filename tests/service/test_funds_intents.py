@@ -12,7 +12,8 @@ import pytest
 from credits_graphql.domain.errors import ErrorCode
 from credits_graphql.domain.funds import FundsChargeStatus
 from credits_graphql.domain.ledger import EntryKind
-from credits_graphql.domain.money import Money
+from credits_graphql.domain.money import MAX_BALANCE_MICROS, Money
+from credits_graphql.domain.policy import Policy
 from credits_graphql.gateways.sandbox import SandboxGateway
 from credits_graphql.service import accounts, funds_recovery, ledger, recharges
 from credits_graphql.service.deps import Deps
@@ -23,6 +24,7 @@ from tests.service.support import (
     GRACE_PASSED,
     HeldGateway,
     charge_of,
+    credit_in_one_entry,
     enable_recharge,
     entries,
     fund,
@@ -342,3 +344,22 @@ async def test_a_recharge_the_worker_cannot_settle_does_not_keep_it_from_recover
 
     assert (await reload(deps, funded.id)).balance_micros == micros("50")
     assert "settle_due failed" in caplog.text
+
+
+async def test_charges_in_flight_count_toward_the_most_an_account_may_hold(
+        deps: Deps, org: Org, gateway: SandboxGateway, clock: Clock) -> None:
+    deps = replace(deps, policy=Policy(max_purchase=Decimal(10**9)))  # the largest CREDITS_MAX_PURCHASE allowed
+    account = await open_account(deps, org.id, currency="VND")
+    await credit_in_one_entry(deps, account.id, MAX_BALANCE_MICROS - micros("1500000000"))
+    await die_while_adding(deps, gateway, org, account.id, "1000000000", key="in-flight")  # charged, not credited
+
+    with violation(ErrorCode.INVALID_AMOUNT, ["input", "amount"]):
+        await fund(deps, org.id, account.id, "1000000000", key="over-the-most")
+    assert len(gateway.charges) == 1  # refused before its card was charged
+
+    await fund(deps, org.id, account.id, "500000000", key="up-to-the-most")
+    retried = await fund(deps, org.id, account.id, "1000000000", key="in-flight")  # the charge in flight, credited
+    assert retried.account.balance_micros == MAX_BALANCE_MICROS
+    clock.advance(seconds=GRACE_PASSED)
+    assert await funds_recovery.run_stale(deps) == 0
+    assert (await reload(deps, account.id)).balance_micros == MAX_BALANCE_MICROS

@@ -107,9 +107,10 @@ class Account:
         saved_at = self.recharge.updated_at.isoformat() if self.recharge.updated_at is not None else None
         return request_fingerprint(card=card, settings_saved_at=saved_at)[:32]
 
-    def ensure_room_for(self, micros: int, field: list[str]) -> None:
-        """Funds are refused, before any charge, when they would take the balance above the most it may hold."""
-        if self.balance_micros + micros > MAX_BALANCE_MICROS:
+    def ensure_room_for(self, micros: int, field: list[str], *, in_flight_micros: int = 0) -> None:
+        """Funds are refused, before any charge, when they would take the balance above the most it may hold once
+        the charges in flight (`in_flight_micros`, credited whenever they go through) are credited too."""
+        if self.balance_micros + in_flight_micros + micros > MAX_BALANCE_MICROS:
             raise RuleViolation(ErrorCode.INVALID_AMOUNT, f"An account may hold at most "
                                 f"{Money(MAX_BALANCE_MICROS, self.currency)}: this would take the balance above it.",
                                 field)

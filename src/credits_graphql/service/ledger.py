@@ -109,7 +109,8 @@ async def _open_funds_charge(deps: Deps, org_id: int, cmd: AddFunds, fingerprint
             return in_flight  # a concurrent duplicate, or a retry after a crash: charged with the same key
         micros = deps.policy.charge_micros(cmd.amount, account.currency, ErrorCode.INVALID_AMOUNT,
                                            ["input", "amount"])
-        account.ensure_room_for(micros, ["input", "amount"])
+        account.ensure_room_for(micros, ["input", "amount"],
+                                in_flight_micros=await uow.funds_charges.pending_micros(account.id))
         if (card := account.payment_method) is None:
             raise RuleViolation(ErrorCode.PAYMENT_METHOD_REQUIRED, "Add a payment method before adding funds.",
                                 ["input", "accountId"])

@@ -156,6 +156,11 @@ class FundsChargeRepository(Protocol):
     async def by_key(self, account_id: int, idempotency_key: str, status: FundsChargeStatus) -> FundsCharge | None:
         """The account's charge with this key and status: a key has at most one PENDING and one SUCCEEDED."""
         ...
+
+    async def pending_micros(self, account_id: int) -> int:
+        """What the account's charges in flight add up to."""
+        ...
+
     async def count_by_key(self, account_id: int, idempotency_key: str) -> int:
         """How many charges the account has with this key, of any status."""
         ...

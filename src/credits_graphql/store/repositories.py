@@ -502,6 +502,11 @@ class SqlFundsChargeRepository:
             funds_charges.c.account_id == account_id, funds_charges.c.idempotency_key == idempotency_key,
             funds_charges.c.status == status))
 
+    async def pending_micros(self, account_id: int) -> int:
+        pending = funds_charges.c
+        return await _count(self._connection, select(func.coalesce(func.sum(pending.amount_micros), 0)).where(
+            pending.account_id == account_id, pending.status == FundsChargeStatus.PENDING))
+
     async def count_by_key(self, account_id: int, idempotency_key: str) -> int:
         return await _count(self._connection, select(func.count()).where(
             funds_charges.c.account_id == account_id, funds_charges.c.idempotency_key == idempotency_key))
