@@ -11,15 +11,24 @@ from typing import Any, Self
 import asyncpg
 import pytest
 
-from credits_graphql.domain.ledger import EntryKind
-from credits_graphql.domain.money import Money
+from credits_graphql.domain.ledger import CreditService, EntryKind
+from credits_graphql.domain.money import MAX_BALANCE_MICROS, Money
 from credits_graphql.service import ledger_check, recharges
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.ledger_check import BalanceOff
 from credits_graphql.service.unit_of_work import KindTally
 from tests.conftest import Org, make_org
 from tests.crash.conftest import asyncpg_dsn, wait_for
-from tests.service.support import enable_recharge, fund, micros, open_account, overwrite_account, reload, use
+from tests.service.support import (
+    credit_in_one_entry,
+    enable_recharge,
+    fund,
+    micros,
+    open_account,
+    overwrite_account,
+    reload,
+    use,
+)
 
 
 async def _busy_accounts(deps: Deps, org: Org) -> list[int]:
@@ -131,3 +140,33 @@ async def test_a_usage_report_sent_while_counts_are_corrected_waits_and_loses_no
     assert (await reload(deps, account.id)).entry_counts == {
         EntryKind.FUNDS_ADDED: 1, EntryKind.AUTO_RECHARGE: 0, EntryKind.USAGE: 1}
     assert (await ledger_check.check_ledger(deps)).is_sound
+
+
+async def _use_up_in_one_entry(deps: Deps, account_id: int) -> None:
+    """Draws the whole balance as one USAGE entry, written through the repositories (a report is at most a
+    billion units): a history too long to build through the service."""
+    async with deps.uow(write=True) as uow:
+        account = await uow.accounts.get_any(account_id, for_update=True)
+        assert account is not None
+        now = deps.clock()
+        await uow.ledger.append(account.debit_usage(
+            account.balance_micros, CreditService.DOMESTIC_CALLING, occurred_at=now, at=now, minutes=None,
+            reference=None, idempotency_key=f"use-up-{account.count_entries()}", request_hash="-"))
+        await uow.accounts.save(account)
+        await uow.commit()
+
+
+async def test_an_account_whose_credits_over_its_life_pass_the_64_bit_range_is_checked_exactly(
+        deps: Deps, org: Org) -> None:
+    account = await open_account(deps, org.id, currency="VND")
+    for _ in range(10):  # 10**19 micros in and out: past 2**63 for each kind, while the balance stays in range
+        await credit_in_one_entry(deps, account.id, MAX_BALANCE_MICROS)
+        await _use_up_in_one_entry(deps, account.id)
+    await credit_in_one_entry(deps, account.id, micros("7"))
+    report = await ledger_check.check_ledger(deps)
+    assert (report.accounts, report.balances_off, report.counts_off) == (1, [], [])
+
+    await overwrite_account(deps, account.id, balance_micros=micros("8"))
+    off = (await ledger_check.check_ledger(deps)).balances_off
+    assert [entry.entries_sum for entry in off] == [Money(micros("7"), "VND")]
+    await overwrite_account(deps, account.id, balance_micros=micros("7"))

@@ -9,7 +9,7 @@ from decimal import Decimal
 from credits_graphql.domain import recharge
 from credits_graphql.domain.errors import ErrorCode, RuleViolation, account_not_found
 from credits_graphql.domain.ledger import Account, AccountStatus, PaymentMethod
-from credits_graphql.domain.money import is_known_currency
+from credits_graphql.domain.money import CURRENCY_MINOR_UNITS, is_known_currency
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.payments import UnknownPaymentToken
 from credits_graphql.service.transient import retry_on_conflict
@@ -45,8 +45,9 @@ async def create_account(deps: Deps, org_id: int, cmd: CreateAccount) -> Account
                             f"The name must be 1 to {MAX_NAME_LENGTH} printable characters.", ["input", "name"])
     currency = cmd.currency_code.strip().upper()
     if not is_known_currency(currency):
-        raise RuleViolation(ErrorCode.INVALID_INPUT, f"{cmd.currency_code[:10]!r} is not a supported ISO 4217 "
-                            "currency code.", ["input", "currencyCode"])
+        raise RuleViolation(ErrorCode.INVALID_INPUT, f"{cmd.currency_code[:10]!r} is not an ISO 4217 currency code "
+                            f"this service supports ({', '.join(sorted(CURRENCY_MINOR_UNITS))}).",
+                            ["input", "currencyCode"])
     now = deps.clock()
     payment_method = None
     if cmd.payment_token is not None:

@@ -318,12 +318,18 @@ class SqlLedgerRepository:
         return await _count(self._connection, select(total).where(accounts.c.id == account_id))
 
     async def tally(self, account_ids: Collection[int]) -> list[KindTally]:
-        entries = ledger_entries.c
+        # An account's credits over its life may add up past 2**63 micros (its balance never does), where SQLite's
+        # sum() of integers fails. So each amount is summed as its multiple of 2**32 and the rest (both databases
+        # divide integers toward zero, and the rest keeps the amount's sign): sums far inside 64 bits, put back
+        # together exactly here.
+        entries, split = ledger_entries.c, 2**32
         rows = await self._connection.execute(
             select(entries.account_id, entries.kind, func.count().label("entries"),
-                   func.sum(entries.amount_micros).label("sum_micros"))
+                   func.sum(entries.amount_micros // split).label("high"),
+                   func.sum(entries.amount_micros % split).label("low"))
             .where(entries.account_id.in_(list(account_ids))).group_by(entries.account_id, entries.kind))
-        return [KindTally(row.account_id, EntryKind(row.kind), row.entries, int(row.sum_micros)) for row in rows]
+        return [KindTally(row.account_id, EntryKind(row.kind), row.entries, int(row.high) * split + int(row.low))
+                for row in rows]
 
     async def newest_balances_after(self, account_ids: Collection[int]) -> dict[int, int]:
         entries = ledger_entries.c
