@@ -108,7 +108,8 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
         ],
         lifespan=lifespan,
         middleware=[*_cors(settings.cors_origins), Middleware(AnswerUnexpected),
-                    Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)],
+                    Middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
+                               body_timeout=settings.body_timeout_seconds)],
     )
     rate_limit.install(app.state, runtime.rate_limiter)
     return app

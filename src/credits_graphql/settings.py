@@ -52,6 +52,7 @@ class Settings:
     field_suggestions: bool = False
     access_log: bool = False
     max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: int = 30
     max_query_depth: int = 16
     max_query_aliases: int = 30
     max_query_tokens: int = 5000
@@ -95,6 +96,7 @@ class Settings:
             field_suggestions=_flag(env, "CREDITS_FIELD_SUGGESTIONS", dev),
             access_log=_flag(env, "CREDITS_ACCESS_LOG", dev),
             max_body_bytes=_limit(env, "CREDITS_MAX_BODY_BYTES", 1024 * 1024),
+            body_timeout_seconds=_count(env, "CREDITS_BODY_TIMEOUT_SECONDS", 30, minimum=1),
             max_query_depth=_limit(env, "CREDITS_MAX_QUERY_DEPTH", 16),
             max_query_aliases=_limit(env, "CREDITS_MAX_QUERY_ALIASES", 30),
             max_query_tokens=_limit(env, "CREDITS_MAX_QUERY_TOKENS", 5000),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -105,6 +107,34 @@ async def test_a_revoked_key_is_unauthenticated(gql: GraphQLClient, deps: Deps, 
     assert (await gql("{ accounts { totalCount } }", key=secret))["accounts"]["totalCount"] == 0
     assert await access.revoke_api_key(deps, key.id)
     _assert_unauthenticated(await gql.post("{ accounts { totalCount } }", key=secret))
+
+
+def _sent_in_two_parts(body: bytes, meanwhile: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """A request body whose second half is sent only once `meanwhile` is done: a slow client."""
+    async def parts() -> AsyncIterator[bytes]:
+        yield body[:10]
+        await meanwhile()
+        yield body[10:]
+
+    return parts()
+
+
+async def test_a_key_revoked_while_its_request_body_arrives_is_refused_and_the_mutation_runs_not(
+        gql: GraphQLClient, http: httpx.AsyncClient, deps: Deps, funded_id: str, org: Org) -> None:
+    document, variables = _mutations(funded_id)["addFunds"]
+    body = json.dumps({"query": document, "variables": variables}).encode()
+    await gql(document, {"input": {**variables["input"], "idempotencyKey": "known-text"}})  # the short way too
+    before = await _snapshot(gql, funded_id)
+    for length in ({}, {"Content-Length": str(len(body))}):  # chunked: Strawberry's way; with a length: the short
+        key, secret = await access.create_api_key(deps, org.id, Role.ADMIN)
+
+        async def revoke(key_id: int = key.id) -> None:
+            assert await access.revoke_api_key(deps, key_id)
+
+        response = await http.post("/graphql", content=_sent_in_two_parts(body, revoke), headers={
+            "Authorization": f"Bearer {secret}", "Content-Type": "application/json", **length})
+        _assert_unauthenticated(response)
+    assert await _snapshot(gql, funded_id) == before
 
 
 async def test_a_mutation_without_a_key_changes_nothing(gql: GraphQLClient, http: httpx.AsyncClient) -> None:

@@ -4,6 +4,7 @@ appears. Each request is timed; the module prints the table at the end (`pytest 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -228,6 +229,33 @@ async def test_a_streamed_body_over_the_limit_is_413_without_reading_all_of_it(
     assert codes_of(response) == ["PAYLOAD_TOO_LARGE"]
     assert sum(sent) <= MiB + 2 * chunk, f"read {sum(sent)} of {len(body)} bytes before refusing"
     await unchanged(gql, funded_id, before)
+
+
+async def test_a_body_that_stops_arriving_is_408_after_the_timeout_and_changes_nothing(
+        gql: GraphQLClient, runtime: Runtime, org: Org, funded_id: str) -> None:
+    before = await snapshot(gql, funded_id)
+    body = padded_mutation(funded_id, 10)
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield body[:20]
+        await never.wait()  # the client sends nothing more, and does not leave
+        yield body[20:]
+
+    async with client_for(runtime, prod_settings(runtime.settings, body_timeout_seconds=1)) as client:
+        started = time.monotonic()
+        response = await client.post("/graphql", content=stalled(), headers={
+            **auth(org), "Content-Type": "application/json"})
+        waited = time.monotonic() - started
+        assert response.status_code == 408, response.text
+        assert codes_of(response) == ["REQUEST_TIMEOUT"]
+        assert messages_of(response) == ["The request body did not arrive within 1 seconds."]
+        assert response.headers["connection"] == "close"
+        assert 1 <= waited < 10
+        served = await client.post("/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"})
+        assert served.status_code == 200, served.text  # a body that arrives in time, on the same settings
+    await unchanged(gql, funded_id, replace(before, balance="110.00", transactions=before.transactions + 1,
+                                            card_charges=before.card_charges + 1))
 
 
 async def test_a_body_just_under_the_limit_is_served(

@@ -38,7 +38,7 @@ from credits_graphql.api.media import (
 )
 from credits_graphql.api.preflight import several_operations
 from credits_graphql.api.prepared_request import BODY_LIMIT, PreparedRequest, prepared_request
-from credits_graphql.api.request_guard import BodyTooLarge
+from credits_graphql.api.request_guard import BodyTimedOut, BodyTooLarge
 from credits_graphql.api.schema import CreditsSchema
 from credits_graphql.domain.access import Principal
 from credits_graphql.domain.ledger import Account
@@ -49,7 +49,8 @@ from credits_graphql.service.request_scope import RequestScope
 from credits_graphql.service.usage_combiner import UsageCombiner
 
 _STATUS_CODES = {400: BAD_REQUEST, 401: UNAUTHENTICATED, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-                 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: rate_limit.RATE_LIMITED}
+                 408: "REQUEST_TIMEOUT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
+                 429: rate_limit.RATE_LIMITED}
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST"})
@@ -108,6 +109,8 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
             response = error_response(error.status_code, error.reason, getattr(error, "headers", None))
         except BodyTooLarge as error:
             response = error_response(413, str(error))
+        except BodyTimedOut as error:  # the rest of the body may still be on its way: the connection goes
+            response = error_response(408, str(error), {"Connection": "close"})
         finally:
             await reads.close()
         await response(scope, receive, send)
@@ -118,6 +121,10 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         if request.method not in _METHODS:  # whoever asks: the method is wrong before the key is looked at
             raise HTTPError(405, f"{request.method} is not served here: GET for queries, POST for any operation.",
                             {"Allow": "GET, POST"})
+        if request.method == "POST":
+            # The whole body before the key is looked at, on every path: a key revoked or expired while a body
+            # arrives is refused, and no request holds a database connection while its client sends slowly.
+            await request.body()
         token = bearer_token(request)
         prepared = await self._prepared(request) if token else None
         if prepared is None:

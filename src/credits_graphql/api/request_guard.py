@@ -1,9 +1,11 @@
 """ASGI middleware in front of everything: a request id on every response (and in the logs of any
 unexpected error), and a request body limit enforced while reading, so an oversized body is refused
-with 413 without being buffered."""
+with 413 without being buffered; a body that takes too long to arrive is refused too (408), so that a client
+sending it slowly holds no request open for long."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
@@ -20,15 +22,23 @@ class BodyTooLarge(Exception):
         super().__init__(f"The request body exceeds the limit of {limit} bytes.")
 
 
+class BodyTimedOut(Exception):
+    """Raised from `receive` when the body has not all arrived in time; the GraphQL endpoint answers 408."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The request body did not arrive within {seconds:g} seconds.")
+
+
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"errors": [{"message": str(BodyTooLarge(limit)),
                                      "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]}, status_code=413)
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,11 +59,19 @@ class RequestGuard:
             await _too_large(self.max_body_bytes)(scope, receive, send_with_id)
             return
 
-        received = 0
+        received, body_done = 0, False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout  # counted from the headers' arrival
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # what comes after the body (a disconnect) comes whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimedOut(self.body_timeout) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
