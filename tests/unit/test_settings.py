@@ -21,6 +21,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.policy.retry_delays == (timedelta(seconds=60), timedelta(seconds=600))
     assert settings.graphiql is False
     assert settings.introspection is False
+    assert settings.body_timeout_seconds == 30
 
 
 def test_empty_values_count_as_unset() -> None:
@@ -38,6 +39,7 @@ def test_every_setting_can_be_given() -> None:
         "CREDITS_MIN_PURCHASE": "5",
         "CREDITS_MAX_PURCHASE": "500.50",
         "CREDITS_RECHARGE_RETRY_SECONDS": "1,2.5",
+        "CREDITS_BODY_TIMEOUT_SECONDS": "5",
     })
     assert settings.database_url == "postgresql+asyncpg://app@db:5432/credits"
     assert settings.is_dev
@@ -45,6 +47,7 @@ def test_every_setting_can_be_given() -> None:
     assert settings.policy.min_purchase == Decimal(5)
     assert settings.policy.max_purchase == Decimal("500.50")
     assert settings.policy.retry_delays == (timedelta(seconds=1), timedelta(seconds=2.5))
+    assert settings.body_timeout_seconds == 5
 
 
 def test_choices_ignore_case_and_surrounding_spaces() -> None:
@@ -98,6 +101,8 @@ def test_min_equal_to_max_is_allowed() -> None:
         ("CREDITS_SANDBOX_JOURNAL", "/nonexistent/dir/journal.db"),
         ("CREDITS_MAX_PURCHASE", "99999999999999999999999"),
         ("CREDITS_MAX_PURCHASE", "1000000000.000001"),
+        ("CREDITS_BODY_TIMEOUT_SECONDS", "0"),
+        ("CREDITS_BODY_TIMEOUT_SECONDS", "1.5"),
     ],
 )
 def test_a_bad_value_raises_an_error_naming_the_variable(variable: str, value: str) -> None:
