@@ -10,7 +10,6 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,6 +30,7 @@ from credits_graphql.service import clock_check
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, WorkerMode
+from credits_graphql.store.engine import takes_no_writes
 from credits_graphql.store.migrate import current_revision, revision_problem, schema_problem
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,9 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
         state = problem = None
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS), runtime.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-                if not schema_seen_ready:
+                if await takes_no_writes(connection):
+                    state, problem = "read-only", "the database takes no writes (a standby, or read-only)"
+                elif not schema_seen_ready:
                     try:
                         if (problem := revision_problem(await current_revision(connection))) is not None:
                             state = "not migrated"

@@ -104,6 +104,25 @@ async def test_a_lock_held_past_postgresql_s_lock_or_statement_timeout_is_a_503_
     assert await balance(gql, account_id) == "9.00"
 
 
+async def test_a_read_only_postgresql_serves_reads_refuses_writes_with_a_503_and_is_not_ready(
+        runtime: Runtime, database_url: str, gql: GraphQLClient, org: Org) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's default_transaction_read_only")
+    account_id = await funded_account(gql)
+    # As a demoted primary after a failover, or a standby: every transaction read-only
+    read_only = bootstrap(runtime.settings, engine=create_engine(
+        database_url, connect_args={"server_settings": {"default_transaction_read_only": "on"}}))
+    async with client_of(read_only, org.usage_writer) as writer:  # a key never used: its first use is recorded
+        assert (await writer(BALANCE, {"id": account_id}))["account"]["balance"]["available"]["amount"] == "10.00"
+        assert_unavailable(await writer.post(RECORD, {"id": account_id, "key": "call-1"}))
+        ready = await writer.http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["database"] == "read-only"
+    assert await balance(gql, account_id) == "10.00"
+    retried = await gql(RECORD, {"id": account_id, "key": "call-1"}, key=org.usage_writer)  # on the primary again
+    assert retried["recordUsage"]["transaction"]["balanceAfter"]["amount"] == "9.00"
+
+
 async def holding(url: str, lock: str, work: Callable[[], Awaitable[httpx.Response]],
                   check: Callable[[httpx.Response], None]) -> None:
     """Runs `work` while another session holds the locks `lock` takes; checks its answer, then lets them go."""

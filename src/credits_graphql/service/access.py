@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -12,8 +13,10 @@ from credits_graphql.domain.access import Principal, Role
 from credits_graphql.domain.ledger import Account
 from credits_graphql.service.deps import Deps
 from credits_graphql.service.key_reads import KeyReads, read_key
-from credits_graphql.service.transient import retry_on_conflict
+from credits_graphql.service.transient import StoreUnavailable, retry_on_conflict
 from credits_graphql.service.unit_of_work import ApiKey, Organization
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cgk_"
 MAX_ORG_NAME = 200  # the column's length
@@ -117,7 +120,16 @@ async def authenticate_reading(deps: Deps, secret: str, account_id: int | None,
     if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_live(now):
         return None, None
     if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
-        async with deps.uow(write=True) as uow:
-            await uow.api_keys.touch(key.id, now)
-            await uow.commit()
+        await _touch(deps, key.id, now)
     return Principal(key_id=key.id, org_id=key.org_id, role=key.role), account
+
+
+async def _touch(deps: Deps, key_id: int, now: datetime) -> None:
+    """Records when the key was last used: a hint for operators, which a database that takes no writes now (read-only
+    after a failover, busy) goes without; the request is served all the same."""
+    try:
+        async with deps.uow(write=True) as uow:
+            await uow.api_keys.touch(key_id, now)
+            await uow.commit()
+    except StoreUnavailable as refused:
+        log.warning("API key %s: its last use was not recorded: %s", key_id, refused)

@@ -8,10 +8,10 @@ import sqlite3
 import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from credits_graphql.store.sqlite_driver import OneHopConnection, one_hop_dbapi
@@ -101,3 +101,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
                    context: ExecutionContext | None, _executemany: bool) -> None:
         if context is not None and context.execution_options.get(UNREAD_OPTION):
             cursor.unread()
+
+
+async def takes_no_writes(connection: AsyncConnection) -> bool:
+    """Whether the database refuses writes now: PostgreSQL as a standby, or read-only by default (as a demoted primary
+    may be after a failover). It runs a statement either way, so it also tells whether the connection works."""
+    if connection.dialect.name != "postgresql":
+        await connection.execute(text("SELECT 1"))
+        return False
+    return bool((await connection.execute(text(
+        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"))).scalar_one())

@@ -122,6 +122,7 @@ _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadl
 # and a database that is "not currently accepting connections" (ALLOW_CONNECTIONS false: 55000)
 _UNAVAILABLE_CLASSES = ("08", "57P", "53", "55000")
 _BUSY_STATES = frozenset({"55P03", "57014"})  # lock_not_available (lock_timeout), query_canceled (statement_timeout)
+_READ_ONLY = "25006"  # read_only_sql_transaction: a standby, or default_transaction_read_only (after a failover)
 
 
 def _translated(error: BaseException, *, reading: bool) -> Exception | None:
@@ -142,6 +143,9 @@ def _translated(error: BaseException, *, reading: bool) -> Exception | None:
         # the busy timeout (SQLite: another program holds it): the transaction rolled back, and may run again.
         if state in _BUSY_STATES or "database is locked" in str(orig):
             return StoreUnavailable(f"database busy (SQLSTATE {state})" if state else "database busy (locked)")
+        # A database that takes reads but no writes: the write rolled back, and may run again elsewhere or later.
+        if state == _READ_ONLY or "readonly database" in str(orig):
+            return StoreUnavailable(f"database read-only (SQLSTATE {state})" if state else "database read-only")
     if isinstance(error, OSError | TimeoutError):  # refused, unreachable, or timed out while connecting
         return StoreUnavailable(f"database unreachable ({type(error).__name__})")
     if isinstance(error, PoolTimeout):  # every connection of the pool busy for the pool timeout: overloaded
