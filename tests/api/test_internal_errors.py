@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -13,7 +14,7 @@ from credits_graphql.api.http import GraphQLEndpoint
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime
 from credits_graphql.domain.money import Money
-from credits_graphql.service import usage_combiner
+from credits_graphql.service import queries, usage_combiner
 from credits_graphql.service.payments import CardDetails, ChargeResult
 from credits_graphql.service.transient import StoreUnavailable
 from tests.api.documents import ACCOUNTS, CREATE_ACCOUNT, add_funds, codes_of, create_account, history
@@ -104,7 +105,7 @@ async def test_a_failure_outside_graphql_execution_is_answered_in_json_with_a_co
 
 
 async def test_the_database_lost_in_the_middle_of_a_request_is_a_503_to_retry(
-        gql: GraphQLClient, org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+        gql: GraphQLClient, org: Org, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """As when the database is down before the request begins (README, Failures): a client or a proxy that retries
     on 503 retries this one too, with its idempotency key."""
     account = await create_account(gql, "Ops", "SEK", "tok_visa")
@@ -119,3 +120,24 @@ async def test_the_database_lost_in_the_middle_of_a_request_is_a_503_to_retry(
     assert response.headers["retry-after"] == "1"
     assert response.json()["data"] is None
     assert codes_of(response) == ["SERVICE_UNAVAILABLE"]
+    assert any(record.levelno == logging.WARNING and "failed on the database at recordUsage: connection lost"
+               in record.getMessage() for record in caplog.records), "the operator sees it in the log"
+
+
+async def test_a_query_whose_every_field_the_database_failed_is_a_503_not_a_null_to_take_for_not_found(
+        gql: GraphQLClient, funded_id: str, org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def lost(*_: object, **__: object) -> None:
+        raise StoreUnavailable("too many clients")
+
+    monkeypatch.setattr(queries, "attempts_by_id", lost)
+    attempt_id = base64.b64encode(b"RechargeAttempt:1").decode()
+    response = await gql.post("query($id: ID!) { node(id: $id) { id } }", {"id": attempt_id}, key=org.reader)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert codes_of(response) == ["SERVICE_UNAVAILABLE"]
+    # beside a field that was served, the null is the one field's, told by its error: the data is worth having
+    both = await gql.post("query($id: ID!) { node(id: $id) { id } accounts(first: 5) { totalCount } }",
+                          {"id": attempt_id}, key=org.reader)
+    assert both.status_code == 200, both.text
+    assert both.json()["data"] == {"node": None, "accounts": {"totalCount": 1}}
+    assert codes_of(both) == ["SERVICE_UNAVAILABLE"]

@@ -62,10 +62,11 @@ def _tag(errors: list[GraphQLError] | None, code: str) -> None:
 
 
 def only_unavailable(response: Mapping[str, Any]) -> bool:
-    """A response with no data and only the database's trouble to show (lost in the middle of a request): answered
-    503 with Retry-After, as one that found the database down before it began."""
-    errors = response.get("errors") or []
-    return (response.get("data") is None and bool(errors)
+    """A response with no data (none at all, or every field asked for null) and only the database's trouble to show
+    (lost in the middle of a request): answered 503 with Retry-After, as one that found the database down before it
+    began. A null the client could take for "not found" is never answered 200 then."""
+    errors, data = response.get("errors") or [], response.get("data")
+    return (bool(errors) and (data is None or (isinstance(data, Mapping) and all(v is None for v in data.values())))
             and all((error.get("extensions") or {}).get("code") == UNAVAILABLE for error in errors))
 
 
@@ -110,6 +111,8 @@ def code_execution_errors(errors: list[GraphQLError], request_id: str) -> None:
     anything unexpected is masked as INTERNAL_SERVER_ERROR, the rest is the client's input."""
     for index, error in enumerate(errors):
         if isinstance(error.original_error, StoreUnavailable | TransientConflict):
+            log.warning("request %s failed on the database at %s: %s", request_id,
+                        ".".join(map(str, error.path or ())), error.original_error)
             errors[index] = GraphQLError(
                 "The database is unavailable; retry shortly (with the same idempotency key).",
                 nodes=error.nodes, path=error.path, extensions={"code": UNAVAILABLE})
