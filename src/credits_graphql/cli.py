@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import logging
 import re
@@ -305,17 +306,18 @@ def _serve_processes(settings: Settings, host: str, port: int, workers: int) -> 
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from credits_graphql.server_processes import own_sockets, reuse_port_socket
+    from credits_graphql.server_processes import own_sockets, port_claim, reuse_port_socket
 
     config = uvicorn.Config("credits_graphql.app:app_from_env", factory=True, workers=workers, host=host, port=port,
                             log_level="info", log_config=_log_config(), access_log=settings.access_log,
                             lifespan="on", timeout_graceful_shutdown=30)
     try:
+        claim = port_claim(port)
         reserved = reuse_port_socket(host, port)
     except OSError as error:
         print(f"{PROG}: error: cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
-    with reserved, own_sockets():
+    with reserved, claim or contextlib.nullcontext(), own_sockets():
         supervisor = Multiprocess(config, sockets=[])
         supervisor.run()
     # uvicorn stops every process when one cannot start (it would fail the same way again): exit as one

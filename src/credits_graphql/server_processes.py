@@ -6,12 +6,15 @@ where it landed: with 32 connections opened at once, `ss` showed 32/0, 30/2 and 
 and a second process that serves nothing adds nothing. Here each process binds the address itself with
 SO_REUSEPORT and the kernel spreads new connections across the processes' sockets. The parent binds it
 first, the same way but without listening (so no connection waits on its socket), which fails `serve` at
-once when the port is taken."""
+once when the port is taken by a server without SO_REUSEPORT; and it claims the port (port_claim), which fails a
+second `serve --workers` on it, which SO_REUSEPORT alone would let join the port and take a share of its
+connections to another database or another release."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 from collections.abc import Iterator
 
 from uvicorn import Config
@@ -29,6 +32,21 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def port_claim(port: int) -> socket.socket | None:
+    """Held by one `serve --workers` per port at a time: an abstract UNIX socket named after the port, which lives in
+    the same network namespace as the port and which the kernel drops with the process that holds it. Raises
+    OSError (EADDRINUSE) when another server holds it. None where there are no abstract sockets (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    claim = socket.socket(socket.AF_UNIX)
+    try:
+        claim.bind(f"\0credits-graphql:port:{port}")
+    except OSError:
+        claim.close()
+        raise
+    return claim
 
 
 class _OwnSocketProcess(multiprocess.Process):

@@ -233,6 +233,28 @@ def test_serve_stops_with_an_error_when_its_port_is_taken(tmp_path: Path, sqlite
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
 
 
+async def test_a_second_serve_with_workers_on_the_same_port_stops_with_an_error_and_takes_no_connection(
+        tmp_path: Path, sqlite_url: str, launch: Launcher) -> None:
+    """SO_REUSEPORT alone let a second `serve --workers` (another database, an older release) join the port: the
+    kernel then sent it a share of the connections (401, 200, 200, 401, ... seen)."""
+    url = migrated(sqlite_url, tmp_path)
+    _, key = create_org_and_key(url, tmp_path)
+    server = start_server(launch, cli_env(url), "--workers", str(WORKERS))
+    children = _server_processes(server.process, WORKERS)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    other = tmp_path / "other"
+    other.mkdir()
+    result = run_cli("serve", "--port", str(port), "--workers", str(WORKERS),
+                     env=cli_env(migrated(sqlite_url.replace(str(tmp_path), str(other)), other)), cwd=other)
+    assert result.returncode == 3, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        answers = await asyncio.gather(*(Api(client, key)("{ accounts { totalCount } }") for _ in range(8)))
+    assert answers == [{"accounts": {"totalCount": 0}}] * 8  # every answer from the first server's database
+
+    _assert_all_stop_on_sigterm(server, children)
+
+
 def test_a_server_process_started_on_an_unmigrated_database_stops_them_all(
         tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """What each process of `serve --workers N` runs (the database may have changed since `serve` checked it)."""
