@@ -10,6 +10,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,9 +154,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     # A worker or a production server waits for its database (a process manager may start it first); dev mode's
     # `serve` needs it at once for the demo organization, and a newcomer learns more from one line than from a
     # server that answers 503 and prints no key.
-    waits = args.command == "worker" or (args.command == "serve" and not settings.is_dev)
-    if args.command != "migrate" and (
-            problem := schema_problem(settings.database_url, wait_if_unreachable=waits)):
+    waits = args.command == "serve" and not settings.is_dev
+    if args.command == "worker":
+        problem = _schema_problem_once_reachable(settings.database_url)
+    elif args.command != "migrate":
+        problem = schema_problem(settings.database_url, wait_if_unreachable=waits)
+    if args.command != "migrate" and problem:
         _fail(f"{problem} ({_database_of(settings.database_url)})")
     if args.command == "migrate":
         asyncio.run(_migrate(settings.database_url))
@@ -165,6 +169,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         asyncio.run(_run_worker(settings))
     else:
         asyncio.run(_with_runtime(settings, lambda runtime: _admin_command(runtime, args)))
+
+
+DATABASE_WAIT_SECONDS = 2.0
+log = logging.getLogger("credits_graphql.cli")
+
+
+def _schema_problem_once_reachable(url: str) -> str | None:
+    """A worker waits for its database (a process manager may start it first), then checks its schema: a worker on
+    a schema behind its release would fail on every pass, and charge nothing, for as long as it ran. A server checks
+    again by itself (/readyz), a worker's loop would not."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # stopped while it waits: nothing was under way
+    while True:
+        try:
+            return schema_problem(url)
+        except DatabaseUnreachable as error:
+            log.warning("waiting for the database (CREDITS_DATABASE_URL): %s", error)
+            time.sleep(DATABASE_WAIT_SECONDS)
 
 
 def _database_of(url: str) -> str:

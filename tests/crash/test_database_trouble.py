@@ -163,3 +163,27 @@ async def test_a_database_outage_gives_clean_errors_and_the_service_recovers_wit
     await assert_balances_are_sums(dsn)
     assert server.process.terminate() == 0
     assert "Traceback" not in server.process.stdout
+
+
+async def test_a_worker_started_before_its_database_waits_for_it_then_stops_on_a_schema_behind_its_release(
+        tmp_path: Path, postgres_url: str, launch: Launcher, proxy: CuttableProxy) -> None:
+    """A worker that skipped the schema check while the database was down ran on a schema behind its release:
+    three tracebacks a second, for as long as it ran, and no recharge charged."""
+    url = migrated(postgres_url, tmp_path)
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await connection.execute("UPDATE alembic_version SET version_num = '0003'")
+    finally:
+        await connection.close()
+    via_proxy = url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    proxy.cut()
+    worker = launch("worker", env=crash_env(via_proxy, tmp_path / "journal.db"))
+    await wait_for(lambda: "waiting for the database" in worker.stderr, "the worker waiting", 20)
+    assert worker.popen.poll() is None, worker.describe()
+
+    proxy.restore()
+    await wait_for(lambda: worker.popen.poll() is not None, "the worker stopping", 20)
+    assert worker.popen.returncode == 2, worker.describe()
+    assert ("database schema is at revision 0003, this release needs 0008: run credits-graphql migrate"
+            in worker.stderr), worker.describe()
+    assert "Traceback" not in worker.stderr
