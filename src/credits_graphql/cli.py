@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from strawberry.printer import print_schema
 
 from credits_graphql.api.ids import MAX_ID
@@ -213,7 +214,10 @@ async def _with_runtime(settings: Settings, command: Callable[[Runtime], Awaitab
 
 async def _migrate(url: str) -> None:
     """Without the rest of the runtime: the payment gateway is not needed to migrate."""
-    await upgrade_database(url)
+    try:
+        await upgrade_database(url)
+    except DBAPIError as refused:  # a role without the rights to change the schema, say: the database's one line
+        _fail(f"the database refused the migration: {str(refused.orig).strip().splitlines()[0]}", status=1)
     print("database is up to date")
 
 

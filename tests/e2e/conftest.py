@@ -188,7 +188,8 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
 
 
-async def _admin(sql: str) -> None:
+async def as_admin(sql: str) -> None:
+    """Runs `sql` as the PostgreSQL superuser, on its maintenance database."""
     connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
     try:
         await connection.execute(sql)
@@ -200,12 +201,12 @@ async def _admin(sql: str) -> None:
 def postgres_url() -> Iterator[str]:
     """A fresh (not yet migrated) PostgreSQL database of this test's own."""
     name = f"credits_e2e_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(as_admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

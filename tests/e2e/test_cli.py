@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,16 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from credits_graphql import cli
-from tests.e2e.conftest import Launcher, cli_env, create_org_and_key, free_port, migrated, run_cli, start_server
+from tests.e2e.conftest import (
+    Launcher,
+    as_admin,
+    cli_env,
+    create_org_and_key,
+    free_port,
+    migrated,
+    run_cli,
+    start_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +183,21 @@ def test_migrate_and_create_org_work_on_postgresql(tmp_path: Path, postgres_url:
     assert listed.returncode == 0
     assert key not in listed.stdout
     assert [row[1] for row in _key_rows(listed.stdout).values()] == ["ADMIN"]
+
+
+def test_migrate_by_a_role_without_the_right_to_change_the_schema_stops_with_one_line(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Operators often run the service with a least-privilege role: its `migrate` printed a 163-line traceback."""
+    role = f"credits_app_{uuid.uuid4().hex[:8]}"
+    asyncio.run(as_admin(f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        result = run_cli("migrate", env=cli_env(postgres_url.replace("//postgres@", f"//{role}@", 1)), cwd=tmp_path)
+    finally:
+        asyncio.run(as_admin(f'DROP ROLE "{role}"'))
+    assert result.returncode == 1, result.stderr
+    assert result.error_lines == ["credits-graphql: error: the database refused the migration: permission denied "
+                                  "for schema public"], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args", [
