@@ -260,8 +260,8 @@ async def test_a_body_that_stops_arriving_is_408_after_the_timeout_and_changes_n
 
 async def test_a_body_just_under_the_limit_is_served(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
-    body = json.dumps({"query": "{ accounts { totalCount } }"}).encode()  # padded with insignificant spaces
-    body = body.replace(b"} }", b"} }" + b" " * (MiB - len(body)))
+    body = json.dumps({"query": "{ accounts { totalCount } }"}).encode()  # padded with insignificant JSON spaces
+    body = body[:-1] + b" " * (MiB - len(body)) + b"}"
     assert len(body) == MiB
     response = await http.post("/graphql", content=body, headers={**auth(org), "Content-Type": "application/json"})
     assert response.status_code == 200, response.text
@@ -291,8 +291,36 @@ async def test_many_comment_lines_under_the_body_limit_count_against_the_token_l
 
 
 async def test_a_long_comment_is_one_token_and_the_query_runs(gql: GraphQLClient, funded_id: str) -> None:
-    data = await gql("# " + "x" * 100_000 + "\n{ accounts { totalCount } }")
+    query = "{ accounts { totalCount } }"
+    data = await gql("# " + "x" * (65_536 - len(query) - 3) + "\n" + query)  # the longest query text taken
     assert data == {"accounts": {"totalCount": 1}}
+
+
+async def test_a_query_text_over_its_limit_is_refused_before_it_is_parsed_and_changes_nothing(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    before = await snapshot(gql, funded_id)
+    query = f"mutation {{ {add_funds(funded_id)} }}"
+    text = "# " + "x" * (MiB - 1000) + "\n" + query  # a 1 MB comment took 0.33 s to parse
+    response = await stopwatch.time("query text of 1 MB (a comment)", lambda: http.post(
+        "/graphql", json={"query": text}, headers=auth(org)))
+    assert response.status_code == 200, response.text
+    assert codes_of(response) == ["QUERY_TOO_COMPLEX"]
+    assert messages_of(response) == [f"The query text holds {len(text)} characters; the limit is 65536. Send data "
+                                     "in variables."]
+    assert "data" not in response.json() or response.json()["data"] is None
+    await unchanged(gql, funded_id, before)
+
+
+async def test_a_list_in_variables_over_its_limit_is_refused_before_its_items_are_coerced(
+        gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str, stopwatch: Stopwatch) -> None:
+    query = "query($id: ID!, $k: [TransactionKind!]) { account(id: $id) { transactions(kinds: $k) { totalCount } } }"
+    served = await gql(query, {"id": funded_id, "k": ["USAGE"] * 10_000})
+    assert served["account"]["transactions"]["totalCount"] == 0
+    response = await stopwatch.time("10,001 kinds in a variable", lambda: http.post(
+        "/graphql", json={"query": query, "variables": {"id": funded_id, "k": ["USAGE"] * 10_001}},
+        headers=auth(org)))
+    assert codes_of(response) == ["BAD_USER_INPUT"]
+    assert messages_of(response) == ["A list of 10001 items exceeds the limit of 10000 items in a list of variables."]
 
 
 # --- the document: depth, aliases, tokens, cost -------------------------------------------------------

@@ -16,6 +16,7 @@ from strawberry.utils.await_maybe import await_maybe
 
 from credits_graphql.api.document_caches import BoundedParserCache, BoundedValidationCache
 from credits_graphql.api.errors import (
+    TOO_COMPLEX,
     ErrorCodes,
     code_execution_errors,
     drop_suggestion,
@@ -57,6 +58,10 @@ class CreditsSchema(strawberry.Schema):
                       operation_name: str | None = None,
                       allowed_operation_types: Iterable[OperationType] | None = None,
                       operation_extensions: dict[str, Any] | None = None) -> ExecutionResult:
+        if query is not None and len(query) > self.limits.max_query_length:
+            return ExecutionResult(data=None, errors=[GraphQLError(
+                f"The query text holds {len(query)} characters; the limit is {self.limits.max_query_length}. Send "
+                "data in variables.", extensions={"code": TOO_COMPLEX})])
         # A text seen before goes the prepared way; anything else, and whatever Strawberry answers with an error
         # of its own (an operation the method may not run, an unknown operation name), goes the full way.
         document = self.documents.get(query) if query and not operation_extensions else None
