@@ -22,13 +22,18 @@ def _report(account_id: int, key: str) -> RecordUsage:
     return RecordUsage(account_id, CreditService.DOMESTIC_CALLING, Decimal("1"), key)
 
 
-def _in_commit_order(stored: list[LedgerEntry]) -> list[LedgerEntry]:
-    return sorted(stored, key=lambda entry: entry.id or 0)
+async def _funded(deps: Deps, org: Org) -> int:
+    account = await open_account(deps, org.id)
+    await fund(deps, org.id, account.id, "100")
+    return account.id
 
 
-def _assert_stamped_in_commit_order(stored: list[LedgerEntry]) -> None:
-    stamps = [entry.created_at for entry in _in_commit_order(stored)]
+async def _stamped_in_commit_order(deps: Deps, account_id: int) -> list[LedgerEntry]:
+    """The account's entries in the order they committed (ids), whose stamps must be in that order too."""
+    stored = sorted(await entries(deps, account_id), key=lambda entry: entry.id or 0)
+    stamps = [entry.created_at for entry in stored]
     assert stamps == sorted(stamps), stamps
+    return stored
 
 
 class _AnotherCommitsFirst:
@@ -59,56 +64,45 @@ def _waiting_behind_another(deps: Deps, clock: Clock, org: Org, account_id: int,
 
 async def test_a_report_that_waited_for_the_account_is_stamped_after_the_one_that_committed_meanwhile(
         deps: Deps, org: Org, clock: Clock) -> None:
-    account = await open_account(deps, org.id)
-    await fund(deps, org.id, account.id, "100")
-    await ledger.record_usage(_waiting_behind_another(deps, clock, org, account.id), org.id,
-                              _report(account.id, "waited"))
-    usage = await entries(deps, account.id)
-    _assert_stamped_in_commit_order(usage)
-    assert _in_commit_order(usage)[-1].idempotency_key == "waited"
+    account_id = await _funded(deps, org)
+    await ledger.record_usage(_waiting_behind_another(deps, clock, org, account_id), org.id,
+                              _report(account_id, "waited"))
+    assert (await _stamped_in_commit_order(deps, account_id))[-1].idempotency_key == "waited"
 
 
 async def test_a_batch_that_waited_its_turn_is_stamped_after_the_report_that_committed_meanwhile(
         deps: Deps, org: Org, clock: Clock) -> None:
-    account = await open_account(deps, org.id)
-    await fund(deps, org.id, account.id, "100")
+    account_id = await _funded(deps, org)
 
     @asynccontextmanager
     async def another_goes_first() -> AsyncIterator[None]:
         clock.advance(seconds=1)
-        await use(deps, org.id, account.id, "1", "committed-meanwhile")
+        await use(deps, org.id, account_id, "1", "committed-meanwhile")
         yield
 
-    await record_usage_batch(deps, org.id, [_report(account.id, "b1"), _report(account.id, "b2")],
+    await record_usage_batch(deps, org.id, [_report(account_id, "b1"), _report(account_id, "b2")],
                              turn=another_goes_first)
-    stored = await entries(deps, account.id)
-    _assert_stamped_in_commit_order(stored)
-    assert [entry.idempotency_key for entry in _in_commit_order(stored)[-2:]] == ["b1", "b2"]
+    stored = await _stamped_in_commit_order(deps, account_id)
+    assert [entry.idempotency_key for entry in stored[-2:]] == ["b1", "b2"]
 
 
 async def test_funds_credited_after_a_report_committed_meanwhile_are_stamped_after_it(
         deps: Deps, org: Org, clock: Clock) -> None:
-    account = await open_account(deps, org.id)
-    await fund(deps, org.id, account.id, "100")
+    account_id = await _funded(deps, org)
     # addFunds opens its charge in one transaction and credits it in a second: the report commits between them.
-    await ledger.add_funds(_waiting_behind_another(deps, clock, org, account.id, nth=2), org.id,
-                           AddFunds(account.id, Decimal("50"), "funds-2"))
-    stored = await entries(deps, account.id)
-    _assert_stamped_in_commit_order(stored)
-    assert _in_commit_order(stored)[-1].idempotency_key == "funds-2"
+    await ledger.add_funds(_waiting_behind_another(deps, clock, org, account_id, nth=2), org.id,
+                           AddFunds(account_id, Decimal("50"), "funds-2"))
+    assert (await _stamped_in_commit_order(deps, account_id))[-1].idempotency_key == "funds-2"
 
 
 async def test_a_recharge_credited_after_a_report_committed_meanwhile_is_stamped_after_it(
         deps: Deps, org: Org, clock: Clock) -> None:
-    account = await open_account(deps, org.id)
-    await fund(deps, org.id, account.id, "100")
-    await enable_recharge(deps, org.id, account.id, amount="100", trigger="95")
-    await use(deps, org.id, account.id, "10", "drains-below-the-trigger")
-    assert await pending(deps, account.id) is not None
+    account_id = await _funded(deps, org)
+    await enable_recharge(deps, org.id, account_id, amount="100", trigger="95")
+    await use(deps, org.id, account_id, "10", "drains-below-the-trigger")
+    assert await pending(deps, account_id) is not None
     claim = await recharges.claim_next(deps)
     assert claim is not None
     outcome = await recharges.charge(deps, claim)
-    await recharges.settle(_waiting_behind_another(deps, clock, org, account.id), claim, outcome)
-    stored = await entries(deps, account.id)
-    _assert_stamped_in_commit_order(stored)
-    assert _in_commit_order(stored)[-1].amount_micros == 100_000_000
+    await recharges.settle(_waiting_behind_another(deps, clock, org, account_id), claim, outcome)
+    assert (await _stamped_in_commit_order(deps, account_id))[-1].amount_micros == 100_000_000
