@@ -258,6 +258,30 @@ async def test_a_body_that_stops_arriving_is_408_after_the_timeout_and_changes_n
                                             card_charges=before.card_charges + 1))
 
 
+async def test_a_large_body_with_a_made_up_key_is_401_before_it_is_read(
+        gql: GraphQLClient, http: httpx.AsyncClient, funded_id: str, stopwatch: Stopwatch) -> None:
+    """Else anyone could have the server hold a megabyte per connection until the body timeout."""
+    before = await snapshot(gql, funded_id)
+    body = padded_mutation(funded_id, MiB - 1000)
+    chunk = 64 * 1024
+    sent: list[int] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), chunk):
+            sent.append(len(body[start:start + chunk]))
+            yield body[start:start + chunk]
+
+    for length in ({}, {"Content-Length": str(len(body))}):
+        sent.clear()
+        headers = {"Authorization": "Bearer cgk_madeup", "Content-Type": "application/json", **length}
+        response = await stopwatch.time("1 MiB body, made-up key", lambda headers=headers: http.post(
+            "/graphql", content=stream(), headers=headers))
+        assert response.status_code == 401, response.text
+        assert codes_of(response) == ["UNAUTHENTICATED"]
+        assert sum(sent) <= chunk, f"read {sum(sent)} of {len(body)} bytes before refusing"
+    await unchanged(gql, funded_id, before)
+
+
 async def test_a_body_just_under_the_limit_is_served(
         gql: GraphQLClient, http: httpx.AsyncClient, org: Org, funded_id: str) -> None:
     body = json.dumps({"query": "{ accounts { totalCount } }"}).encode()  # padded with insignificant JSON spaces

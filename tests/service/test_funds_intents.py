@@ -353,8 +353,10 @@ async def test_charges_in_flight_count_toward_the_most_an_account_may_hold(
     await credit_in_one_entry(deps, account.id, MAX_BALANCE_MICROS - micros("1500000000"))
     await die_while_adding(deps, gateway, org, account.id, "1000000000", key="in-flight")  # charged, not credited
 
-    with violation(ErrorCode.INVALID_AMOUNT, ["input", "amount"]):
+    with violation(ErrorCode.INVALID_AMOUNT, ["input", "amount"]) as refused:
         await fund(deps, org.id, account.id, "1000000000", key="over-the-most")
+    assert refused.value.message == ("An account may hold at most 1000000000000 VND: this would take the balance "
+                                     "above it, counting 1000000000 VND of charges still being processed.")
     assert len(gateway.charges) == 1  # refused before its card was charged
 
     await fund(deps, org.id, account.id, "500000000", key="up-to-the-most")

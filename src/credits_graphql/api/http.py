@@ -121,11 +121,17 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
         if request.method not in _METHODS:  # whoever asks: the method is wrong before the key is looked at
             raise HTTPError(405, f"{request.method} is not served here: GET for queries, POST for any operation.",
                             {"Allow": "GET, POST"})
-        if request.method == "POST":
-            # The whole body before the key is looked at, on every path: a key revoked or expired while a body
-            # arrives is refused, and no request holds a database connection while its client sends slowly.
-            await request.body()
         token = bearer_token(request)
+        if request.method == "POST":
+            length = request.headers.get("content-length", "")
+            if not (length.isdigit() and int(length) <= BODY_LIMIT):
+                # A large body (a usage batch), or one of no declared length, is read only for a live key within
+                # its rate: a caller with a made-up key cannot have the server hold a megabyte for it.
+                await self.authenticate(request, token, None)
+                await request.state.deps.uow.close()  # no database connection held while the body arrives
+            # The key is (looked at again) once the whole body is in, on every path: a key revoked or expired while
+            # the body arrived is refused.
+            await request.body()
         prepared = await self._prepared(request) if token else None
         if prepared is None:
             return await self.run(request)
@@ -166,7 +172,9 @@ class GraphQLEndpoint(GraphQL[Context | None, None]):
                       else "The Authorization header must use the Bearer scheme.")
             raise HTTPError(401, f"{reason} Send Authorization: Bearer <api key>.",
                             {"WWW-Authenticate": 'Bearer realm="credits"'})
-        await rate_limit.enforce(request, principal)
+        if not getattr(request.state, "rate_counted", False):  # a request counts once, if its key is read twice
+            await rate_limit.enforce(request, principal)
+            request.state.rate_counted = True
         return principal, account
 
     def _context(self, request: Request, principal: Principal, account: Account | None) -> Context:

@@ -24,8 +24,9 @@ from credits_graphql.api.media import load_json
 from credits_graphql.api.prepared import ValidatedDocuments, chosen_operation
 
 BODY_LIMIT = 4096
-"""Reads and usage reports are a few hundred bytes. A larger body (a usage batch) goes the full way, where the key
-is checked before the body is read: a caller with a made-up key cannot have large bodies decoded."""
+"""Reads and usage reports are a few hundred bytes. A larger body (a usage batch) goes the full way, and its key is
+checked before the body is read (api/http.py) as well as after: a caller with a made-up key cannot have large
+bodies held or decoded."""
 
 # The root query fields that read one account by its id, and the argument that holds it.
 _ACCOUNT_ID_ARGUMENTS = {"account": "id", "node": "id", "balance": "accountId", "transactions": "accountId"}

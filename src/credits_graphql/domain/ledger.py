@@ -111,9 +111,11 @@ class Account:
         """Funds are refused, before any charge, when they would take the balance above the most it may hold once
         the charges in flight (`in_flight_micros`, credited whenever they go through) are credited too."""
         if self.balance_micros + in_flight_micros + micros > MAX_BALANCE_MICROS:
+            counting = (f", counting {Money(in_flight_micros, self.currency)} of charges still being processed"
+                        if in_flight_micros else "")
             raise RuleViolation(ErrorCode.INVALID_AMOUNT, f"An account may hold at most "
-                                f"{Money(MAX_BALANCE_MICROS, self.currency)}: this would take the balance above it.",
-                                field)
+                                f"{Money(MAX_BALANCE_MICROS, self.currency)}: this would take the balance above it"
+                                f"{counting}.", field)
 
     def count_entries(self, kinds: Collection[EntryKind] | None = None) -> int:
         return sum(count for kind, count in self.entry_counts.items() if not kinds or kind in kinds)

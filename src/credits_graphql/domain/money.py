@@ -21,13 +21,15 @@ MAX_DECIMAL_TEXT = 64
 # would take "0.9999999999999999999999999999999" for 1.
 _EXACT = Context(prec=MAX_DECIMAL_TEXT + LEDGER_SCALE)
 
-# ISO 4217 codes and their minor units. Codes absent here are refused at account creation.
+# ISO 4217 codes and their minor units. Codes absent here are refused at account creation. A code added here must
+# wait for a release after the one that adds it before accounts use it: an older process, still running during a
+# rolling upgrade or after a rollback, fails on an account in a currency it does not know.
 CURRENCY_MINOR_UNITS: dict[str, int] = {
-    "AED": 2, "AUD": 2, "BGN": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2,
-    "CZK": 2, "DKK": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2,
-    "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "MXN": 2, "MYR": 2, "NOK": 2, "NZD": 2,
-    "OMR": 3, "PHP": 2, "PLN": 2, "RON": 2, "SAR": 2, "SEK": 2, "SGD": 2, "THB": 2, "TND": 3,
-    "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0, "ZAR": 2,
+    "AED": 2, "AUD": 2, "BGN": 2, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2, "CZK": 2,
+    "DKK": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0,
+    "JPY": 0, "KRW": 0, "MXN": 2, "MYR": 2, "NOK": 2, "NZD": 2, "PHP": 2, "PLN": 2, "RON": 2,
+    "SAR": 2, "SEK": 2, "SGD": 2, "THB": 2, "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0,
+    "ZAR": 2,
 }  # fmt: skip
 
 
