@@ -10,10 +10,12 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import event
 
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime, bootstrap
@@ -25,6 +27,7 @@ from tests.conftest import GraphQLClient, Org
 RECORD = """mutation($id: ID!, $key: String!) { recordUsage(input: {accountId: $id, service: TOLL_FREE, amount: "1",
     idempotencyKey: $key}) { transaction { balanceAfter { amount } } userErrors { code } } }"""
 BALANCE = """query($id: ID!) { account(id: $id) { balance { available { amount } } } }"""
+BATCH = """mutation($in: RecordUsageBatchInput!) { recordUsageBatch(input: $in) { results { transaction { id } } } }"""
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -153,3 +156,25 @@ async def test_sqlite_s_write_lock_held_by_another_program_past_the_busy_timeout
         retried = await writer(RECORD, {"id": account_id, "key": "call-1"})
     assert retried["recordUsage"]["transaction"]["balanceAfter"]["amount"] == "9.00"
     assert await balance(gql, account_id) == "9.00"
+
+
+async def test_a_full_sqlite_disk_is_a_503_to_retry_and_records_nothing(
+        database_url: str, runtime: Runtime, gql: GraphQLClient, org: Org) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's disk full (PostgreSQL's is SQLSTATE class 53)")
+    account_id = await funded_account(gql)
+    engine = create_engine(database_url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def no_room_to_grow(dbapi_connection: Any, _record: Any) -> None:
+        # The database may not grow by a page: as a disk with no space left (SQLITE_FULL)
+        dbapi_connection.on_thread(lambda connection: connection.execute("PRAGMA max_page_count = 1"))
+
+    full = bootstrap(runtime.settings, engine=engine)
+    items = [{"accountId": account_id, "service": "TOLL_FREE", "amount": "0.000001", "idempotencyKey": f"k{n}",
+              "reference": "r" * 200} for n in range(1000)]
+    async with client_of(full, org.usage_writer) as writer:
+        assert_unavailable(await writer.post(BATCH, {"in": {"items": items}}))
+    assert await balance(gql, account_id) == "10.00"
+    recorded = await gql(BATCH, {"in": {"items": items}}, key=org.usage_writer)  # room again: the retry records
+    assert len(recorded["recordUsageBatch"]["results"]) == 1000

@@ -24,6 +24,7 @@ transaction's next statement or its COMMIT, and an error it raises surfaces ther
 PING_AFTER_IDLE_SECONDS = 1.0
 _IDLE_SINCE = "credits_idle_since"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+SQLITE_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # Each SQLite connection is a thread of its own (aiosqlite), and SQLite runs one writer at a time. SQLAlchemy's
 # default (5, plus 10 opened under load and closed when given back) kept opening connections and starting
 # threads under load, and their GIL hand-offs cost more than the SQL: a fixed pool of 2 answered a balance
@@ -80,6 +81,9 @@ def _set_up_sqlite_connection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+    # A reader that holds a snapshot (a sqlite3 shell left in a transaction) keeps checkpoints from restarting the
+    # WAL, which then grows (300 MB in 30 s under load); once it can restart, the file is cut back to this size.
+    connection.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT_BYTES}")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -122,6 +122,7 @@ _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization_failure, deadl
 # and a database that is "not currently accepting connections" (ALLOW_CONNECTIONS false: 55000)
 _UNAVAILABLE_CLASSES = ("08", "57P", "53", "55000")
 _BUSY_STATES = frozenset({"55P03", "57014"})  # lock_not_available (lock_timeout), query_canceled (statement_timeout)
+_SQLITE_STORAGE_ERRORS = ("database or disk is full", "disk I/O error")
 _READ_ONLY = "25006"  # read_only_sql_transaction: a standby, or default_transaction_read_only (after a failover)
 
 
@@ -146,6 +147,10 @@ def _translated(error: BaseException, *, reading: bool) -> Exception | None:
         # A database that takes reads but no writes: the write rolled back, and may run again elsewhere or later.
         if state == _READ_ONLY or "readonly database" in str(orig):
             return StoreUnavailable(f"database read-only (SQLSTATE {state})" if state else "database read-only")
+        # SQLite's disk full (SQLITE_FULL) or its file failing (SQLITE_IOERR): the transaction rolled back whole.
+        # (PostgreSQL's disk full is class 53, above.)
+        if any(reason in str(orig) for reason in _SQLITE_STORAGE_ERRORS):
+            return StoreUnavailable(f"database storage failing ({orig})")
     if isinstance(error, OSError | TimeoutError):  # refused, unreachable, or timed out while connecting
         return StoreUnavailable(f"database unreachable ({type(error).__name__})")
     if isinstance(error, PoolTimeout):  # every connection of the pool busy for the pool timeout: overloaded
