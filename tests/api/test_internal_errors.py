@@ -122,6 +122,12 @@ async def test_the_database_lost_in_the_middle_of_a_request_is_a_503_to_retry(
     assert codes_of(response) == ["SERVICE_UNAVAILABLE"]
     assert any(record.levelno == logging.WARNING and "failed on the database at recordUsage: connection lost"
                in record.getMessage() for record in caplog.records), "the operator sees it in the log"
+    # Its ERROR event is not written: a database that refused the call would refuse the event too, after as long
+    # a wait (a busy SQLite: another 30 s before the 503). The log keeps the call.
+    events = await gql("{ auditEvents(first: 5) { edges { node { operation outcome } } } }")
+    assert [edge["node"]["operation"] for edge in events["auditEvents"]["edges"]] == ["createAccount"]
+    assert any("audit event of recordUsage" in record.getMessage() and "SERVICE_UNAVAILABLE" in record.getMessage()
+               for record in caplog.records)
 
 
 async def test_a_query_whose_every_field_the_database_failed_is_a_503_not_a_null_to_take_for_not_found(

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+
 import pytest
 
 from credits_graphql.domain.access import Role
 from credits_graphql.service import access
 from credits_graphql.service.deps import Deps
+from credits_graphql.service.key_reads import KeyReads
+from credits_graphql.service.transient import StoreUnavailable
+from credits_graphql.service.unit_of_work import UnitOfWork
 from tests.conftest import Clock, Org, make_org
 
 
@@ -86,6 +93,36 @@ async def test_authenticating_records_when_a_key_was_last_used(deps: Deps, org: 
     [listed] = [k for k in await access.list_api_keys(deps, org.id) if k.id == key.id]
     assert listed.last_used_at is not None
     assert listed.last_used_at.replace(tzinfo=clock.now.tzinfo) == clock.now
+
+
+async def test_a_database_that_refuses_the_last_use_serves_the_key_and_is_not_asked_again_for_a_while(
+        deps: Deps, org: Org, clock: Clock) -> None:
+    """A busy or read-only database refuses the write after a wait (SQLite: its 30 s busy timeout): the requests after
+    the first must not each wait for it again, reads included."""
+    key, secret = await access.create_api_key(deps, org.id, Role.READER)
+    tries: list[bool] = []
+
+    @asynccontextmanager
+    async def refusing_writes(write: bool) -> AsyncIterator[UnitOfWork]:
+        if write:
+            tries.append(write)
+            raise StoreUnavailable("database busy (locked)")
+        async with deps.uow(write=write) as uow:
+            yield uow
+
+    def factory(*, write: bool = False) -> AbstractAsyncContextManager[UnitOfWork]:
+        return refusing_writes(write)
+
+    refusing = replace(deps, uow=factory)
+    key_reads = KeyReads(refusing)
+    for _ in range(3):
+        principal, _ = await access.authenticate_reading(refusing, secret, None, key_reads)
+        assert principal is not None
+        assert principal.key_id == key.id
+    assert len(tries) == 1
+    clock.advance(minutes=2)  # a minute on: tried again
+    assert (await access.authenticate_reading(refusing, secret, None, key_reads))[0] is not None
+    assert len(tries) == 2
 
 
 async def test_organizations_are_counted(deps: Deps, org: Org) -> None:

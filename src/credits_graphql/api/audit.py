@@ -20,11 +20,12 @@ from strawberry.types import Info
 
 from credits_graphql.api.context import Context
 from credits_graphql.api.enums import described
-from credits_graphql.api.errors import INTERNAL
+from credits_graphql.api.errors import INTERNAL, UNAVAILABLE
 from credits_graphql.api.ids import account_row_id, global_id, node_id, node_id_field
 from credits_graphql.api.types import AccountNode
 from credits_graphql.domain.money import format_plain_decimal
 from credits_graphql.service import audit
+from credits_graphql.service.transient import StoreUnavailable
 from credits_graphql.service.unit_of_work import AuditEvent, AuditOutcome
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,14 @@ class Audited(FieldExtension):
         except Exception as error:
             if scope is not None:
                 scope.unstage_audit_event()  # or the ERROR event's own commit would append the OK one with it
-            await record(info.context, self.operation, summary, account_id, AuditOutcome.ERROR, [_error_code(error)])
+            if isinstance(error, StoreUnavailable):
+                # The database refused the call (busy, down, read-only, full): it would refuse its event too, after
+                # as long a wait. Nothing changed; the log keeps the call.
+                log.warning("audit event of %s by key %s (ERROR %s) was not recorded: %s", self.operation,
+                            principal.key_id, UNAVAILABLE, error)
+            else:
+                await record(info.context, self.operation, summary, account_id, AuditOutcome.ERROR,
+                             [_error_code(error)])
             raise
         finally:
             if scope is not None:

@@ -119,12 +119,14 @@ async def authenticate_reading(deps: Deps, secret: str, account_id: int | None,
     # The lookup is by digest; the comparison of the secret's digest itself is constant-time.
     if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_live(now):
         return None, None
-    if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
-        await _touch(deps, key.id, now)
+    if ((key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL)
+            and (key_reads is None or key_reads.may_touch(key.id, now, TOUCH_INTERVAL))
+            and not await _touched(deps, key.id, now) and key_reads is not None):
+        key_reads.touch_refused(key.id, now)
     return Principal(key_id=key.id, org_id=key.org_id, role=key.role), account
 
 
-async def _touch(deps: Deps, key_id: int, now: datetime) -> None:
+async def _touched(deps: Deps, key_id: int, now: datetime) -> bool:
     """Records when the key was last used: a hint for operators, which a database that takes no writes now (read-only
     after a failover, busy) goes without; the request is served all the same."""
     try:
@@ -133,3 +135,5 @@ async def _touch(deps: Deps, key_id: int, now: datetime) -> None:
             await uow.commit()
     except StoreUnavailable as refused:
         log.warning("API key %s: its last use was not recorded: %s", key_id, refused)
+        return False
+    return True

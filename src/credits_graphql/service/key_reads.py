@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from credits_graphql.domain.ledger import Account
 from credits_graphql.service.deps import Deps
@@ -32,6 +33,7 @@ class KeyReads:
     """One per process, on the process's `deps` (not a request's)."""
 
     deps: Deps
+    _touch_refused: dict[int, datetime] = field(default_factory=dict)
     _reading: bool = False
     _waiting: list[_Waiting] = field(default_factory=list)
     _groups: set[asyncio.Task[None]] = field(default_factory=set)
@@ -48,6 +50,17 @@ class KeyReads:
         waiting = _Waiting((key_hash, account_id), asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         return await waiting.found
+
+    def may_touch(self, key_id: int, now: datetime, interval: timedelta) -> bool:
+        """Whether to record the key's use now: not within `interval` of a try the database refused (busy, read-only),
+        which left the last use as it was, so that the requests after it do not each wait for the database again."""
+        refused = self._touch_refused.get(key_id)
+        return refused is None or now - refused > interval
+
+    def touch_refused(self, key_id: int, now: datetime) -> None:
+        if len(self._touch_refused) > 10_000:  # keys are few; whatever the count, the memory stays bounded
+            self._touch_refused.clear()
+        self._touch_refused[key_id] = now
 
     def _next(self) -> None:
         group, self._waiting = self._waiting, []
