@@ -30,7 +30,7 @@ from credits_graphql.service import clock_check
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, WorkerMode
-from credits_graphql.store.engine import takes_no_writes
+from credits_graphql.store.engine import DatabaseFile, takes_no_writes
 from credits_graphql.store.migrate import current_revision, revision_problem, schema_problem
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,14 @@ def build_app(runtime: Runtime, *, run_worker: bool | None = None) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     schema_seen_ready = False  # schemas are not migrated backwards: once seen ready, only reachability is checked
+    database_file = DatabaseFile(runtime.engine)
 
     async def readyz(_: Request) -> JSONResponse:
         nonlocal schema_seen_ready
         state = problem = None
+        if (moved := database_file.problem()) is not None:
+            log.error("not ready: %s", moved)
+            return JSONResponse({"status": "unavailable", "database": "file moved", "detail": moved}, status_code=503)
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS), runtime.engine.connect() as connection:
                 if await takes_no_writes(connection):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import httpx
 import pytest
@@ -85,6 +87,30 @@ async def test_health_probes_answer_ok(http: httpx.AsyncClient) -> None:
     assert (health.status_code, ready.status_code) == (200, 200)
     assert health.json()["status"] == "ok"
     assert ready.json()["status"] == "ok"
+
+
+async def test_readyz_answers_503_while_the_sqlite_file_is_deleted_or_replaced_under_the_service(
+        http: httpx.AsyncClient, database_url: str) -> None:
+    """Processes go on writing to the file they opened (a deleted file's writes are lost), or pair a restored copy
+    with the old file's WAL (a malformed database): the load balancer must stop sending them requests."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a SQLite file")
+    path = database_url.removeprefix("sqlite+aiosqlite:///")
+    aside = f"{path}.aside"
+    os.rename(path, aside)
+    try:
+        gone = await http.get("/readyz")
+        assert gone.status_code == 503
+        assert gone.json()["database"] == "file moved"
+        assert "was deleted while the service ran" in gone.json()["detail"]
+        shutil.copyfile(aside, path)  # a backup restored under the running service
+        replaced = await http.get("/readyz")
+        assert replaced.status_code == 503
+        assert "was replaced while the service ran" in replaced.json()["detail"]
+        os.unlink(path)
+    finally:
+        os.rename(aside, path)
+    assert (await http.get("/readyz")).status_code == 200
 
 
 async def test_graphql_responses_are_json(gql: GraphQLClient) -> None:
