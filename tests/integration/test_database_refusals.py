@@ -19,6 +19,7 @@ from sqlalchemy import event
 
 from credits_graphql.app import build_app
 from credits_graphql.bootstrap import Runtime, bootstrap
+from credits_graphql.service.transient import StoreUnavailable
 from credits_graphql.store import engine as engine_module
 from credits_graphql.store.engine import create_engine
 from tests.api.documents import add_funds, codes_of, create_account
@@ -178,3 +179,32 @@ async def test_a_full_sqlite_disk_is_a_503_to_retry_and_records_nothing(
     assert await balance(gql, account_id) == "10.00"
     recorded = await gql(BATCH, {"in": {"items": items}}, key=org.usage_writer)  # room again: the retry records
     assert len(recorded["recordUsageBatch"]["results"]) == 1000
+
+
+async def test_sqlite_writers_waiting_in_line_in_one_process_wait_one_busy_timeout_not_one_each(
+        database_url: str, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind another program's write lock, the k-th writer in this process's line waited k busy timeouts (90 s and
+    more for a request) before its 503."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's one writer at a time")
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)  # 30 s in production
+    deps = runtime.deps
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def a_long_write() -> None:  # as a writer stuck in SQLite's busy handler: the line waits behind it
+        async with deps.uow(write=True):
+            holding.set()
+            await release.wait()
+
+    async def a_write_behind_it() -> None:
+        async with asyncio.timeout(10), deps.uow(write=True):  # the timeout: rather than wait for the first for good
+            pass
+
+    first = asyncio.create_task(a_long_write())
+    await holding.wait()
+    try:
+        with pytest.raises(StoreUnavailable, match="writers waited past the busy timeout"):
+            await a_write_behind_it()
+    finally:
+        release.set()
+        await first

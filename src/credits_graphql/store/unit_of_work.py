@@ -23,6 +23,7 @@ from credits_graphql.service.unit_of_work import (
     OrganizationRepository,
     RechargeAttemptRepository,
 )
+from credits_graphql.store import engine as engine_settings
 from credits_graphql.store.connection import StoreConnection
 from credits_graphql.store.engine import WRITE_OPTION
 from credits_graphql.store.point_reads import PointReader, SqlitePointReader, point_reader
@@ -66,7 +67,13 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> Self:
         if self._writers is not None:
-            await self._writers.acquire()
+            # The busy timeout bounds the wait in this process's line too: a line behind another program's write
+            # lock would otherwise wait a busy timeout per writer ahead in it (k times 30 s).
+            try:
+                async with asyncio.timeout(engine_settings.SQLITE_BUSY_TIMEOUT_SECONDS):
+                    await self._writers.acquire()
+            except TimeoutError:
+                raise StoreUnavailable("database busy (this process's writers waited past the busy timeout)") from None
             self._holding = True
         self.connection = StoreConnection(self._engine, self._point_reader, self._transaction)
         if self._write:
