@@ -30,7 +30,7 @@ from credits_graphql.service import clock_check
 from credits_graphql.service.transient import StoreUnavailable, TransientConflict
 from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, WorkerMode
-from credits_graphql.store.engine import DatabaseFile, takes_no_writes
+from credits_graphql.store.health import DatabaseFile, takes_no_writes
 from credits_graphql.store.migrate import current_revision, revision_problem, schema_problem
 
 log = logging.getLogger(__name__)

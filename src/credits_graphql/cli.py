@@ -31,6 +31,7 @@ from credits_graphql.service.worker import RechargeWorker
 from credits_graphql.settings import Settings, SettingsError
 from credits_graphql.store.migrate import DatabaseUnreachable, schema_problem, upgrade_database
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Alembic logs how it reads a schema's revision at INFO: news for `migrate`, noise on every other command's check.
 _SCHEMA_CHECK_LOGGER = "alembic.runtime.migration"
@@ -156,11 +157,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     # `serve` needs it at once for the demo organization, and a newcomer learns more from one line than from a
     # server that answers 503 and prints no key.
     waits = args.command == "serve" and not settings.is_dev
+    problem = None
     if args.command == "worker":
         problem = _schema_problem_once_reachable(settings.database_url)
     elif args.command != "migrate":
         problem = schema_problem(settings.database_url, wait_if_unreachable=waits)
-    if args.command != "migrate" and problem:
+    if problem:
         _fail(f"{problem} ({_database_of(settings.database_url)})")
     if args.command == "migrate":
         asyncio.run(_migrate(settings.database_url))
@@ -173,7 +175,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
 
 
 DATABASE_WAIT_SECONDS = 2.0
-log = logging.getLogger("credits_graphql.cli")
 
 
 def _schema_problem_once_reachable(url: str) -> str | None:

@@ -119,21 +119,22 @@ async def authenticate_reading(deps: Deps, secret: str, account_id: int | None,
     # The lookup is by digest; the comparison of the secret's digest itself is constant-time.
     if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.is_live(now):
         return None, None
-    if ((key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL)
-            and (key_reads is None or key_reads.may_touch(key.id, now, TOUCH_INTERVAL))
-            and not await _touched(deps, key.id, now) and key_reads is not None):
-        key_reads.touch_refused(key.id, now)
+    if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
+        await _touch(deps, key.id, now, key_reads)
     return Principal(key_id=key.id, org_id=key.org_id, role=key.role), account
 
 
-async def _touched(deps: Deps, key_id: int, now: datetime) -> bool:
+async def _touch(deps: Deps, key_id: int, now: datetime, key_reads: KeyReads | None) -> None:
     """Records when the key was last used: a hint for operators, which a database that takes no writes now (read-only
-    after a failover, busy) goes without; the request is served all the same."""
+    after a failover, busy) goes without; the request is served all the same, and the process (`key_reads`) does
+    not ask again for a while."""
+    if key_reads is not None and not key_reads.may_touch(key_id, now, TOUCH_INTERVAL):
+        return
     try:
         async with deps.uow(write=True) as uow:
             await uow.api_keys.touch(key_id, now)
             await uow.commit()
     except StoreUnavailable as refused:
         log.warning("API key %s: its last use was not recorded: %s", key_id, refused)
-        return False
-    return True
+        if key_reads is not None:
+            key_reads.touch_refused(key_id, now)

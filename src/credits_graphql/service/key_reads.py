@@ -30,7 +30,8 @@ class _Waiting:
 
 @dataclass
 class KeyReads:
-    """One per process, on the process's `deps` (not a request's)."""
+    """One per process, on the process's `deps` (not a request's). It also remembers the keys whose last use the
+    database refused to record lately (service/access.py), so that requests do not each wait for it again."""
 
     deps: Deps
     _touch_refused: dict[int, datetime] = field(default_factory=dict)
